@@ -1,0 +1,91 @@
+"""sandbox: run untrusted code in throwaway Linux containers.
+
+Public API::
+
+    from sandbox import JobSpec, execute, execute_sync
+    result = await execute(JobSpec(code="print(1)"))
+
+Names are imported lazily (PEP 562), so importing :mod:`sandbox` costs
+nothing and the spawner process, which imports :mod:`sandbox.init`, never
+loads pydantic.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.errors import (
+        CapabilityError,
+        CgroupError,
+        CleanupError,
+        MountError,
+        NamespaceError,
+        SandboxError,
+        SetupError,
+        SpecError,
+        UnsupportedError,
+    )
+    from sandbox.result import JobResult, Status
+    from sandbox.runner import Runtime, execute, execute_sync
+    from sandbox.settings import Settings
+    from sandbox.spec import JobSpec, Limits
+
+__all__ = [
+    "CapabilityError",
+    "CgroupError",
+    "CleanupError",
+    "JobResult",
+    "JobSpec",
+    "Limits",
+    "MountError",
+    "NamespaceError",
+    "Runtime",
+    "SandboxError",
+    "Settings",
+    "SetupError",
+    "SpecError",
+    "Status",
+    "UnsupportedError",
+    "execute",
+    "execute_sync",
+]
+
+_WHERE = {
+    "JobSpec": "sandbox.spec",
+    "Limits": "sandbox.spec",
+    "JobResult": "sandbox.result",
+    "Status": "sandbox.result",
+    "Runtime": "sandbox.runner",
+    "execute": "sandbox.runner",
+    "execute_sync": "sandbox.runner",
+    "Settings": "sandbox.settings",
+    **{
+        name: "sandbox.errors"
+        for name in (
+            "CapabilityError",
+            "CgroupError",
+            "CleanupError",
+            "MountError",
+            "NamespaceError",
+            "SandboxError",
+            "SetupError",
+            "SpecError",
+            "UnsupportedError",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

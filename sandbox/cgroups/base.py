@@ -1,0 +1,149 @@
+"""The job-shaped cgroup interface shared by the v1 and v2 implementations.
+
+Man page: cgroups(7); kernel docs admin-guide/cgroup-v1 and cgroup-v2.
+Every cgroup we create lives under our own parent (``sandbox`` by default)
+and is named ``<owner>.<n>``, the owner being the runtime that made it, so a
+restarted runtime can find and reclaim exactly what is ours. cgroupfs is read
+and written through :func:`read_file` and :func:`write_file` only, which put
+the path in every error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sandbox.errors import CgroupError
+
+__all__ = ["Cgroup", "CgroupSetup", "CgroupStats", "read_file", "write_file"]
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    """What a job used, from the kernel's accounting of its cgroup."""
+
+    cpu_ns: int
+    memory_peak: int
+    oom_kills: int
+    pids_limit_hits: int
+
+
+class Cgroup(Protocol):
+    """One job's cgroup (one directory per hierarchy on v1, one on v2)."""
+
+    name: str
+
+    def procs_files(self) -> tuple[str, ...]:
+        """The ``cgroup.procs`` files a process writes ``0`` to, to join."""
+        ...
+
+    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+        """Cap memory (swap disabled) and the number of tasks."""
+        ...
+
+    def cpu_usage_ns(self) -> int:
+        """CPU time used by all processes of the cgroup, in nanoseconds."""
+        ...
+
+    def stats(self) -> CgroupStats:
+        """CPU, memory peak, OOM kills and pids-limit hits."""
+        ...
+
+    def is_empty(self) -> bool:
+        """True when no process is left in the cgroup."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL every process of the cgroup, without racing forks."""
+        ...
+
+    def destroy(self) -> None:
+        """Remove the cgroup; raises OSError(EBUSY) while processes remain."""
+        ...
+
+
+class CgroupSetup(Protocol):
+    """A host's cgroup hierarchy as we use it: our parent and its children."""
+
+    version: int
+    parent: str
+
+    def ensure_parent(self) -> None:
+        """Create our parent cgroup and enable the controllers we need."""
+        ...
+
+    def create(self, name: str) -> Cgroup:
+        """Create a job cgroup under our parent."""
+        ...
+
+    def open(self, name: str) -> Cgroup:
+        """Open an existing job cgroup under our parent."""
+        ...
+
+    def children(self) -> list[str]:
+        """Names of the cgroups under our parent."""
+        ...
+
+    def missing(self) -> list[str]:
+        """Controllers we need that this host does not offer."""
+        ...
+
+
+def read_file(path: Path) -> str:
+    """Read a cgroupfs file.
+
+    Raises:
+        CgroupError: naming the path.
+    """
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise CgroupError(f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno) from exc
+
+
+def write_file(path: Path, data: str) -> None:
+    """Write a cgroupfs file (one write, as the kernel expects).
+
+    Raises:
+        CgroupError: naming the path and the value.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CgroupError(
+            f"cannot write {data!r} to {path}: {exc.strerror}", path=str(path), errno=exc.errno
+        ) from exc
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """Parse ``key value`` lines (memory.events, pids.events, cpu.stat...)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def remove_dir(path: Path) -> None:
+    """rmdir a cgroup directory; a missing one is already gone.
+
+    Raises:
+        OSError: EBUSY while processes remain.
+    """
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        raise

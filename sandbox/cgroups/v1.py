@@ -1,0 +1,152 @@
+"""cgroup v1 (legacy and hybrid hosts): one directory per controller.
+
+We use the memory, pids, cpuacct and freezer hierarchies. Memory is capped by
+``memory.limit_in_bytes`` and, where swap accounting exists, by an equal
+``memory.memsw.limit_in_bytes`` (no swap); ``memory.swappiness`` is set to 0
+as well. v1 has no ``cgroup.kill``: :meth:`CgroupV1.kill` freezes the cgroup,
+SIGKILLs every member, then thaws it, so a fork bomb cannot outrun the kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from sandbox.cgroups.base import CgroupStats, parse_keyed, read_file, remove_dir, write_file
+from sandbox.errors import CgroupError, UnsupportedError
+
+__all__ = ["CgroupV1", "SetupV1"]
+
+CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
+PROCS = "cgroup.procs"
+MEMORY_LIMIT = "memory.limit_in_bytes"
+MEMSW_LIMIT = "memory.memsw.limit_in_bytes"
+SWAPPINESS = "memory.swappiness"
+MEMORY_PEAK = "memory.max_usage_in_bytes"
+OOM_CONTROL = "memory.oom_control"
+PIDS_MAX = "pids.max"
+PIDS_EVENTS = "pids.events"
+CPU_USAGE = "cpuacct.usage"
+FREEZER_STATE = "freezer.state"
+
+
+class CgroupV1:
+    """A job's cgroup on a v1 host."""
+
+    def __init__(self, name: str, dirs: dict[str, Path]) -> None:
+        self.name = name
+        self._dirs = dirs
+
+    def _unique_dirs(self) -> list[Path]:
+        seen: dict[str, Path] = {}
+        for path in self._dirs.values():
+            seen.setdefault(os.path.realpath(path), path)
+        return list(seen.values())
+
+    def procs_files(self) -> tuple[str, ...]:
+        return tuple(str(d / PROCS) for d in self._unique_dirs())
+
+    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+        mem = self._dirs["memory"]
+        write_file(mem / MEMORY_LIMIT, str(memory_bytes))
+        if (mem / MEMSW_LIMIT).exists():
+            write_file(mem / MEMSW_LIMIT, str(memory_bytes))
+        if (mem / SWAPPINESS).exists():
+            write_file(mem / SWAPPINESS, "0")
+        write_file(self._dirs["pids"] / PIDS_MAX, str(pids_max))
+
+    def cpu_usage_ns(self) -> int:
+        return int(read_file(self._dirs["cpuacct"] / CPU_USAGE))
+
+    def stats(self) -> CgroupStats:
+        mem = self._dirs["memory"]
+        return CgroupStats(
+            cpu_ns=self.cpu_usage_ns(),
+            memory_peak=int(read_file(mem / MEMORY_PEAK)),
+            oom_kills=parse_keyed(read_file(mem / OOM_CONTROL)).get("oom_kill", 0),
+            pids_limit_hits=parse_keyed(read_file(self._dirs["pids"] / PIDS_EVENTS)).get("max", 0),
+        )
+
+    def _pids(self) -> set[int]:
+        pids: set[int] = set()
+        for d in self._unique_dirs():
+            try:
+                pids.update(int(p) for p in read_file(d / PROCS).split())
+            except CgroupError:
+                continue  # already removed
+        return pids
+
+    def is_empty(self) -> bool:
+        return not self._pids()
+
+    def kill(self) -> None:
+        freezer = self._dirs["freezer"] / FREEZER_STATE
+        write_file(freezer, "FROZEN")
+        try:
+            deadline = time.monotonic() + 1.0
+            while read_file(freezer).strip() != "FROZEN" and time.monotonic() < deadline:
+                time.sleep(0.001)
+            # Frozen tasks can neither fork nor exit, so these pids are stable.
+            for pid in self._pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        finally:
+            write_file(freezer, "THAWED")
+
+    def destroy(self) -> None:
+        for d in self._unique_dirs():
+            remove_dir(d)
+
+
+class SetupV1:
+    """Our parent cgroup in each v1 hierarchy."""
+
+    version = 1
+
+    def __init__(self, root: Path, parent: str) -> None:
+        self.root = root
+        self.parent = parent
+
+    def missing(self) -> list[str]:
+        return [c for c in CONTROLLERS if not (self.root / c / PROCS).exists()]
+
+    def _dirs(self, name: str) -> dict[str, Path]:
+        return {c: self.root / c / self.parent / name for c in CONTROLLERS}
+
+    def ensure_parent(self) -> None:
+        missing = self.missing()
+        if missing:
+            raise UnsupportedError(
+                f"cgroup v1 controller {missing[0]} is not mounted under {self.root}",
+                hint=f"mount it (mount -t cgroup -o {missing[0]} cgroup {self.root / missing[0]})",
+            )
+        for c in CONTROLLERS:
+            (self.root / c / self.parent).mkdir(exist_ok=True)
+
+    def create(self, name: str) -> CgroupV1:
+        dirs = self._dirs(name)
+        made: list[Path] = []
+        try:
+            for path in dict.fromkeys(os.path.realpath(p) for p in dirs.values()):
+                os.mkdir(path)
+                made.append(Path(path))
+        except OSError as exc:
+            for path in reversed(made):
+                remove_dir(path)
+            raise CgroupError(f"cannot create cgroup {exc.filename}: {exc.strerror}", path=exc.filename) from exc
+        return CgroupV1(name, dirs)
+
+    def open(self, name: str) -> CgroupV1:
+        return CgroupV1(name, self._dirs(name))
+
+    def children(self) -> list[str]:
+        names: set[str] = set()
+        for c in CONTROLLERS:
+            base = self.root / c / self.parent
+            if base.is_dir():
+                names.update(p.name for p in base.iterdir() if p.is_dir())
+        return sorted(names)

@@ -1,0 +1,155 @@
+"""cgroup v2 (unified hierarchy): one directory per job.
+
+Controllers are enabled in our parent's ``cgroup.subtree_control``; the
+parent itself holds no process (the "no internal processes" rule), jobs are
+leaves. Memory: ``memory.max`` and ``memory.swap.max`` = 0; the peak from
+``memory.peak``; OOM kills from ``memory.events``. ``cgroup.kill`` (Linux
+5.14+) kills every member atomically; without it we freeze, kill, thaw.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from sandbox.cgroups.base import CgroupStats, parse_keyed, read_file, remove_dir, write_file
+from sandbox.errors import CgroupError, UnsupportedError
+
+__all__ = ["CgroupV2", "SetupV2"]
+
+REQUIRED = ("memory", "pids")
+OPTIONAL = ("cpu",)
+PROCS = "cgroup.procs"
+CONTROLLERS_FILE = "cgroup.controllers"
+SUBTREE_CONTROL = "cgroup.subtree_control"
+EVENTS = "cgroup.events"
+KILL = "cgroup.kill"
+FREEZE = "cgroup.freeze"
+MEMORY_MAX = "memory.max"
+SWAP_MAX = "memory.swap.max"
+MEMORY_PEAK = "memory.peak"
+MEMORY_CURRENT = "memory.current"
+MEMORY_EVENTS = "memory.events"
+PIDS_MAX = "pids.max"
+PIDS_EVENTS = "pids.events"
+CPU_STAT = "cpu.stat"
+
+
+class CgroupV2:
+    """A job's cgroup on a v2 host."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+
+    def procs_files(self) -> tuple[str, ...]:
+        return (str(self.path / PROCS),)
+
+    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+        write_file(self.path / MEMORY_MAX, str(memory_bytes))
+        if (self.path / SWAP_MAX).exists():
+            write_file(self.path / SWAP_MAX, "0")
+        write_file(self.path / PIDS_MAX, str(pids_max))
+
+    def cpu_usage_ns(self) -> int:
+        return parse_keyed(read_file(self.path / CPU_STAT)).get("usage_usec", 0) * 1000
+
+    def stats(self) -> CgroupStats:
+        peak_file = self.path / MEMORY_PEAK
+        if not peak_file.exists():  # Linux < 5.19: the best we have
+            peak_file = self.path / MEMORY_CURRENT
+        return CgroupStats(
+            cpu_ns=self.cpu_usage_ns(),
+            memory_peak=int(read_file(peak_file)),
+            oom_kills=parse_keyed(read_file(self.path / MEMORY_EVENTS)).get("oom_kill", 0),
+            pids_limit_hits=parse_keyed(read_file(self.path / PIDS_EVENTS)).get("max", 0),
+        )
+
+    def is_empty(self) -> bool:
+        try:
+            return parse_keyed(read_file(self.path / EVENTS)).get("populated", 0) == 0
+        except CgroupError:
+            return True
+
+    def kill(self) -> None:
+        if (self.path / KILL).exists():
+            write_file(self.path / KILL, "1")
+            return
+        write_file(self.path / FREEZE, "1")
+        try:
+            deadline = time.monotonic() + 1.0
+            while parse_keyed(read_file(self.path / EVENTS)).get("frozen") != 1:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.001)
+            for pid in read_file(self.path / PROCS).split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        finally:
+            write_file(self.path / FREEZE, "0")
+
+    def destroy(self) -> None:
+        remove_dir(self.path)
+
+
+class SetupV2:
+    """Our parent cgroup on a unified hierarchy."""
+
+    version = 2
+
+    def __init__(self, root: Path, parent: str) -> None:
+        self.root = root
+        self.parent = parent
+
+    def _available(self) -> set[str]:
+        return set(read_file(self.root / CONTROLLERS_FILE).split())
+
+    def missing(self) -> list[str]:
+        try:
+            available = self._available()
+        except CgroupError:
+            return list(REQUIRED)
+        return [c for c in REQUIRED if c not in available]
+
+    def ensure_parent(self) -> None:
+        missing = self.missing()
+        if missing:
+            raise UnsupportedError(
+                f"cgroup v2 controller {missing[0]} is not available in {self.root}",
+                hint="boot with it enabled (it is on by default in Debian's kernel)",
+            )
+        enabled = set(read_file(self.root / SUBTREE_CONTROL).split())
+        wanted = [c for c in (*REQUIRED, *OPTIONAL) if c in self._available()]
+        absent = [c for c in REQUIRED if c not in enabled]
+        if absent:
+            raise UnsupportedError(
+                f"cgroup v2 controller {absent[0]} is not enabled for children of {self.root}",
+                hint=f"run: echo +{absent[0]} > {self.root / SUBTREE_CONTROL}",
+            )
+        parent = self.root / self.parent
+        parent.mkdir(exist_ok=True)
+        have = set(read_file(parent / SUBTREE_CONTROL).split())
+        todo = [c for c in wanted if c in enabled and c not in have]
+        if todo:
+            write_file(parent / SUBTREE_CONTROL, " ".join(f"+{c}" for c in todo))
+
+    def create(self, name: str) -> CgroupV2:
+        path = self.root / self.parent / name
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise CgroupError(f"cannot create cgroup {path}: {exc.strerror}", path=str(path)) from exc
+        return CgroupV2(name, path)
+
+    def open(self, name: str) -> CgroupV2:
+        return CgroupV2(name, self.root / self.parent / name)
+
+    def children(self) -> list[str]:
+        base = self.root / self.parent
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir())

@@ -1,0 +1,138 @@
+"""What this host offers: the checks behind ``sandbox doctor``.
+
+Each check says what it found and, when something is missing, how to fix it.
+:func:`require_capable` runs the essential ones before a runtime opens, so a
+host that cannot sandbox fails early with a clear message instead of at the
+first job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.errors import UnsupportedError
+from sandbox.settings import Settings
+
+__all__ = ["Check", "require_capable", "run_checks"]
+
+NAMESPACES = ("mnt", "pid", "ipc", "uts", "net", "cgroup")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding about the host."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+    essential: bool = True
+
+
+def _root() -> Check:
+    if os.geteuid() == 0:
+        return Check("root", True, "running as root")
+    return Check("root", False, f"running as uid {os.geteuid()}", "run as root (sudo sandbox ...)")
+
+
+def _namespaces() -> Check:
+    missing = [n for n in NAMESPACES if not os.path.exists(f"/proc/self/ns/{n}")]
+    if missing:
+        return Check(
+            "namespaces",
+            False,
+            f"missing: {', '.join(missing)}",
+            "use a kernel built with CONFIG_NAMESPACES and each *_NS option",
+        )
+    return Check("namespaces", True, ", ".join(NAMESPACES))
+
+
+def _overlay() -> Check:
+    try:
+        with open("/proc/filesystems") as f:
+            found = any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        found = False
+    if not found:
+        # A module not yet loaded is loaded on first mount; modprobe says if it can be.
+        found = any(Path("/lib/modules", os.uname().release).rglob("overlay.ko*"))
+    if found:
+        return Check("overlayfs", True, "overlay filesystem available")
+    return Check("overlayfs", False, "no overlay filesystem", "modprobe overlay (CONFIG_OVERLAY_FS)")
+
+
+def _cgroups(settings: Settings) -> Check:
+    from sandbox.cgroups import detect_setup
+
+    try:
+        setup = detect_setup(settings.cgroup_root, settings.cgroup_parent)
+    except UnsupportedError as exc:
+        return Check("cgroups", False, exc.message, exc.hint)
+    missing = setup.missing()
+    if missing:
+        return Check(
+            "cgroups",
+            False,
+            f"cgroup v{setup.version}: controller {', '.join(missing)} missing",
+            "enable the memory, pids, cpu(acct) and freezer controllers",
+        )
+    return Check("cgroups", True, f"cgroup v{setup.version} at {settings.cgroup_root}")
+
+
+def _python() -> Check:
+    if os.access("/usr/bin/python3", os.X_OK):
+        return Check("python3", True, "/usr/bin/python3 (the default image's python)")
+    return Check(
+        "python3", False, "no /usr/bin/python3", "apt-get install python3", essential=False
+    )
+
+
+def _state(settings: Settings) -> Check:
+    bad = []
+    for path in (settings.run_dir, settings.state_dir):
+        probe = path
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            bad.append(str(path))
+    if bad:
+        return Check("state dirs", False, f"not writable: {', '.join(bad)}", "run as root")
+    return Check("state dirs", True, f"{settings.run_dir}, {settings.state_dir}")
+
+
+def _pidfd() -> Check:
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as exc:
+        return Check("pidfd", False, f"pidfd_open: {exc.strerror}", "use Linux 5.3 or newer")
+    os.close(fd)
+    return Check("pidfd", True, "pidfd_open works")
+
+
+def run_checks(settings: Settings | None = None) -> list[Check]:
+    """Run every check and return the findings, essential ones first."""
+    settings = settings or Settings()
+    return [
+        _root(),
+        _namespaces(),
+        _overlay(),
+        _cgroups(settings),
+        _pidfd(),
+        _state(settings),
+        _python(),
+    ]
+
+
+def require_capable(settings: Settings) -> None:
+    """Raise on the first essential check that fails.
+
+    Raises:
+        UnsupportedError: what is missing and how to fix it.
+    """
+    for check in (_root(), _namespaces(), _overlay(), _pidfd()):
+        if not check.ok:
+            raise UnsupportedError(f"{check.name}: {check.detail}", hint=check.hint)
+
+

@@ -1,0 +1,264 @@
+"""Describe, then act: the plan of one container as plain data.
+
+:func:`build_plan` is a pure function from what the submitter asks
+(:class:`~sandbox.spec.JobSpec`) and what the operator allows
+(:class:`~sandbox.settings.Settings`) to a :class:`Plan`: clamped limits,
+namespace flags, ordered mounts, capabilities kept, rlimits, argv and env.
+The child side (:mod:`sandbox.init`) receives it as JSON through an inherited
+file descriptor and carries it out; it never sees a pydantic model, so the
+spawner process does not import pydantic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sandbox import syscalls as sc
+from sandbox.caps import CAPABILITIES, capability_mask
+from sandbox.errors import SpecError
+
+if TYPE_CHECKING:
+    from sandbox.image import Image
+    from sandbox.settings import Settings
+    from sandbox.spec import JobSpec
+
+__all__ = ["DEVICES", "MountOp", "Plan", "build_plan"]
+
+WORKDIR = "/box"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Device nodes bound from the host into the container's own /dev, as bubblewrap's --dev.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+@dataclass(frozen=True)
+class MountOp:
+    """One step of building the root filesystem, relative to the new root.
+
+    ``op`` is ``bind`` (host ``source`` onto ``target``, read-only if
+    ``readonly``), ``mount`` (a fresh ``fstype`` filesystem), ``mkdir``,
+    ``symlink`` (``target`` pointing to ``source``) or ``file`` (an empty file,
+    a bind target for a device node).
+    """
+
+    op: str
+    target: str
+    source: str | None = None
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    mode: int = 0o755
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the child side needs to build and run one container."""
+
+    namespaces: int
+    hostname: str
+    loopback: bool
+    mount_base: str
+    lower_dirs: tuple[str, ...]
+    disk_bytes: int
+    disk_inodes: int
+    mounts: tuple[MountOp, ...]
+    workdir: str
+    source_file: str
+    uid: int
+    gid: int
+    capabilities: int
+    last_cap: int
+    rlimits: tuple[tuple[int, int, int], ...]
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    cgroup_procs: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> bytes:
+        """Serialise for the child."""
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Plan:
+        """Parse what :meth:`to_json` wrote."""
+        data: dict[str, Any] = json.loads(raw)
+        data["mounts"] = tuple(MountOp(**m) for m in data["mounts"])
+        data["rlimits"] = tuple(tuple(r) for r in data["rlimits"])
+        for key in ("lower_dirs", "argv", "env", "cgroup_procs"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _check_max(name: str, value: float, maximum: float) -> None:
+    if value > maximum:
+        raise SpecError(
+            f"limits.{name} {value:g} exceeds the maximum {maximum:g} allowed by this host "
+            f"(set SANDBOX_MAX_{name.upper()} to raise it)",
+            field=f"limits.{name}",
+            value=value,
+        )
+
+
+def rootfs_mounts(binds: tuple[str, ...], disk_bytes: int) -> tuple[MountOp, ...]:
+    """The ordered mounts on top of the image: host binds, /proc, /dev, /tmp.
+
+    Args:
+        binds: host directories bound read-only at the same path (e.g. /usr).
+        disk_bytes: size of /dev/shm, like the writable layer.
+    """
+    ro = sc.MS_NOSUID | sc.MS_NODEV
+    ops: list[MountOp] = [MountOp("bind", path, source=path, flags=ro, readonly=True) for path in binds]
+    ops += [
+        MountOp("mkdir", "/proc"),
+        MountOp("mount", "/proc", source="proc", fstype="proc", flags=ro | sc.MS_NOEXEC),
+        MountOp("mkdir", "/dev"),
+        MountOp(
+            "mount",
+            "/dev",
+            source="tmpfs",
+            fstype="tmpfs",
+            flags=ro | sc.MS_NOEXEC,
+            data="mode=0755,size=64k,nr_inodes=64",
+        ),
+    ]
+    for name in DEVICES:
+        ops += [
+            MountOp("file", f"/dev/{name}", mode=0o666),
+            MountOp("bind", f"/dev/{name}", source=f"/dev/{name}", flags=sc.MS_NOSUID | sc.MS_NOEXEC),
+        ]
+    ops += [
+        MountOp("mkdir", "/dev/pts"),
+        MountOp(
+            "mount",
+            "/dev/pts",
+            source="devpts",
+            fstype="devpts",
+            flags=sc.MS_NOSUID | sc.MS_NOEXEC,
+            data="newinstance,ptmxmode=0666,mode=0620",
+        ),
+        MountOp("symlink", "/dev/ptmx", source="pts/ptmx"),
+        MountOp("mkdir", "/dev/shm", mode=0o1777),
+        MountOp(
+            "mount",
+            "/dev/shm",
+            source="shm",
+            fstype="tmpfs",
+            flags=ro,
+            data=f"mode=1777,size={disk_bytes}",
+        ),
+        MountOp("symlink", "/dev/fd", source="/proc/self/fd"),
+        MountOp("symlink", "/dev/stdin", source="/proc/self/fd/0"),
+        MountOp("symlink", "/dev/stdout", source="/proc/self/fd/1"),
+        MountOp("symlink", "/dev/stderr", source="/proc/self/fd/2"),
+        MountOp("mkdir", "/tmp", mode=0o1777),
+    ]
+    return tuple(ops)
+
+
+def build_plan(
+    spec: JobSpec,
+    settings: Settings,
+    image: Image,
+    *,
+    cgroup_procs: tuple[str, ...] = (),
+    last_cap: int = len(CAPABILITIES) - 1,
+) -> Plan:
+    """Turn a job spec into a container plan, refusing what the host does not allow.
+
+    Args:
+        spec: what the submitter asked for.
+        settings: what the operator allows.
+        image: the root filesystem's read-only layers and host binds.
+        cgroup_procs: ``cgroup.procs`` files the job joins, one per hierarchy.
+        last_cap: highest capability number of the running kernel.
+
+    Returns:
+        The plan, ready for :mod:`sandbox.init`.
+
+    Raises:
+        SpecError: a limit beyond its maximum, a capability not allowed,
+            network not allowed, or input too large.
+    """
+    from sandbox.spec import LANGUAGES  # pydantic-free callers never reach here
+
+    lim = spec.limits
+    _check_max("wall_time", lim.wall_time, settings.max_wall_time)
+    _check_max("cpu_time", lim.cpu_time, settings.max_cpu_time)
+    _check_max("memory", lim.memory, settings.max_memory)
+    _check_max("pids", lim.pids, settings.max_pids)
+    _check_max("output", lim.output, settings.max_output)
+    _check_max("disk", lim.disk, settings.max_disk)
+    _check_max("open_files", lim.open_files, settings.max_open_files)
+    size = len(spec.code.encode()) + len(spec.stdin.encode())
+    if size > settings.max_input:
+        raise SpecError(
+            f"code and stdin are {size} bytes, more than the {settings.max_input} allowed",
+            field="code",
+            value=size,
+        )
+
+    unknown = sorted(c for c in spec.capabilities if c not in CAPABILITIES)
+    if unknown:
+        raise SpecError(f"unknown capability {unknown[0]}", field="capabilities", value=unknown[0])
+    refused = sorted(spec.capabilities - settings.allowed_capabilities)
+    if refused:
+        raise SpecError(
+            f"capability {refused[0]} is not allowed on this host "
+            "(add it to SANDBOX_ALLOWED_CAPABILITIES to allow it)",
+            field="capabilities",
+            value=refused[0],
+        )
+    if spec.network and not settings.allow_network:
+        raise SpecError(
+            "network access is not allowed on this host (set SANDBOX_ALLOW_NETWORK=true)",
+            field="network",
+            value=True,
+        )
+
+    namespaces = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    if not spec.network:
+        namespaces |= sc.CLONE_NEWNET
+    # CLONE_NEWCGROUP is unshared by the job itself, once it sits in its cgroup.
+
+    lang = LANGUAGES[spec.language]
+    privileged = bool(spec.capabilities)
+    cpu_seconds = math.ceil(lim.cpu_time)
+    rlimits = (
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_FSIZE, lim.disk, lim.disk),
+        (resource.RLIMIT_NOFILE, lim.open_files, lim.open_files),
+        # A per-process backstop; the supervisor enforces the total from the cgroup.
+        (resource.RLIMIT_CPU, cpu_seconds + 1, cpu_seconds + 2),
+    )
+    env = {
+        "PATH": PATH,
+        "HOME": WORKDIR,
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **spec.env,
+    }
+    return Plan(
+        namespaces=namespaces,
+        hostname=settings.hostname,
+        loopback=not spec.network,
+        mount_base=str(settings.run_dir / "mnt"),
+        lower_dirs=(str(image.root),),
+        disk_bytes=lim.disk,
+        disk_inodes=max(1024, lim.disk // 4096),
+        mounts=rootfs_mounts(image.binds, lim.disk),
+        workdir=WORKDIR,
+        source_file=f"{WORKDIR}/{lang.source}",
+        uid=0 if privileged else settings.job_uid,
+        gid=0 if privileged else settings.job_gid,
+        capabilities=capability_mask(spec.capabilities),
+        last_cap=last_cap,
+        rlimits=rlimits,
+        argv=(*lang.command, *spec.argv),
+        env=tuple(f"{k}={v}" for k, v in env.items()),
+        cgroup_procs=cgroup_procs,
+    )

@@ -1,0 +1,72 @@
+"""What the operator allows and where state lives (``SANDBOX_*`` variables).
+
+The job submitter's wishes are in :class:`sandbox.spec.JobSpec`; these
+settings bound them. Every field can be set from the environment, e.g.
+``SANDBOX_MAX_MEMORY=1G`` or ``SANDBOX_CGROUP_PARENT=judge``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandbox.spec import parse_size
+
+__all__ = ["DOCKER_DEFAULT_CAPABILITIES", "Settings"]
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+# Docker's default set: what `docker run` grants without --cap-add. A job may
+# ask for any of these; anything else (CAP_SYS_ADMIN, CAP_SYS_PTRACE...) only
+# if the operator adds it to SANDBOX_ALLOWED_CAPABILITIES.
+DOCKER_DEFAULT_CAPABILITIES = frozenset(
+    {
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    }
+)
+
+
+class Settings(BaseSettings):
+    """Operator configuration of the runtime."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDBOX_", frozen=True, extra="ignore")
+
+    run_dir: Path = Field(Path("/run/sandbox"), description="locks and mount points")
+    state_dir: Path = Field(Path("/var/lib/sandbox"), description="images")
+    cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="where cgroupfs is mounted")
+    cgroup_parent: str = Field(
+        "sandbox", pattern=r"^[A-Za-z0-9_.-]+$", description="our cgroup, under the root"
+    )
+
+    max_wall_time: float = Field(300.0, gt=0)
+    max_cpu_time: float = Field(300.0, gt=0)
+    max_memory: Size = Field(4 * 2**30, gt=0)
+    max_pids: int = Field(1024, gt=0)
+    max_output: Size = Field(64 * 2**20, ge=0)
+    max_disk: Size = Field(2**30, gt=0)
+    max_open_files: int = Field(4096, gt=0)
+    max_input: Size = Field(64 * 2**20, gt=0, description="bytes of code plus stdin")
+
+    allowed_capabilities: frozenset[str] = DOCKER_DEFAULT_CAPABILITIES
+    allow_network: bool = Field(False, description="let jobs share the host's network")
+
+    job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")
+    job_gid: int = Field(65534, ge=1)
+    hostname: str = "sandbox"
+    setup_timeout: float = Field(30.0, gt=0, description="seconds to build a container")

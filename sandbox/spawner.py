@@ -1,0 +1,107 @@
+"""The spawner: a small single-threaded process that forks containers.
+
+Forking from a process that has other threads is unsafe (a lock held by
+another thread stays locked forever in the child), and the supervisor is an
+asyncio program whose loop, executor and libraries may run threads. So the
+runtime starts this process once (``python -m sandbox.spawner FD``), before
+any job, and asks it for each container over a SOCK_SEQPACKET socket. A
+forked Python process costs well under a millisecond; re-executing an
+interpreter per job would cost 15 ms or more (docs/adr/0002).
+
+Protocol: each request is one message ``run`` carrying six descriptors
+(job socket, plan, code, stdin, stdout, stderr; see
+:class:`sandbox.init.ContainerFds`). The spawner forks process C, opens a
+pidfd of it while it is still an unreaped child (so the pid cannot have been
+reused), and sends ``spawned`` with that pidfd on the job socket. It never
+waits for a job. It reaps its children (and, as a child subreaper, any
+orphaned container init) from a SIGCHLD handler.
+
+It exits when the supervisor's end of the control socket closes, killing the
+containers it started; each container dies with its parent in turn
+(PR_SET_PDEATHSIG), so a killed supervisor leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+
+from sandbox.init import ContainerFds, run_container
+from sandbox.syscalls import LINUX, PR_SET_CHILD_SUBREAPER
+
+__all__ = ["FDS_PER_REQUEST", "main"]
+
+FDS_PER_REQUEST = 6
+_children: set[int] = set()
+
+
+def _reap(_signum: int = 0, _frame: object = None) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _children.discard(pid)
+
+
+def _spawn(fds: list[int], me: int, control: socket.socket) -> None:
+    job = socket.socket(fileno=fds[0])
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                run_container(ContainerFds(*fds), me)
+            _children.add(pid)
+            pidfd = os.pidfd_open(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        try:
+            socket.send_fds(job, [json.dumps({"event": "spawned", "pid": pid}).encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            job.send(json.dumps({"event": "error", "step": "fork", "message": f"fork: {exc}"}).encode())
+    finally:
+        job.close()
+        for fd in fds[1:]:
+            os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    """Serve container requests on the control socket given as ``argv[1]``."""
+    control = socket.socket(fileno=int(argv[1]))
+    me = os.getpid()
+    LINUX.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            msg, fds, _, _ = socket.recv_fds(control, 16, FDS_PER_REQUEST)
+            if not msg:
+                break  # the supervisor is gone
+            if msg != b"run" or len(fds) != FDS_PER_REQUEST:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            _spawn(fds, me, control)
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        for pid in list(_children):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,122 @@
+"""Policy: what a submitter asks for, as frozen pydantic models. No I/O here.
+
+``JobSpec`` is the public contract of a job. Each limit has a sane default
+here and a maximum set by the operator in :class:`sandbox.settings.Settings`;
+:func:`sandbox.plan.build_plan` refuses a spec beyond the maximum.
+
+Sizes accept a number of bytes or a string with a binary suffix, as Docker
+does: ``"64M"``, ``"64m"``, ``"64MiB"`` and ``"64MB"`` all mean 64 * 2**20.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = ["LANGUAGES", "JobSpec", "Language", "Limits", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_size(value: object) -> object:
+    """Turn ``"64M"``-style strings into bytes; leave other values to pydantic.
+
+    Raises:
+        ValueError: the string is not a size.
+    """
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError(f"not a size: {value!r} (use bytes or a suffix K, M, G, e.g. '64M')")
+        number, unit, _ = match.groups()
+        return int(float(number) * _UNITS[unit.lower()])
+    return value
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+Language = Literal["python", "sh"]
+
+
+class LanguageInfo(BaseModel):
+    """How a language's source file is named and run inside the container."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    command: tuple[str, ...]
+
+
+# The command runs in the job's working directory; the source file is there.
+LANGUAGES: dict[str, LanguageInfo] = {
+    "python": LanguageInfo(source="main.py", command=("/usr/bin/python3", "main.py")),
+    "sh": LanguageInfo(source="main.sh", command=("/bin/sh", "main.sh")),
+}
+
+
+class Limits(BaseModel):
+    """Resource limits of one job. Every field has a default and an operator maximum."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    wall_time: float = Field(10.0, gt=0, le=86400, description="wall-clock seconds")
+    cpu_time: float = Field(10.0, gt=0, le=86400, description="CPU seconds, all processes")
+    memory: Size = Field(256 * 2**20, ge=4 * 2**20, description="bytes of RAM, no swap")
+    pids: int = Field(64, ge=1, le=2**22, description="processes and threads at once")
+    output: Size = Field(2**20, ge=0, description="bytes kept per stream (stdout, stderr)")
+    disk: Size = Field(64 * 2**20, ge=2**20, description="bytes writable in the container")
+    open_files: int = Field(256, ge=8, le=2**20, description="file descriptors per process")
+
+
+class JobSpec(BaseModel):
+    """One job: a program, its input and its limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(description="the program's source text")
+    language: Language = "python"
+    stdin: str = Field("", description="the program's standard input")
+    argv: tuple[str, ...] = Field((), description="extra arguments after the source file")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="extra environment; nothing of the worker's leaks in"
+    )
+    limits: Limits = Field(default_factory=Limits)
+    capabilities: frozenset[str] = Field(
+        frozenset(), description="capability names to grant; non-empty runs the job as root"
+    )
+    network: bool = Field(False, description="share the host's network (operator must allow)")
+
+    @field_validator("argv")
+    @classmethod
+    def _argv_without_nul(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arg in value:
+            if "\0" in arg:
+                raise ValueError(f"argument contains a NUL byte: {arg!r}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, val in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"invalid environment variable name: {name!r}")
+            if "\0" in val:
+                raise ValueError(f"environment variable {name} contains a NUL byte")
+        return value
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _cap_names(cls, value: object) -> object:
+        if isinstance(value, (list, tuple, set, frozenset)):
+            names = set()
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError(f"capability names are strings, not {item!r}")
+                name = item.strip().upper()
+                names.add(name if name.startswith("CAP_") else f"CAP_{name}")
+            return frozenset(names)
+        return value
