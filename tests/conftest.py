@@ -1,0 +1,182 @@
+"""Shared test setup: host probes for markers, a runtime, and the leak check.
+
+The autouse ``no_leaks`` fixture, for tests under integration/ and attacks/,
+snapshots before and after each test: the mount table, the cgroups under our
+test parent (every hierarchy), this process's descendants other than the
+runtime's spawner, our open file descriptors, and the per-job mount point;
+any difference fails the test.
+
+Markers name what a test needs (``root``, ``cgroup_v1``, ``cgroup2``,
+``overlay``). A probe decides whether this host has it; if not the test is
+skipped with the reason, except under CI (``CI=true``), where a missing
+requirement is a failure: CI must run everything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.settings import Settings
+
+_MISSING = pytest.StashKey[str]()
+_LEAK_CHECKED = {"integration", "attacks"}
+
+TEST_SETTINGS = Settings(
+    run_dir=Path("/run/sandbox-test"),
+    cgroup_parent="sandbox-test",
+)
+
+
+def _cgroup_version() -> int | None:
+    try:
+        from sandbox.cgroups import detect_setup
+
+        return detect_setup(TEST_SETTINGS.cgroup_root, TEST_SETTINGS.cgroup_parent).version
+    except Exception:
+        return None
+
+
+def _probe(marker: str) -> str | None:
+    """Return why this host lacks ``marker``'s requirement, or None."""
+    if marker in ("root", "overlay", "cgroup_v1", "cgroup2") and os.geteuid() != 0:
+        return "needs root"
+    if marker == "overlay":
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read():
+                return "needs overlayfs"
+    if marker == "cgroup_v1" and _cgroup_version() != 1:
+        return "needs a cgroup v1/hybrid host"
+    if marker == "cgroup2" and _cgroup_version() != 2:
+        return "needs a cgroup v2 host (run under shared/tools/cgroup2-vm)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    in_ci = os.environ.get("CI") == "true"
+    version = _cgroup_version()
+    for item in items:
+        for marker in ("root", "overlay", "cgroup_v1", "cgroup2"):
+            if item.get_closest_marker(marker) is None:
+                continue
+            reason = _probe(marker)
+            if reason is None:
+                continue
+            # The other cgroup version's tests are expected to skip on any one host.
+            other_version = (marker == "cgroup_v1" and version == 2) or (
+                marker == "cgroup2" and version == 1
+            )
+            if in_ci and not other_version:
+                item.stash[_MISSING] = reason
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    reason = item.stash.get(_MISSING, None)
+    if reason is not None:
+        pytest.fail(f"CI host lacks a requirement: {reason}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return TEST_SETTINGS
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[object]:
+    """One runtime for the whole session (its spawner is reused, as in production)."""
+    from sandbox.runner import Runtime
+
+    rt = Runtime(settings)
+    rt.open()
+    yield rt
+    rt.close()
+
+
+def mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        # Drop the mount id and parent id, which say nothing about what is mounted.
+        return {" ".join(line.split()[2:]) for line in f}
+
+
+def cgroups(settings: Settings) -> set[str]:
+    found: set[str] = set()
+    for base in settings.cgroup_root.glob(f"*/{settings.cgroup_parent}"):
+        found.update(str(p) for p in base.rglob("*") if p.is_dir())
+    direct = settings.cgroup_root / settings.cgroup_parent
+    if direct.is_dir():
+        found.update(str(p) for p in direct.rglob("*") if p.is_dir())
+    return found
+
+
+def descendants(root_pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    todo = [root_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def open_fds() -> set[str]:
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            continue
+    return fds
+
+
+def snapshot(settings: Settings, spawners: set[int]) -> dict[str, object]:
+    mnt = settings.run_dir / "mnt"
+    return {
+        "mounts": mounts(),
+        "cgroups": cgroups(settings),
+        "processes": descendants(os.getpid()) - spawners,
+        "fds": open_fds(),
+        "mount point": sorted(os.listdir(mnt)) if mnt.is_dir() else [],
+    }
+
+
+def _spawners(runtime: object) -> set[int]:
+    spawner = getattr(runtime, "_spawner", None)
+    return {spawner.pid} if spawner is not None else set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest, settings: Settings) -> Iterator[None]:
+    """Fail a test that ran real jobs and left anything behind (see module doc)."""
+    if os.geteuid() != 0 or not _LEAK_CHECKED.intersection(request.node.path.parts):
+        yield
+        return
+    runtime = request.getfixturevalue("runtime") if "runtime" in request.fixturenames else None
+    before = snapshot(settings, _spawners(runtime))
+    yield
+    after = snapshot(settings, _spawners(runtime))
+    leaks = {}
+    for key, value in after.items():
+        old = before[key]
+        if isinstance(value, set) and isinstance(old, set):
+            extra = value - old
+        else:
+            extra = value if value != old else None
+        if extra:
+            leaks[key] = extra
+    assert not leaks, f"left behind: {leaks}"
+
