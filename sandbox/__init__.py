@@ -61,9 +61,8 @@ _WHERE = {
     "execute": "sandbox.runner",
     "execute_sync": "sandbox.runner",
     "Settings": "sandbox.settings",
-    **{
-        name: "sandbox.errors"
-        for name in (
+    **dict.fromkeys(
+        (
             "CapabilityError",
             "CgroupError",
             "CleanupError",
@@ -73,8 +72,9 @@ _WHERE = {
             "SetupError",
             "SpecError",
             "UnsupportedError",
-        )
-    },
+        ),
+        "sandbox.errors",
+    ),
 }
 
 

@@ -60,7 +60,9 @@ def _overlay() -> Check:
         found = any(Path("/lib/modules", os.uname().release).rglob("overlay.ko*"))
     if found:
         return Check("overlayfs", True, "overlay filesystem available")
-    return Check("overlayfs", False, "no overlay filesystem", "modprobe overlay (CONFIG_OVERLAY_FS)")
+    return Check(
+        "overlayfs", False, "no overlay filesystem", "modprobe overlay (CONFIG_OVERLAY_FS)"
+    )
 
 
 def _cgroups(settings: Settings) -> Check:
@@ -134,5 +136,3 @@ def require_capable(settings: Settings) -> None:
     for check in (_root(), _namespaces(), _overlay(), _pidfd()):
         if not check.ok:
             raise UnsupportedError(f"{check.name}: {check.detail}", hint=check.hint)
-
-

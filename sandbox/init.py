@@ -47,7 +47,9 @@ class _StepFailed(Exception):
 class ContainerFds:
     """The descriptors a container receives from the supervisor."""
 
-    def __init__(self, job: int, plan: int, code: int, stdin: int, stdout: int, stderr: int) -> None:
+    def __init__(
+        self, job: int, plan: int, code: int, stdin: int, stdout: int, stderr: int
+    ) -> None:
         self.job = job
         self.plan = plan
         self.code = code

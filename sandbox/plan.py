@@ -111,7 +111,9 @@ def rootfs_mounts(binds: tuple[str, ...], disk_bytes: int) -> tuple[MountOp, ...
         disk_bytes: size of /dev/shm, like the writable layer.
     """
     ro = sc.MS_NOSUID | sc.MS_NODEV
-    ops: list[MountOp] = [MountOp("bind", path, source=path, flags=ro, readonly=True) for path in binds]
+    ops: list[MountOp] = [
+        MountOp("bind", path, source=path, flags=ro, readonly=True) for path in binds
+    ]
     ops += [
         MountOp("mkdir", "/proc"),
         MountOp("mount", "/proc", source="proc", fstype="proc", flags=ro | sc.MS_NOEXEC),
@@ -128,7 +130,9 @@ def rootfs_mounts(binds: tuple[str, ...], disk_bytes: int) -> tuple[MountOp, ...
     for name in DEVICES:
         ops += [
             MountOp("file", f"/dev/{name}", mode=0o666),
-            MountOp("bind", f"/dev/{name}", source=f"/dev/{name}", flags=sc.MS_NOSUID | sc.MS_NOEXEC),
+            MountOp(
+                "bind", f"/dev/{name}", source=f"/dev/{name}", flags=sc.MS_NOSUID | sc.MS_NOEXEC
+            ),
         ]
     ops += [
         MountOp("mkdir", "/dev/pts"),

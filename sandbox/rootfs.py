@@ -41,7 +41,12 @@ __all__ = ["apply_mounts", "mount_overlay", "pivot_into"]
 
 
 def mount_overlay(
-    base: str, lower_dirs: tuple[str, ...], disk_bytes: int, disk_inodes: int, *, sys: Syscalls = LINUX
+    base: str,
+    lower_dirs: tuple[str, ...],
+    disk_bytes: int,
+    disk_inodes: int,
+    *,
+    sys: Syscalls = LINUX,
 ) -> str:
     """Make mounts private, then mount a tmpfs at ``base`` and the overlay inside it.
 

@@ -246,7 +246,10 @@ class Runtime:
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # terminal signals are the supervisor's to handle
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _package_root()},
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "PYTHONPATH": _package_root(),
+                },
             )
         finally:
             child.close()
@@ -280,7 +283,8 @@ class Runtime:
             SetupError: the container could not be built.
         """
         control = self._control_socket()
-        assert self._cgroups is not None and self._image is not None
+        assert self._cgroups is not None
+        assert self._image is not None
         name = f"{self.owner}.{next(self._counter)}"
         plan = build_plan(
             spec,

@@ -71,7 +71,9 @@ def _spawn(fds: list[int], me: int, control: socket.socket) -> None:
             os.close(pidfd)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            job.send(json.dumps({"event": "error", "step": "fork", "message": f"fork: {exc}"}).encode())
+            job.send(
+                json.dumps({"event": "error", "step": "fork", "message": f"fork: {exc}"}).encode()
+            )
     finally:
         job.close()
         for fd in fds[1:]:

@@ -156,7 +156,7 @@ def fs_magic(path: str) -> int:
     """Return the filesystem type magic of ``path`` (``statfs(2)`` ``f_type``)."""
     buf = _Statfs()
     _check(_libc.statfs(_b(path), ctypes.byref(buf)), "statfs", path)
-    return buf.f_type & 0xFFFFFFFF
+    return int(buf.f_type) & 0xFFFFFFFF
 
 
 def capget_self() -> tuple[int, int, int]:

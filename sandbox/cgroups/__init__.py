@@ -41,7 +41,8 @@ def detect_setup(
         magic = fs_magic(str(root))
     except OSError as exc:
         raise UnsupportedError(
-            f"no cgroup filesystem at {root}", hint="mount cgroupfs (cgroup2 or v1 controllers) there"
+            f"no cgroup filesystem at {root}",
+            hint="mount cgroupfs (cgroup2 or v1 controllers) there",
         ) from exc
     if magic == syscalls.CGROUP2_SUPER_MAGIC:
         return SetupV2(root, parent)
@@ -49,5 +50,6 @@ def detect_setup(
         return SetupV1(root, parent)
     raise UnsupportedError(
         f"no usable cgroup hierarchy at {root}",
-        hint="mount cgroup2 at /sys/fs/cgroup, or the v1 memory, pids, cpuacct and freezer controllers",
+        hint="mount cgroup2 at /sys/fs/cgroup, "
+        "or the v1 memory, pids, cpuacct and freezer controllers",
     )

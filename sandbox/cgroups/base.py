@@ -10,15 +10,19 @@ the path in every error.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sandbox.errors import CgroupError
 
-__all__ = ["Cgroup", "CgroupSetup", "CgroupStats", "read_file", "write_file"]
+__all__ = ["Cgroup", "CgroupSetup", "CgroupStats", "freeze_and_kill", "read_file", "write_file"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ def read_file(path: Path) -> str:
         with open(path) as f:
             return f.read()
     except OSError as exc:
-        raise CgroupError(f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno) from exc
+        raise CgroupError(
+            f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno
+        ) from exc
 
 
 def write_file(path: Path, data: str) -> None:
@@ -147,3 +153,23 @@ def remove_dir(path: Path) -> None:
         if exc.errno == errno.ENOENT:
             return
         raise
+
+
+def freeze_and_kill(
+    freeze: Callable[[bool], None], frozen: Callable[[], bool], pids: Callable[[], Iterable[int]]
+) -> None:
+    """SIGKILL every member of a cgroup that has no ``cgroup.kill``.
+
+    Frozen tasks can neither fork nor exit, so the pids read while frozen are
+    stable and a fork bomb cannot outrun the kill; SIGKILL takes effect on thaw.
+    """
+    freeze(True)
+    try:
+        deadline = time.monotonic() + 1.0
+        while not frozen() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for pid in pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        freeze(False)

@@ -10,11 +10,16 @@ SIGKILLs every member, then thaws it, so a fork bomb cannot outrun the kill.
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
-from sandbox.cgroups.base import CgroupStats, parse_keyed, read_file, remove_dir, write_file
+from sandbox.cgroups.base import (
+    CgroupStats,
+    freeze_and_kill,
+    parse_keyed,
+    read_file,
+    remove_dir,
+    write_file,
+)
 from sandbox.errors import CgroupError, UnsupportedError
 
 __all__ = ["CgroupV1", "SetupV1"]
@@ -82,20 +87,12 @@ class CgroupV1:
         return not self._pids()
 
     def kill(self) -> None:
-        freezer = self._dirs["freezer"] / FREEZER_STATE
-        write_file(freezer, "FROZEN")
-        try:
-            deadline = time.monotonic() + 1.0
-            while read_file(freezer).strip() != "FROZEN" and time.monotonic() < deadline:
-                time.sleep(0.001)
-            # Frozen tasks can neither fork nor exit, so these pids are stable.
-            for pid in self._pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        finally:
-            write_file(freezer, "THAWED")
+        state = self._dirs["freezer"] / FREEZER_STATE
+        freeze_and_kill(
+            lambda on: write_file(state, "FROZEN" if on else "THAWED"),
+            lambda: read_file(state).strip() == "FROZEN",
+            self._pids,
+        )
 
     def destroy(self) -> None:
         for d in self._unique_dirs():
@@ -131,13 +128,15 @@ class SetupV1:
         dirs = self._dirs(name)
         made: list[Path] = []
         try:
-            for path in dict.fromkeys(os.path.realpath(p) for p in dirs.values()):
-                os.mkdir(path)
-                made.append(Path(path))
+            for real in dict.fromkeys(os.path.realpath(p) for p in dirs.values()):
+                os.mkdir(real)
+                made.append(Path(real))
         except OSError as exc:
             for path in reversed(made):
                 remove_dir(path)
-            raise CgroupError(f"cannot create cgroup {exc.filename}: {exc.strerror}", path=exc.filename) from exc
+            raise CgroupError(
+                f"cannot create cgroup {exc.filename}: {exc.strerror}", path=exc.filename
+            ) from exc
         return CgroupV1(name, dirs)
 
     def open(self, name: str) -> CgroupV1:

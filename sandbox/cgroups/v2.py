@@ -9,12 +9,16 @@ leaves. Memory: ``memory.max`` and ``memory.swap.max`` = 0; the peak from
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
-from sandbox.cgroups.base import CgroupStats, parse_keyed, read_file, remove_dir, write_file
+from sandbox.cgroups.base import (
+    CgroupStats,
+    freeze_and_kill,
+    parse_keyed,
+    read_file,
+    remove_dir,
+    write_file,
+)
 from sandbox.errors import CgroupError, UnsupportedError
 
 __all__ = ["CgroupV2", "SetupV2"]
@@ -77,20 +81,11 @@ class CgroupV2:
         if (self.path / KILL).exists():
             write_file(self.path / KILL, "1")
             return
-        write_file(self.path / FREEZE, "1")
-        try:
-            deadline = time.monotonic() + 1.0
-            while parse_keyed(read_file(self.path / EVENTS)).get("frozen") != 1:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.001)
-            for pid in read_file(self.path / PROCS).split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        finally:
-            write_file(self.path / FREEZE, "0")
+        freeze_and_kill(
+            lambda on: write_file(self.path / FREEZE, "1" if on else "0"),
+            lambda: parse_keyed(read_file(self.path / EVENTS)).get("frozen") == 1,
+            lambda: [int(p) for p in read_file(self.path / PROCS).split()],
+        )
 
     def destroy(self) -> None:
         remove_dir(self.path)
@@ -142,7 +137,9 @@ class SetupV2:
         try:
             path.mkdir()
         except OSError as exc:
-            raise CgroupError(f"cannot create cgroup {path}: {exc.strerror}", path=str(path)) from exc
+            raise CgroupError(
+                f"cannot create cgroup {path}: {exc.strerror}", path=str(path)
+            ) from exc
         return CgroupV2(name, path)
 
     def open(self, name: str) -> CgroupV2:
