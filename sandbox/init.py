@@ -80,31 +80,42 @@ def _step(sock: socket.socket, name: str) -> Iterator[None]:
         raise _StepFailed from exc
 
 
-def _die_with_parent(expected_ppid: int) -> None:
+def _die_with_parent(lifeline: int) -> None:
+    """SIGKILL this process when its parent dies, even if it already has.
+
+    The parent may die between our fork and prctl; then no signal would come.
+    ``lifeline`` is the read end of a pipe whose write end only the parent
+    holds: at EOF, the parent is gone. (getppid() cannot tell: it is 0 in a
+    new pid namespace.)
+    """
     LINUX.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The parent may have died before prctl: then we were already reparented.
-    # getppid() is 0 for a namespace's pid 1, so read the host's /proc view.
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("PPid:"):
-                if int(line.split()[1]) != expected_ppid:
-                    os._exit(1)
-                return
+    os.set_blocking(lifeline, False)
+    try:
+        parent_gone = os.read(lifeline, 1) == b""
+    except BlockingIOError:
+        parent_gone = False
+    os.close(lifeline)
+    if parent_gone:
+        os._exit(1)
 
 
 def run_container(fds: ContainerFds, spawner_pid: int) -> NoReturn:
     """Process C: enter new namespaces, fork the container's init, wait for it."""
     sock = socket.socket(fileno=fds.job)
     try:
-        _die_with_parent(spawner_pid)
+        LINUX.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != spawner_pid:
+            os._exit(1)  # the spawner died before prctl
         with _step(sock, "plan"):
             plan = Plan.from_json(_read_all(fds.plan))
         with _step(sock, "unshare"):
             namespaces.enter_new_namespaces(plan.namespaces)
-        me = os.getpid()
+        lifeline, keep = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            _container_init(plan, fds, sock, me)
+            os.close(keep)
+            _container_init(plan, fds, sock, lifeline)
+        os.close(lifeline)
         for fd in (fds.plan, fds.code, fds.stdin, fds.stdout, fds.stderr):
             os.close(fd)
         _, status = os.waitpid(pid, 0)
@@ -124,10 +135,10 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _container_init(plan: Plan, fds: ContainerFds, sock: socket.socket, parent: int) -> NoReturn:
+def _container_init(plan: Plan, fds: ContainerFds, sock: socket.socket, lifeline: int) -> NoReturn:
     """Process I, pid 1 of the container: build the root, start the job, reap, report."""
     try:
-        _die_with_parent(parent)
+        _die_with_parent(lifeline)
         with _step(sock, "rootfs"):
             root = rootfs.mount_overlay(
                 plan.mount_base, plan.lower_dirs, plan.disk_bytes, plan.disk_inodes
