@@ -110,9 +110,7 @@ def main() -> None:
         assert isinstance(entry, dict)
         for mode in ("bare", "sandbox"):
             row = entry[f"{mode}_ms"]
-            print(
-                f"{label:18} {mode:8} {row['min']:7.2f} {row['median']:7.2f} {row['p95']:7.2f}"
-            )
+            print(f"{label:18} {mode:8} {row['min']:7.2f} {row['median']:7.2f} {row['p95']:7.2f}")
         print(
             f"{'':18} ratio {entry['ratio_median']:.2f}x, "
             f"overhead {entry['overhead_median_ms']:.2f} ms (median)"

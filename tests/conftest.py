@@ -179,4 +179,3 @@ def no_leaks(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Non
         if extra:
             leaks[key] = extra
     assert not leaks, f"left behind: {leaks}"
-

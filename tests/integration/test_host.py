@@ -1,0 +1,122 @@
+"""Host-level failure paths: a host that cannot sandbox, and a killed supervisor."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.errors import UnsupportedError
+from sandbox.runner import Runtime
+from sandbox.settings import Settings
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+
+
+def test_not_root_is_refused_clearly(tmp_path):
+    """Run as nobody, `sandbox run` says to run as root, exits 125, leaves nothing."""
+    # pytest's tmp_path sits in a root-only directory; nobody must read the program.
+    public = Path(tempfile.mkdtemp(dir="/tmp"))
+    public.chmod(0o755)
+    prog = public / "hello.py"
+    prog.write_text("print(1)\n")
+    prog.chmod(0o644)
+    try:
+        proc = _run_as_nobody(prog, tmp_path)
+    finally:
+        shutil.rmtree(public)
+    assert proc.returncode == 125
+    assert "root" in proc.stderr
+    assert "sudo" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def _run_as_nobody(prog: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SANDBOX, "run", str(prog)],
+        user=65534,
+        group=65534,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SANDBOX_RUN_DIR": str(tmp_path / "run")},
+    )
+
+
+def test_no_cgroup_filesystem_is_refused(tmp_path):
+    """A cgroup root that is not cgroupfs gives UnsupportedError with a hint."""
+    settings = Settings(run_dir=tmp_path / "run", cgroup_root=tmp_path, cgroup_parent="t")
+    with pytest.raises(UnsupportedError, match="cgroup") as info:
+        Runtime(settings).open()
+    assert info.value.hint
+
+
+def _cgroup_pids(settings: Settings) -> set[int]:
+    pids: set[int] = set()
+    for procs in settings.cgroup_root.glob(f"*/{settings.cgroup_parent}/*/cgroup.procs"):
+        pids.update(int(p) for p in procs.read_text().split())
+    for procs in settings.cgroup_root.glob(f"{settings.cgroup_parent}/*/cgroup.procs"):
+        pids.update(int(p) for p in procs.read_text().split())
+    return pids
+
+
+def _cgroup_dirs(settings: Settings) -> list[Path]:
+    dirs = list(settings.cgroup_root.glob(f"*/{settings.cgroup_parent}/*/"))
+    dirs += settings.cgroup_root.glob(f"{settings.cgroup_parent}/*/")
+    return dirs
+
+
+@pytest.mark.slow
+def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
+    """SIGKILL a supervisor mid-job: its container dies, the next start reclaims the rest."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from sandbox import JobSpec, Limits, Runtime, Settings
+        settings = Settings(run_dir=Path({str(settings.run_dir)!r}),
+                            cgroup_parent={settings.cgroup_parent!r})
+        async def main():
+            async with Runtime(settings) as rt:
+                await rt.execute(JobSpec(code="import time; time.sleep(60)",
+                                         limits=Limits(wall_time=60, cpu_time=60)))
+        asyncio.run(main())
+        """
+    )
+    before = set(_cgroup_dirs(settings))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while not _cgroup_pids(settings):
+            assert time.monotonic() < deadline, "the job never started"
+            assert proc.poll() is None, "the supervisor died early"
+            time.sleep(0.05)
+        job_pids = _cgroup_pids(settings)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in job_pids):
+            assert time.monotonic() < deadline, "the job outlived its supervisor"
+            time.sleep(0.05)
+        leftover = set(_cgroup_dirs(settings)) - before
+        assert leftover, "expected the dead supervisor's cgroup to be left for reclaim"
+        rt = Runtime(settings)
+        rt.open()
+        rt.close()
+        assert set(_cgroup_dirs(settings)) - before == set()
+        owners = settings.run_dir / "owners"
+        assert not any(p.name.startswith(f"{proc.pid}-") for p in owners.iterdir())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
