@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from sandbox import errors as _errors  # no dependencies: cheap to import
+
 if TYPE_CHECKING:
     from sandbox.errors import (
         CapabilityError,
@@ -61,20 +63,7 @@ _WHERE = {
     "execute": "sandbox.runner",
     "execute_sync": "sandbox.runner",
     "Settings": "sandbox.settings",
-    **dict.fromkeys(
-        (
-            "CapabilityError",
-            "CgroupError",
-            "CleanupError",
-            "MountError",
-            "NamespaceError",
-            "SandboxError",
-            "SetupError",
-            "SpecError",
-            "UnsupportedError",
-        ),
-        "sandbox.errors",
-    ),
+    **dict.fromkeys(_errors.__all__, "sandbox.errors"),
 }
 
 
