@@ -17,6 +17,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sandbox.host import Check
 
 __all__ = ["main"]
 
@@ -154,6 +158,9 @@ def _doctor(args: argparse.Namespace) -> int:
 
     checks = run_checks()
     ok = all(c.ok for c in checks if c.essential)
+    if ok:  # the proof: one real job, end to end
+        checks.append(_smoke_job())
+        ok = checks[-1].ok
     if args.json:
         print(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}))
         return 0 if ok else 1
@@ -165,6 +172,25 @@ def _doctor(args: argparse.Namespace) -> int:
         print(line)
     print("this host can run sandboxes" if ok else "this host cannot run sandboxes yet")
     return 0 if ok else 1
+
+
+def _smoke_job() -> Check:
+    import time
+
+    from sandbox.errors import SandboxError
+    from sandbox.host import Check
+    from sandbox.runner import execute_sync
+    from sandbox.spec import JobSpec
+
+    start = time.perf_counter()
+    try:
+        result = execute_sync(JobSpec(code="print('ok')"))
+    except SandboxError as exc:
+        return Check("container", False, str(exc), "see the error above; run as root")
+    elapsed = (time.perf_counter() - start) * 1000
+    if result.stdout != "ok\n":
+        return Check("container", False, f"a test job printed {result.stdout!r}: {result}")
+    return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
