@@ -1,25 +1,34 @@
 """The child side of a container: from a fork of the spawner to the job's execve.
 
 Synchronous, no event loop, no pydantic: it runs in forks of the spawner
-(:mod:`sandbox.spawner`) and reads its :class:`~sandbox.plan.Plan` from an
-inherited file descriptor, like ``runc init``. Three processes::
+(:mod:`sandbox.spawner`) and reads its plans from inherited file descriptors,
+like ``runc init``. Three processes::
 
     spawner ── C (host pid ns)  unshare(mnt, pid, ipc, uts, net); fork; wait for I
-                └── I (pid 1)   rootfs, /proc, /dev, hostname, lo; fork; reap all; report
-                     └── J      join cgroup; unshare(cgroup); rlimits; drop caps; execve
+                └── I (pid 1)   rootfs, /proc, /dev, hostname, lo, pivot_root; fork;
+                     │          reap everything; report the job's exit
+                     └── J      join the cgroup; unshare(cgroup); "ready"; wait for
+                                the job; write /box; rlimits; drop caps; "started"; execve
 
-Why three: after unshare(CLONE_NEWPID) only the *next* child is pid 1 of the
-new namespace, and /proc must be mounted from inside it. I stays our code as
-pid 1: it reaps zombies and, when it exits after the job's main process, the
-kernel kills every process left in the namespace (daemons included) before C
-sees I exit. Only J's tree is in the job's cgroup, so memory and CPU figures
-are the job's own, not our Python's.
+Two phases, so that the warm pool can build containers before their jobs
+exist: C, I and J carry out the :class:`~sandbox.plan.ContainerPlan`, and J
+reports ``ready`` once it sits in the job's cgroup. Then J waits on the job
+socket for one ``run`` message carrying the :class:`~sandbox.plan.JobPlan`,
+the code, stdin, stdout and stderr. EOF instead means "not needed": J exits,
+and with it the container.
+
+Why three processes: after unshare(CLONE_NEWPID) only the *next* child is
+pid 1 of the new namespace, and /proc must be mounted from inside it. I stays
+our code as pid 1: it reaps zombies and, when it exits after the job's main
+process, the kernel kills every process left in the namespace (daemons
+included) before C sees I exit. Only J's tree is in the job's cgroup, so
+memory and CPU figures are the job's own, not our Python's.
 
 Life lines: C and I die with SIGKILL if their parent dies (PR_SET_PDEATHSIG),
 so killing C (the supervisor holds a pidfd of it) tears down the whole
 container, in any phase. Events go to the supervisor over the job socket as
-small JSON messages: ``started`` and ``exit`` from I, ``error`` from C or I.
-The socket's EOF means C, and so everything, has exited.
+small JSON messages: ``ready`` and ``started`` from J, ``exit`` from I,
+``error`` from any. The socket's EOF means C, and so everything, has exited.
 """
 
 from __future__ import annotations
@@ -34,28 +43,17 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 from sandbox import caps, limits, namespaces, rootfs
-from sandbox.plan import Plan
+from sandbox.plan import ContainerPlan, JobPlan
 from sandbox.syscalls import CLONE_NEWCGROUP, LINUX, PR_SET_PDEATHSIG
 
-__all__ = ["ContainerFds", "run_container"]
+__all__ = ["JOB_FDS", "run_container"]
+
+# The run message's descriptors: job plan, code, stdin, stdout, stderr.
+JOB_FDS = 5
 
 
 class _StepFailed(Exception):
     pass
-
-
-class ContainerFds:
-    """The descriptors a container receives from the supervisor."""
-
-    def __init__(
-        self, job: int, plan: int, code: int, stdin: int, stdout: int, stderr: int
-    ) -> None:
-        self.job = job
-        self.plan = plan
-        self.code = code
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
 
 
 def _send(sock: socket.socket, event: str, **fields: object) -> None:
@@ -99,24 +97,33 @@ def _die_with_parent(lifeline: int) -> None:
         os._exit(1)
 
 
-def run_container(fds: ContainerFds, spawner_pid: int) -> NoReturn:
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def run_container(job_fd: int, plan_fd: int, cgroup_fds: list[int], spawner_pid: int) -> NoReturn:
     """Process C: enter new namespaces, fork the container's init, wait for it."""
-    sock = socket.socket(fileno=fds.job)
+    sock = socket.socket(fileno=job_fd)
     try:
         LINUX.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != spawner_pid:
             os._exit(1)  # the spawner died before prctl
         with _step(sock, "plan"):
-            plan = Plan.from_json(_read_all(fds.plan))
+            os.lseek(plan_fd, 0, os.SEEK_SET)
+            plan = ContainerPlan.from_json(_read_all(plan_fd))
+            os.close(plan_fd)
         with _step(sock, "unshare"):
             namespaces.enter_new_namespaces(plan.namespaces)
         lifeline, keep = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(keep)
-            _container_init(plan, fds, sock, lifeline)
+            _container_init(plan, sock, cgroup_fds, lifeline)
         os.close(lifeline)
-        for fd in (fds.plan, fds.code, fds.stdin, fds.stdout, fds.stderr):
+        for fd in cgroup_fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
         os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 1)
@@ -127,16 +134,10 @@ def run_container(fds: ContainerFds, spawner_pid: int) -> NoReturn:
         os._exit(1)
 
 
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _container_init(plan: Plan, fds: ContainerFds, sock: socket.socket, lifeline: int) -> NoReturn:
-    """Process I, pid 1 of the container: build the root, start the job, reap, report."""
+def _container_init(
+    plan: ContainerPlan, sock: socket.socket, cgroup_fds: list[int], lifeline: int
+) -> NoReturn:
+    """Process I, pid 1 of the container: build the root, fork the job's process, reap, report."""
     try:
         _die_with_parent(lifeline)
         with _step(sock, "rootfs"):
@@ -145,11 +146,6 @@ def _container_init(plan: Plan, fds: ContainerFds, sock: socket.socket, lifeline
             )
         with _step(sock, "mount"):
             rootfs.apply_mounts(root, plan.mounts)
-        with _step(sock, "workdir"):
-            _write_source(root, plan, fds.code)
-        with _step(sock, "cgroup"):
-            # Opened now, while the host's cgroupfs is still in view.
-            cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in plan.cgroup_procs]
         with _step(sock, "hostname"):
             namespaces.set_hostname(plan.hostname)
         if plan.loopback:
@@ -157,24 +153,14 @@ def _container_init(plan: Plan, fds: ContainerFds, sock: socket.socket, lifeline
                 namespaces.bring_up_loopback()
         with _step(sock, "pivot_root"):
             rootfs.pivot_into(root)
-        exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
-        job = os.fork()
-        if job == 0:
-            os.close(exec_r)
-            _exec_job(plan, fds, cgroup_fds, exec_w)
-        started = time.monotonic_ns()
-        os.close(exec_w)
-        for fd in (*cgroup_fds, fds.plan, fds.code, fds.stdin, fds.stdout, fds.stderr):
+        pid = os.fork()
+        if pid == 0:
+            _job_process(sock, cgroup_fds)
+        for fd in cgroup_fds:
             os.close(fd)
-        failure = _read_all_pipe(exec_r)
-        os.close(exec_r)
-        if failure:
-            _send(sock, "error", **json.loads(failure))
-        else:
-            _send(sock, "started", t=started)
         while True:  # reap everything; stop when the job's main process is gone
-            pid, status = os.waitpid(-1, 0)
-            if pid == job:
+            reaped, status = os.waitpid(-1, 0)
+            if reaped == pid:
                 break
         ended = time.monotonic_ns()
         if os.WIFSIGNALED(status):
@@ -189,20 +175,49 @@ def _container_init(plan: Plan, fds: ContainerFds, sock: socket.socket, lifeline
         os._exit(1)
 
 
-def _read_all_pipe(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _job_process(sock: socket.socket, cgroup_fds: list[int]) -> NoReturn:
+    """Process J: join the cgroup, report ready, wait for the job, become it.
+
+    Joining a cgroup (a write to cgroup.procs) can wait for an RCU grace
+    period, milliseconds on an idle host; done here, before the job is
+    known, it costs the job nothing when the container comes from the pool.
+    """
+    step = "cgroup"
+    try:
+        for fd in cgroup_fds:
+            os.write(fd, b"0")
+            os.close(fd)
+        step = "unshare"
+        LINUX.unshare(CLONE_NEWCGROUP)
+        _send(sock, "ready")
+        msg, fds, _, _ = socket.recv_fds(sock, 16, JOB_FDS)
+        if msg != b"run" or len(fds) != JOB_FDS:
+            os._exit(0)  # not needed after all (the pool drains)
+        job_fd, code_fd, stdin, stdout, stderr = fds
+        step = "plan"
+        job = JobPlan.from_json(_read_all(job_fd))
+        os.close(job_fd)
+        step = "workdir"
+        _write_source(job, code_fd)
+        os.close(code_fd)
+        _exec_job(job, sock, stdin, stdout, stderr)
+    except BaseException as exc:
+        _send(
+            sock,
+            "error",
+            step=step,
+            message=f"{step}: {exc}",
+            errno=getattr(exc, "errno", None),
+            path=getattr(exc, "filename", None),
+        )
+        os._exit(127)
 
 
-def _write_source(root: str, plan: Plan, code_fd: int) -> None:
-    workdir = root + plan.workdir
-    os.makedirs(workdir, exist_ok=True)
-    os.chown(workdir, plan.uid, plan.gid)
-    os.chmod(workdir, 0o755)
-    path = root + plan.source_file
-    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+def _write_source(job: JobPlan, code_fd: int) -> None:
+    os.makedirs(job.workdir, exist_ok=True)
+    os.chown(job.workdir, job.uid, job.gid)
+    os.chmod(job.workdir, 0o755)
+    out = os.open(job.source_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         size = os.fstat(code_fd).st_size
         offset = 0
@@ -211,50 +226,47 @@ def _write_source(root: str, plan: Plan, code_fd: int) -> None:
             if sent == 0:
                 break
             offset += sent
-        os.fchown(out, plan.uid, plan.gid)
+        os.fchown(out, job.uid, job.gid)
     finally:
         os.close(out)
 
 
-def _exec_job(plan: Plan, fds: ContainerFds, cgroup_fds: list[int], exec_w: int) -> NoReturn:
-    """Process J: the job. Anything that fails is written to ``exec_w`` as JSON."""
-    step = "cgroup"
+def _exec_job(job: JobPlan, sock: socket.socket, stdin: int, stdout: int, stderr: int) -> NoReturn:
+    """Set up the job's process and execve. A failure is reported on the job socket."""
+    step = "session"
     try:
-        # Join the cgroup first: everything the job does from here is accounted.
-        for fd in cgroup_fds:
-            os.write(fd, b"0")
-            os.close(fd)
-        step = "unshare"
-        LINUX.unshare(CLONE_NEWCGROUP)
-        step = "session"
         os.setsid()
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         step = "stdio"
-        os.dup2(fds.stdin, 0)
-        os.dup2(fds.stdout, 1)
-        os.dup2(fds.stderr, 2)
-        if exec_w != 3:
-            os.dup2(exec_w, 3, inheritable=False)
-            exec_w = 3
+        os.dup2(stdin, 0)
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        # The job socket moves to fd 3, closed by execve: the job never holds it.
+        if sock.fileno() != 3:
+            os.dup2(sock.fileno(), 3, inheritable=False)
+            sock.detach()
+            sock = socket.socket(fileno=3)
+        os.set_inheritable(3, False)
         os.closerange(4, 1 << 20)
         step = "workdir"
-        os.chdir(plan.workdir)
+        os.chdir(job.workdir)
         step = "rlimits"
-        limits.apply_rlimits(plan.rlimits)
+        limits.apply_rlimits(job.rlimits)
         step = "capabilities"
-        caps.drop_capabilities(plan.capabilities, plan.uid, plan.gid, last_cap=plan.last_cap)
+        caps.drop_capabilities(job.capabilities, job.uid, job.gid, last_cap=job.last_cap)
         step = "execve"
-        env = dict(item.split("=", 1) for item in plan.env)
-        os.execve(plan.argv[0], list(plan.argv), env)
+        env = dict(item.split("=", 1) for item in job.env)
+        _send(sock, "started", t=time.monotonic_ns())
+        os.execve(job.argv[0], list(job.argv), env)
     except BaseException as exc:
-        message = {
-            "step": step,
-            "message": f"{step}: {exc}",
-            "errno": getattr(exc, "errno", None),
-            "path": getattr(exc, "filename", None),
-        }
-        with contextlib.suppress(OSError):
-            os.write(exec_w, json.dumps(message).encode())
+        _send(
+            sock,
+            "error",
+            step=step,
+            message=f"{step}: {exc}",
+            errno=getattr(exc, "errno", None),
+            path=getattr(exc, "filename", None),
+        )
     os._exit(127)

@@ -4,7 +4,10 @@
 (:class:`~sandbox.spec.JobSpec`) and what the operator allows
 (:class:`~sandbox.settings.Settings`) to a :class:`Plan`: clamped limits,
 namespace flags, ordered mounts, capabilities kept, rlimits, argv and env.
-The child side (:mod:`sandbox.init`) receives it as JSON through an inherited
+It has two parts: the :class:`ContainerPlan` (namespaces and root filesystem,
+all a container needs before a job is known, so the warm pool can build it
+ahead) and the :class:`JobPlan` (user, capabilities, rlimits, command). The
+child side (:mod:`sandbox.init`) receives each as JSON through an inherited
 file descriptor and carries it out; it never sees a pydantic model, so the
 spawner process does not import pydantic.
 """
@@ -15,7 +18,7 @@ import dataclasses
 import json
 import math
 import resource
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandbox import syscalls as sc
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec
 
-__all__ = ["DEVICES", "MountOp", "Plan", "build_plan"]
+__all__ = ["DEVICES", "ContainerPlan", "JobPlan", "MountOp", "Plan", "build_plan"]
 
 WORKDIR = "/box"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -56,8 +59,11 @@ class MountOp:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Everything the child side needs to build and run one container."""
+class ContainerPlan:
+    """What a container needs before any job: namespaces and root filesystem.
+
+    Equal plans give interchangeable containers, so this is the warm pool's key.
+    """
 
     namespaces: int
     hostname: str
@@ -67,6 +73,24 @@ class Plan:
     disk_bytes: int
     disk_inodes: int
     mounts: tuple[MountOp, ...]
+
+    def to_json(self) -> bytes:
+        """Serialise for the child."""
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ContainerPlan:
+        """Parse what :meth:`to_json` wrote."""
+        data: dict[str, Any] = json.loads(raw)
+        data["mounts"] = tuple(MountOp(**m) for m in data["mounts"])
+        data["lower_dirs"] = tuple(data["lower_dirs"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What one job needs inside a ready container: its user, limits and command."""
+
     workdir: str
     source_file: str
     uid: int
@@ -76,21 +100,27 @@ class Plan:
     rlimits: tuple[tuple[int, int, int], ...]
     argv: tuple[str, ...]
     env: tuple[str, ...]
-    cgroup_procs: tuple[str, ...] = field(default=())
 
     def to_json(self) -> bytes:
         """Serialise for the child."""
         return json.dumps(dataclasses.asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Plan:
+    def from_json(cls, raw: bytes) -> JobPlan:
         """Parse what :meth:`to_json` wrote."""
         data: dict[str, Any] = json.loads(raw)
-        data["mounts"] = tuple(MountOp(**m) for m in data["mounts"])
         data["rlimits"] = tuple(tuple(r) for r in data["rlimits"])
-        for key in ("lower_dirs", "argv", "env", "cgroup_procs"):
-            data[key] = tuple(data[key])
+        data["argv"] = tuple(data["argv"])
+        data["env"] = tuple(data["env"])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the child side needs to build a container and run one job in it."""
+
+    container: ContainerPlan
+    job: JobPlan
 
 
 def _check_max(name: str, value: float, maximum: float) -> None:
@@ -168,7 +198,6 @@ def build_plan(
     settings: Settings,
     image: Image,
     *,
-    cgroup_procs: tuple[str, ...] = (),
     last_cap: int = len(CAPABILITIES) - 1,
 ) -> Plan:
     """Turn a job spec into a container plan, refusing what the host does not allow.
@@ -177,7 +206,6 @@ def build_plan(
         spec: what the submitter asked for.
         settings: what the operator allows.
         image: the root filesystem's read-only layers and host binds.
-        cgroup_procs: ``cgroup.procs`` files the job joins, one per hierarchy.
         last_cap: highest capability number of the running kernel.
 
     Returns:
@@ -246,7 +274,7 @@ def build_plan(
         "PYTHONDONTWRITEBYTECODE": "1",
         **spec.env,
     }
-    return Plan(
+    container = ContainerPlan(
         namespaces=namespaces,
         hostname=settings.hostname,
         loopback=not spec.network,
@@ -255,6 +283,8 @@ def build_plan(
         disk_bytes=lim.disk,
         disk_inodes=max(1024, lim.disk // 4096),
         mounts=rootfs_mounts(image.binds, lim.disk),
+    )
+    job = JobPlan(
         workdir=WORKDIR,
         source_file=f"{WORKDIR}/{lang.source}",
         uid=0 if privileged else settings.job_uid,
@@ -264,5 +294,5 @@ def build_plan(
         rlimits=rlimits,
         argv=(*lang.command, *spec.argv),
         env=tuple(f"{k}={v}" for k, v in env.items()),
-        cgroup_procs=cgroup_procs,
     )
+    return Plan(container=container, job=job)

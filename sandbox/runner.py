@@ -15,8 +15,8 @@ watched with ``loop.add_reader``; cgroupfs reads are in-memory and short.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
-import errno
 import fcntl
 import itertools
 import json
@@ -28,17 +28,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from sandbox import host
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
-from sandbox.errors import CleanupError, SandboxError, SetupError, setup_error_for
+from sandbox.container import Container, memfd
+from sandbox.errors import SetupError
 from sandbox.image import Image, ensure_host_image
-from sandbox.plan import build_plan
+from sandbox.plan import ContainerPlan, JobPlan, build_plan
+from sandbox.pool import PoolStats, RootfsPool
 from sandbox.result import JobResult, Status
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec
@@ -93,91 +94,6 @@ class _Stream:
             self.eof.set_result(None)
 
 
-@dataclass
-class _Job:
-    """What the supervisor knows of one running container."""
-
-    sock: socket.socket
-    loop: asyncio.AbstractEventLoop
-    started: asyncio.Future[int]
-    done: asyncio.Future[None]
-    pidfd: int = -1
-    exit: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    ended_ns: int | None = None
-    kill_reason: str | None = None
-    kill_pending: bool = False
-    events: list[str] = field(default_factory=list)
-
-    def readable(self) -> None:
-        while True:
-            try:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
-            except BlockingIOError:
-                return
-            except OSError:
-                msg, fds = b"", []
-            if not msg:
-                self.loop.remove_reader(self.sock.fileno())
-                if not self.done.done():
-                    self.done.set_result(None)
-                if not self.started.done():
-                    self.started.set_result(0)
-                return
-            self._event(json.loads(msg), fds)
-
-    def _event(self, event: dict[str, Any], fds: list[int]) -> None:
-        kind = event.get("event")
-        self.events.append(str(kind))
-        if kind == "spawned" and fds:
-            self.pidfd = fds[0]
-            if self.kill_pending:
-                self.kill(self.kill_reason)
-        elif kind == "started" and not self.started.done():
-            self.started.set_result(int(event["t"]))
-        elif kind == "exit":
-            self.exit = event
-            self.ended_ns = int(event["t"])
-        elif kind == "error" and self.error is None:
-            self.error = event
-        for fd in fds[1:] if kind == "spawned" else fds:
-            os.close(fd)
-
-    def kill(self, reason: str | None) -> None:
-        """SIGKILL process C; its children follow it (PR_SET_PDEATHSIG)."""
-        if self.kill_reason is None:
-            self.kill_reason = reason
-        if self.pidfd < 0:
-            self.kill_pending = True
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-
-    def close(self) -> None:
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
-        with contextlib.suppress(ValueError, OSError):
-            self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-
-
-def _memfd(name: str, data: bytes) -> int:
-    """An immutable in-memory file holding ``data``, positioned at its start.
-
-    Sealed against writes, growth and shrinking: the job reads its stdin from
-    one, and must not be able to change what another process reads.
-    """
-    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.lseek(fd, 0, os.SEEK_SET)
-    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-    return fd
-
-
 class Runtime:
     """Runs jobs on this host. Open it once, run many jobs, close it.
 
@@ -186,11 +102,14 @@ class Runtime:
         async with Runtime() as rt:
             result = await rt.execute(JobSpec(code="print(1)"))
 
-    Jobs from one event loop may run concurrently.
+    Jobs from one event loop may run concurrently. With a warm pool
+    (``pool_size`` > 0) containers are built ahead, on the loop that ran the
+    first job; used from another loop, the runtime starts a new pool there.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, pool_size: int | None = None) -> None:
         self.settings = settings or Settings()
+        self.pool_size = self.settings.pool_size if pool_size is None else pool_size
         self.owner = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._counter = itertools.count(1)
         self._cgroups: CgroupSetup | None = None
@@ -198,6 +117,9 @@ class Runtime:
         self._lock_fd = -1
         self._control: socket.socket | None = None
         self._spawner: subprocess.Popen[bytes] | None = None
+        self._pool: RootfsPool | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._stats_written = 0.0
         self._last_cap = last_capability()
 
     # -- lifecycle ---------------------------------------------------------
@@ -212,7 +134,7 @@ class Runtime:
             return
         host.require_capable(self.settings)
         s = self.settings
-        for path in (s.run_dir, s.run_dir / "mnt", s.run_dir / "owners", s.state_dir):
+        for path in (s.run_dir / "mnt", s.run_dir / "owners", s.run_dir / "pools", s.state_dir):
             path.mkdir(parents=True, exist_ok=True)
         self._cgroups = detect_setup(s.cgroup_root, s.cgroup_parent)
         self._cgroups.ensure_parent()
@@ -222,7 +144,10 @@ class Runtime:
         self._start_spawner()
 
     def close(self) -> None:
-        """Stop the spawner and release the owner lock."""
+        """Kill ready containers, stop the spawner, release the owner lock."""
+        if self._pool is not None:
+            self._pool.discard()
+            self._pool = None
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -234,23 +159,36 @@ class Runtime:
                 self._spawner.wait()
             self._spawner = None
         if self._lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.unlink(self.settings.run_dir / "owners" / f"{self.owner}.lock")
+            for path in (
+                self.settings.run_dir / "owners" / f"{self.owner}.lock",
+                self._stats_path(),
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    async def aclose(self) -> None:
+        """Drain the warm pool (waiting for its containers to exit), then :meth:`close`."""
+        if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
+            await self._pool.drain()
+            self._pool = None
+        self.close()
 
     async def __aenter__(self) -> Runtime:
         self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     def _start_spawner(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._spawner = subprocess.Popen(
-                [sys.executable, "-m", "sandbox.spawner", str(child.fileno())],
+                # -P: never import from the current directory, which may hold
+                # another checkout; the package comes from PYTHONPATH only.
+                [sys.executable, "-P", "-m", "sandbox.spawner", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # terminal signals are the supervisor's to handle
@@ -274,6 +212,72 @@ class Runtime:
         assert self._control is not None
         return self._control
 
+    async def _spawn(self, plan: ContainerPlan) -> Container:
+        """A new container in a new cgroup of ours (the container owns the cgroup)."""
+        control = self._control_socket()
+        assert self._cgroups is not None
+        cgroup = self._cgroups.create(f"{self.owner}.{next(self._counter)}")
+        try:
+            return await Container.spawn(control, plan, cgroup)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                cgroup.destroy()
+            raise
+
+    def _container_source(self) -> Callable[[ContainerPlan], Awaitable[Container]]:
+        if self.pool_size <= 0:
+            return self._spawn
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool_loop is not loop:
+            if self._pool is not None:
+                self._pool.discard()  # its loop is gone or elsewhere
+            self._pool = RootfsPool(
+                self._spawn, self.pool_size, setup_timeout=self.settings.setup_timeout
+            )
+            self._pool_loop = loop
+        return self._pool.take
+
+    # -- warm pool ---------------------------------------------------------
+
+    @property
+    def pool_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the warm pool lives on, if it has started."""
+        return self._pool_loop if self._pool is not None else None
+
+    @property
+    def spawner_pid(self) -> int | None:
+        """The spawner process's pid, if it runs."""
+        return self._spawner.pid if self._spawner is not None else None
+
+    async def pool_settled(self) -> None:
+        """Wait until the warm pool is not building (it refills after each job)."""
+        if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
+            await self._pool.settled()
+
+    def pool_containers(self) -> list[Container]:
+        """The warm pool's containers (ready or being built): not any job's."""
+        return self._pool.containers() if self._pool is not None else []
+
+    def pool_stats(self) -> PoolStats | None:
+        """Counters of the warm pool, or None before its first job or when disabled."""
+        return self._pool.stats() if self._pool is not None else None
+
+    def _stats_path(self) -> Path:
+        return self.settings.run_dir / "pools" / f"{self.owner}.json"
+
+    def _publish_stats(self) -> None:
+        """Write the pool's counters for `sandbox pool status`, at most once a second."""
+        now = time.monotonic()
+        stats = self.pool_stats()
+        if stats is None or now - self._stats_written < 1.0:
+            return
+        self._stats_written = now
+        data = {"owner": self.owner, "pid": os.getpid(), "size": self.pool_size, **asdict(stats)}
+        tmp = self._stats_path().with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(data))
+            tmp.rename(self._stats_path())
+
     # -- one job -----------------------------------------------------------
 
     async def execute(self, spec: JobSpec) -> JobResult:
@@ -290,112 +294,88 @@ class Runtime:
             UnsupportedError: the host cannot run sandboxes.
             SetupError: the container could not be built.
         """
-        control = self._control_socket()
+        self._control_socket()
         assert self._cgroups is not None
         assert self._image is not None
-        name = f"{self.owner}.{next(self._counter)}"
-        plan = build_plan(
-            spec,
-            self.settings,
-            self._image,
-            cgroup_procs=self._cgroups.open(name).procs_files(),
-            last_cap=self._last_cap,
-        )
-        cgroup = self._cgroups.create(name)
+        plan = build_plan(spec, self.settings, self._image, last_cap=self._last_cap)
+        container = await self._container_source()(plan.container)
         try:
-            cgroup.set_limits(memory_bytes=spec.limits.memory, pids_max=spec.limits.pids)
-            return await self._run(control, plan.to_json(), spec, cgroup)
+            return await self._run(container, plan.job, spec)
         finally:
-            await asyncio.shield(_remove_cgroup(cgroup))
+            await asyncio.shield(container.remove())
+            if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
+                self._pool.refill(plan.container)
+                self._publish_stats()
 
-    async def _run(
-        self, control: socket.socket, plan: bytes, spec: JobSpec, cgroup: Cgroup
-    ) -> JobResult:
-        loop = asyncio.get_running_loop()
+    async def _run(self, container: Container, job: JobPlan, spec: JobSpec) -> JobResult:
         lim = spec.limits
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cgroup = container.cgroup
         child_fds: list[int] = []
         streams: list[_Stream] = []
-        job: _Job | None = None
         cpu_task: asyncio.Task[None] | None = None
         try:
+            await container.wait_ready(self.settings.setup_timeout)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(out_w)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(err_w)
-            child_fds += [
-                _memfd("plan", plan),
-                _memfd("code", spec.code.encode()),
-                _memfd("stdin", spec.stdin.encode()),
-            ]
-            ours.setblocking(False)
-            job = _Job(ours, loop, loop.create_future(), loop.create_future())
-            loop.add_reader(ours.fileno(), job.readable)
-            kill_job = job.kill
+            kill = container.kill
             streams = [
-                _Stream(out_r, lim.output, lambda: kill_job("output")),
-                _Stream(err_r, lim.output, lambda: kill_job("output")),
+                _Stream(out_r, lim.output, lambda: kill("output")),
+                _Stream(err_r, lim.output, lambda: kill("output")),
             ]
-            await _send_request(control, [theirs.fileno(), *child_fds[2:], out_w, err_w])
+            child_fds += [
+                memfd("job-plan", job.to_json()),
+                memfd("code", spec.code.encode()),
+                memfd("stdin", spec.stdin.encode()),
+            ]
+            cgroup.set_limits(memory_bytes=lim.memory, pids_max=lim.pids)
+            cgroup.reset_accounting()
+            # init.JOB_FDS order: job plan, code, stdin, stdout, stderr.
+            await container.run([*child_fds[2:5], out_w, err_w])
             for fd in child_fds:
                 os.close(fd)
             child_fds.clear()
-            theirs.close()
 
             try:
                 started_ns = await asyncio.wait_for(
-                    asyncio.shield(job.started), self.settings.setup_timeout
+                    asyncio.shield(container.started), self.settings.setup_timeout
                 )
             except TimeoutError:
-                job.kill("setup")
+                container.kill("setup")
                 started_ns = 0
             if started_ns:
                 cpu_task = asyncio.create_task(
-                    _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill_job("cpu_time"))
+                    _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill("cpu_time"))
                 )
                 remaining = lim.wall_time - (time.monotonic_ns() - started_ns) / 1e9
                 try:
-                    await asyncio.wait_for(asyncio.shield(job.done), max(remaining, 0))
+                    await asyncio.wait_for(asyncio.shield(container.done), max(remaining, 0))
                 except TimeoutError:
-                    job.kill("wall_time")
-            await _wait_gone(job, streams)
+                    container.kill("wall_time")
+            await _wait_gone(container, streams)
         except BaseException:
-            if job is not None:
-                job.kill("cancelled")
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(_wait_gone(job, streams))
+            container.kill("cancelled")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_wait_gone(container, streams))
             raise
         finally:
             if cpu_task is not None:
                 cpu_task.cancel()
             for fd in child_fds:
                 os.close(fd)
-            theirs.close()
             for stream in streams:
                 stream.close()
-            if job is not None:
-                job.close()
-            else:
-                ours.close()
+            container.close()
+        return self._result(container, streams, spec)
 
-        return self._result(job, streams, cgroup, spec)
-
-    def _result(
-        self, job: _Job, streams: list[_Stream], cgroup: Cgroup, spec: JobSpec
-    ) -> JobResult:
+    def _result(self, job: Container, streams: list[_Stream], spec: JobSpec) -> JobResult:
+        cgroup = job.cgroup
         if job.kill_reason == "setup":
             raise SetupError(
                 f"container setup took longer than {self.settings.setup_timeout:g} s", step="setup"
             )
-        if job.error is not None and job.exit is None:
-            err = job.error
-            step = str(err.get("step", "setup"))
-            raise setup_error_for(step)(
-                str(err.get("message", "container setup failed")),
-                step=step,
-                path=err.get("path"),
-                errno=err.get("errno"),
-            )
+        job.raise_setup_error()
         if job.exit is None and job.kill_reason is None:
             raise SetupError(f"container ended without a result (events: {job.events})")
         stats = cgroup.stats()
@@ -437,24 +417,7 @@ class Runtime:
         )
 
 
-async def _send_request(control: socket.socket, fds: list[int]) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            socket.send_fds(control, [b"run"], fds)
-            return
-        except BlockingIOError:
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(control.fileno(), ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(control.fileno())
-        except OSError as exc:
-            raise SetupError(f"the spawner is gone: {exc.strerror}", step="spawn") from exc
-
-
-async def _wait_gone(job: _Job, streams: list[_Stream]) -> None:
+async def _wait_gone(job: Container, streams: list[_Stream]) -> None:
     """Wait until the container has exited and its output is drained."""
     waits = [job.done, *(s.eof for s in streams)]
     try:
@@ -474,24 +437,6 @@ async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) ->
             return
         # The earliest moment the limit can be reached, all CPUs busy.
         await asyncio.sleep(max(0.005, (limit_ns - used) / 1e9 / cpus))
-
-
-async def _remove_cgroup(cgroup: Cgroup) -> None:
-    delay = 0.001
-    for attempt in range(12):
-        try:
-            cgroup.destroy()
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise CleanupError(f"cannot remove cgroup {cgroup.name}: {exc}") from exc
-        if attempt == 4:
-            with contextlib.suppress(SandboxError):
-                cgroup.kill()
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    log.error("cgroup %s still busy; the next start reclaims it", cgroup.name)
-    raise CleanupError(f"cannot remove cgroup {cgroup.name}: still busy")
 
 
 def _package_root() -> str:
@@ -566,20 +511,23 @@ def reclaim(settings: Settings, cgroups: CgroupSetup) -> list[str]:
     return removed
 
 
-_default: Runtime | None = None
+_defaults: dict[bool, Runtime] = {}
 
 
-def default_runtime() -> Runtime:
-    """The process-wide runtime used by :func:`execute` when none is given."""
-    global _default
-    if _default is None:
-        runtime = Runtime()
+def default_runtime(*, warm: bool = True) -> Runtime:
+    """The process-wide runtime used by :func:`execute` when none is given.
+
+    Args:
+        warm: with the warm pool (for a long-lived event loop); :func:`execute_sync`
+            uses one without, since each call has a loop of its own.
+    """
+    runtime = _defaults.get(warm)
+    if runtime is None:
+        runtime = Runtime(pool_size=None if warm else 0)
         runtime.open()
-        _default = runtime
-        import atexit
-
+        _defaults[warm] = runtime
         atexit.register(runtime.close)
-    return _default
+    return runtime
 
 
 async def execute(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult:
@@ -597,4 +545,4 @@ async def execute(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult
 
 def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult:
     """Run one job and return its result, blocking. Not for use inside an event loop."""
-    return asyncio.run(execute(spec, runtime=runtime))
+    return asyncio.run((runtime or default_runtime(warm=False)).execute(spec))

@@ -70,3 +70,6 @@ class Settings(BaseSettings):
     job_gid: int = Field(65534, ge=1)
     hostname: str = "sandbox"
     setup_timeout: float = Field(30.0, gt=0, description="seconds to build a container")
+    pool_size: int = Field(
+        2, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
+    )

@@ -8,12 +8,13 @@ any job, and asks it for each container over a SOCK_SEQPACKET socket. A
 forked Python process costs well under a millisecond; re-executing an
 interpreter per job would cost 15 ms or more (docs/adr/0002).
 
-Protocol: each request is one message ``run`` carrying six descriptors
-(job socket, plan, code, stdin, stdout, stderr; see
-:class:`sandbox.init.ContainerFds`). The spawner forks process C, opens a
+Protocol: each request is one message ``prepare`` carrying the container's
+job socket, a memfd holding its :class:`~sandbox.plan.ContainerPlan`, and the
+``cgroup.procs`` descriptors of its cgroup (one per hierarchy). The spawner forks process C, opens a
 pidfd of it while it is still an unreaped child (so the pid cannot have been
-reused), and sends ``spawned`` with that pidfd on the job socket. It never
-waits for a job. It reaps its children (and, as a child subreaper, any
+reused), and sends ``spawned`` with that pidfd on the job socket. Everything
+else (the job itself) goes over the job socket, not through the spawner,
+which never waits for a container. It reaps its children (and, as a child subreaper, any
 orphaned container init) from a SIGCHLD handler.
 
 It exits when the supervisor's end of the control socket closes, killing the
@@ -31,12 +32,13 @@ import signal
 import socket
 import sys
 
-from sandbox.init import ContainerFds, run_container
+from sandbox.init import run_container
 from sandbox.syscalls import LINUX, PR_SET_CHILD_SUBREAPER
 
-__all__ = ["FDS_PER_REQUEST", "main"]
+__all__ = ["main"]
 
-FDS_PER_REQUEST = 6
+MIN_FDS = 2
+MAX_FDS = 16
 _children: set[int] = set()
 
 
@@ -61,7 +63,8 @@ def _spawn(fds: list[int], me: int, control: socket.socket) -> None:
                 control.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                run_container(ContainerFds(*fds), me)
+                job.detach()  # run_container owns the descriptor now
+                run_container(fds[0], fds[1], fds[2:], me)
             _children.add(pid)
             pidfd = os.pidfd_open(pid)
         finally:
@@ -95,10 +98,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         while True:
-            msg, fds, _, _ = socket.recv_fds(control, 16, FDS_PER_REQUEST)
+            msg, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
             if not msg:
                 break  # the supervisor is gone
-            if msg != b"run" or len(fds) != FDS_PER_REQUEST:
+            if msg != b"prepare" or len(fds) < MIN_FDS:
                 for fd in fds:
                     os.close(fd)
                 continue

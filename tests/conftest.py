@@ -14,12 +14,15 @@ requirement is a failure: CI must run everything.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sandbox.runner import Runtime
 from sandbox.settings import Settings
 
 _MISSING = pytest.StashKey[str]()
@@ -87,14 +90,22 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def runtime(settings: Settings) -> Iterator[object]:
-    """One runtime for the whole session (its spawner is reused, as in production)."""
-    from sandbox.runner import Runtime
-
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """One runtime for the whole session, as in a worker: its spawner and warm pool are reused."""
     rt = Runtime(settings)
     rt.open()
     yield rt
+    loop = rt.pool_loop
+    if loop is not None and not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(rt.aclose())
     rt.close()
+
+
+def settle(runtime: Runtime) -> None:
+    """Let the warm pool finish refilling (between tests its loop is idle)."""
+    loop = runtime.pool_loop
+    if loop is not None and not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(runtime.pool_settled())
 
 
 def mounts() -> set[str]:
@@ -143,39 +154,73 @@ def open_fds() -> set[str]:
     return fds
 
 
-def snapshot(settings: Settings, spawners: set[int]) -> dict[str, object]:
+def foreign_cgroups(settings: Settings, owner: str) -> set[str]:
+    """Cgroups of other live runtimes on this host (say, a test run in another checkout)."""
+    foreign = set()
+    for path in cgroups(settings):
+        other = Path(path).name.rsplit(".", 1)[0]
+        if other == owner:
+            continue
+        try:
+            fd = os.open(settings.run_dir / "owners" / f"{other}.lock", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            foreign.add(path)  # its owner holds the lock: alive, not ours
+        finally:
+            os.close(fd)
+    return foreign
+
+
+def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
+    """What of ours exists now, less the runtime's spawner and warm pool."""
     mnt = settings.run_dir / "mnt"
+    spared_pids: set[int] = set()
+    spared_cgroups: set[str] = set()
+    if runtime.spawner_pid is not None:
+        spared_pids.add(runtime.spawner_pid)
+    spared_fds: set[int] = set()
+    loop = runtime.pool_loop
+    if loop is not None:  # the session's event loop: its selector and self-pipe
+        for name in ("_selector", "_ssock", "_csock"):
+            with contextlib.suppress(AttributeError, ValueError):
+                spared_fds.add(getattr(loop, name).fileno())
+    for container in runtime.pool_containers():
+        assert container.pid is not None, "a pool container is still being built"
+        spared_pids |= {container.pid} | descendants(container.pid)
+        spared_cgroups |= {p for p in cgroups(settings) if p.endswith(f"/{container.cgroup.name}")}
+        spared_fds |= {container.sock.fileno(), container.pidfd}
     return {
         "mounts": mounts(),
-        "cgroups": cgroups(settings),
-        "processes": descendants(os.getpid()) - spawners,
-        "fds": open_fds(),
+        "cgroups": cgroups(settings) - spared_cgroups - foreign_cgroups(settings, runtime.owner),
+        "processes": descendants(os.getpid()) - spared_pids,
+        "fds": {fd for fd in open_fds() if int(fd.split("->")[0]) not in spared_fds},
         "mount point": sorted(os.listdir(mnt)) if mnt.is_dir() else [],
     }
 
 
-def _spawners(runtime: object) -> set[int]:
-    spawner = getattr(runtime, "_spawner", None)
-    return {spawner.pid} if spawner is not None else set()
-
-
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest, settings: Settings) -> Iterator[None]:
-    """Fail a test that ran real jobs and left anything behind (see module doc)."""
+    """Fail a test that ran real jobs and left anything behind (see module doc).
+
+    The warm pool's containers are not leaks: the pool is let settle (it
+    refills after each job) before each snapshot, and its containers spared.
+    """
     if os.geteuid() != 0 or not _LEAK_CHECKED.intersection(request.node.path.parts):
         yield
         return
-    runtime = request.getfixturevalue("runtime") if "runtime" in request.fixturenames else None
-    before = snapshot(settings, _spawners(runtime))
+    runtime = request.getfixturevalue("runtime")
+    settle(runtime)
+    before = snapshot(settings, runtime)
     yield
-    after = snapshot(settings, _spawners(runtime))
-    leaks = {}
+    settle(runtime)
+    after = snapshot(settings, runtime)
+    leaks: dict[str, object] = {}
     for key, value in after.items():
         old = before[key]
-        if isinstance(value, set) and isinstance(old, set):
-            extra = value - old
-        else:
-            extra = value if value != old else None
-        if extra:
-            leaks[key] = extra
+        extra = value - old if isinstance(value, set) and isinstance(old, set) else None
+        if extra or (extra is None and value != old):
+            leaks[key] = extra or value
     assert not leaks, f"left behind: {leaks}"

@@ -48,8 +48,16 @@ class Cgroup(Protocol):
         """Cap memory (swap disabled) and the number of tasks."""
         ...
 
+    def reset_accounting(self) -> None:
+        """Start the CPU and memory-peak figures afresh, as the job begins.
+
+        The cgroup is joined before its job is known (off the critical path),
+        so what our own code used in it until now must not count.
+        """
+        ...
+
     def cpu_usage_ns(self) -> int:
-        """CPU time used by all processes of the cgroup, in nanoseconds."""
+        """CPU time used by the cgroup's processes since the last reset, in nanoseconds."""
         ...
 
     def stats(self) -> CgroupStats:

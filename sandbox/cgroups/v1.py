@@ -62,6 +62,10 @@ class CgroupV1:
             write_file(mem / SWAPPINESS, "0")
         write_file(self._dirs["pids"] / PIDS_MAX, str(pids_max))
 
+    def reset_accounting(self) -> None:
+        write_file(self._dirs["cpuacct"] / CPU_USAGE, "0")
+        write_file(self._dirs["memory"] / MEMORY_PEAK, "0")  # resets to the current usage
+
     def cpu_usage_ns(self) -> int:
         return int(read_file(self._dirs["cpuacct"] / CPU_USAGE))
 

@@ -9,6 +9,7 @@ leaves. Memory: ``memory.max`` and ``memory.swap.max`` = 0; the peak from
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from sandbox.cgroups.base import (
@@ -47,6 +48,7 @@ class CgroupV2:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
+        self._cpu_base_us = 0
 
     def procs_files(self) -> tuple[str, ...]:
         return (str(self.path / PROCS),)
@@ -57,8 +59,19 @@ class CgroupV2:
             write_file(self.path / SWAP_MAX, "0")
         write_file(self.path / PIDS_MAX, str(pids_max))
 
+    def reset_accounting(self) -> None:
+        # cpu.stat cannot be reset: remember where the job starts.
+        self._cpu_base_us = self._cpu_usec()
+        # Linux 6.12+ resets the peak on a write; older kernels keep the
+        # high-water mark of our setup (our code's few pages before execve).
+        with contextlib.suppress(CgroupError):
+            write_file(self.path / MEMORY_PEAK, "reset")
+
+    def _cpu_usec(self) -> int:
+        return parse_keyed(read_file(self.path / CPU_STAT)).get("usage_usec", 0)
+
     def cpu_usage_ns(self) -> int:
-        return parse_keyed(read_file(self.path / CPU_STAT)).get("usage_usec", 0) * 1000
+        return (self._cpu_usec() - self._cpu_base_us) * 1000
 
     def stats(self) -> CgroupStats:
         peak_file = self.path / MEMORY_PEAK

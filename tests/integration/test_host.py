@@ -61,12 +61,12 @@ def test_no_cgroup_filesystem_is_refused(tmp_path):
     assert info.value.hint
 
 
-def _cgroup_pids(settings: Settings) -> set[int]:
+def _cgroup_pids(settings: Settings, owner_pid: int) -> set[int]:
+    """Pids in the cgroups of the runtime that ``owner_pid`` runs (names ``<pid>-<id>.<n>``)."""
     pids: set[int] = set()
-    for procs in settings.cgroup_root.glob(f"*/{settings.cgroup_parent}/*/cgroup.procs"):
-        pids.update(int(p) for p in procs.read_text().split())
-    for procs in settings.cgroup_root.glob(f"{settings.cgroup_parent}/*/cgroup.procs"):
-        pids.update(int(p) for p in procs.read_text().split())
+    for pattern in (f"*/{settings.cgroup_parent}", settings.cgroup_parent):
+        for procs in settings.cgroup_root.glob(f"{pattern}/{owner_pid}-*/cgroup.procs"):
+            pids.update(int(p) for p in procs.read_text().split())
     return pids
 
 
@@ -97,11 +97,11 @@ def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         deadline = time.monotonic() + 30
-        while not _cgroup_pids(settings):
+        while not _cgroup_pids(settings, proc.pid):
             assert time.monotonic() < deadline, "the job never started"
             assert proc.poll() is None, "the supervisor died early"
             time.sleep(0.05)
-        job_pids = _cgroup_pids(settings)
+        job_pids = _cgroup_pids(settings, proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 10

@@ -1,0 +1,298 @@
+"""The supervisor's handle on one container, from the spawn request to its exit.
+
+A container is asked of the spawner with its :class:`~sandbox.plan.ContainerPlan`
+and a cgroup of its own (created here, joined by the job's process while the
+container is built), and reports over its own job socket (a SOCK_SEQPACKET pair, one message per
+event): ``spawned`` (with a pidfd of process C), ``ready`` (root filesystem
+built, waiting for a job), ``started``, ``exit``, or ``error``. EOF on the
+socket means every process of the container has exited. :meth:`Container.kill`
+SIGKILLs C through the pidfd, which takes the whole container down in any
+phase (see :mod:`sandbox.init`); :meth:`Container.remove` waits for the end
+and removes the cgroup.
+
+All waiting is done by the event loop (``add_reader``); nothing here blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from typing import Any
+
+from sandbox.cgroups import Cgroup
+from sandbox.errors import CleanupError, SandboxError, SetupError, setup_error_for
+from sandbox.plan import ContainerPlan
+
+log = logging.getLogger("sandbox")
+
+__all__ = ["Container", "memfd"]
+
+
+def memfd(name: str, data: bytes) -> int:
+    """An immutable in-memory file holding ``data``, positioned at its start.
+
+    Sealed against writes, growth and shrinking: the job reads its stdin from
+    one, and must not be able to change what another process reads.
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
+class Container:
+    """One container, as seen from the supervisor. Create with :meth:`spawn`."""
+
+    def __init__(self, sock: socket.socket, plan: ContainerPlan, cgroup: Cgroup) -> None:
+        self.plan = plan
+        self.cgroup = cgroup
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self.loop.create_future()
+        self.started: asyncio.Future[int] = self.loop.create_future()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.spawned_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.pidfd = -1
+        self.pid: int | None = None  # of process C, for diagnostics; kill via pidfd only
+        self.exit: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.ended_ns: int | None = None
+        self.kill_reason: str | None = None
+        self._kill_pending = False
+        self.events: list[str] = []
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    @classmethod
+    async def spawn(cls, control: socket.socket, plan: ContainerPlan, cgroup: Cgroup) -> Container:
+        """Ask the spawner for a new container in ``cgroup``; it builds in the background.
+
+        The returned container owns the cgroup: :meth:`remove` removes it.
+
+        Raises:
+            SetupError: the spawner is gone, or the cgroup cannot be opened.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds: list[int] = []
+        container = cls(ours, plan, cgroup)
+        try:
+            fds.append(memfd("container-plan", plan.to_json()))
+            fds += [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
+            await _send_fds(control, b"prepare", [theirs.fileno(), *fds])
+        except OSError as exc:
+            container.kill("setup")
+            container.close()
+            raise SetupError(f"cannot start a container: {exc}", step="spawn") from exc
+        except BaseException:
+            container.kill("setup")
+            container.close()
+            raise
+        finally:
+            theirs.close()
+            for fd in fds:
+                os.close(fd)
+        return container
+
+    # -- events --------------------------------------------------------------
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                self._eof()
+                return
+            self._event(json.loads(msg), fds)
+
+    def _eof(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        for future in (self.done, self.ready):
+            if not future.done():
+                future.set_result(None)
+        if not self.started.done():
+            self.started.set_result(0)
+
+    def _event(self, event: dict[str, Any], fds: list[int]) -> None:
+        kind = event.get("event")
+        self.events.append(str(kind))
+        if kind == "spawned" and fds:
+            self.pidfd = fds.pop(0)
+            self.pid = int(event.get("pid", 0)) or None
+            if self._kill_pending:
+                self.kill(self.kill_reason)
+        elif kind == "ready" and not self.ready.done():
+            self.ready_at = time.monotonic()
+            self.ready.set_result(None)
+        elif kind == "started" and not self.started.done():
+            self.started.set_result(int(event["t"]))
+        elif kind == "exit":
+            self.exit = event
+            self.ended_ns = int(event["t"])
+        elif kind == "error" and self.error is None:
+            self.error = event
+        for fd in fds:
+            os.close(fd)
+
+    @property
+    def alive(self) -> bool:
+        """True while the container may still run a job."""
+        return not self.done.done() and self.error is None and self.kill_reason is None
+
+    def raise_setup_error(self) -> None:
+        """Raise the container's reported setup failure, if any.
+
+        Raises:
+            SetupError: the subclass for the failed step, with its errno and path.
+        """
+        if self.error is None:
+            return
+        err = self.error
+        step = str(err.get("step", "setup"))
+        raise setup_error_for(step)(
+            str(err.get("message", "container setup failed")),
+            step=step,
+            path=err.get("path"),
+            errno=err.get("errno"),
+        )
+
+    async def wait_ready(self, limit: float) -> None:
+        """Wait until the container waits for its job.
+
+        Raises:
+            SetupError: setup failed, took longer than ``limit`` seconds, or
+                the container died.
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), limit)
+        except TimeoutError:
+            self.kill("setup")
+            raise SetupError(
+                f"container setup took longer than {limit:g} s", step="setup"
+            ) from None
+        self.raise_setup_error()
+        if self.done.done():
+            raise SetupError(f"container exited before its job (events: {self.events})")
+
+    async def run(self, fds: list[int]) -> None:
+        """Hand the container its job: the ``run`` message and its descriptors."""
+        await _send_fds(self.sock, b"run", fds)
+
+    # -- ending ----------------------------------------------------------------
+
+    def kill(self, reason: str | None) -> None:
+        """SIGKILL process C; its children follow it (PR_SET_PDEATHSIG)."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        if self.pidfd < 0:
+            self._kill_pending = True
+            return
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    async def remove(self, grace: float = 10.0) -> None:
+        """Wait for the container to be gone (killing it after ``grace`` s), remove its cgroup.
+
+        Raises:
+            CleanupError: the cgroup stayed busy; the next start reclaims it.
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done), grace)
+        except TimeoutError:
+            self.kill("cleanup")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.done), grace)
+        finally:
+            self.close()
+        delay = 0.001
+        for attempt in range(12):
+            try:
+                self.cgroup.destroy()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise CleanupError(f"cannot remove cgroup {self.cgroup.name}: {exc}") from exc
+            if attempt == 4:
+                with contextlib.suppress(SandboxError):
+                    self.cgroup.kill()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        log.error("cgroup %s still busy; the next start reclaims it", self.cgroup.name)
+        raise CleanupError(f"cannot remove cgroup {self.cgroup.name}: still busy")
+
+    def remove_sync(self) -> None:
+        """Kill the container and remove its cgroup, blocking (no event loop needed)."""
+        self.kill("discard")
+        pidfd = self.pidfd
+        if pidfd >= 0:
+            with contextlib.suppress(OSError):
+                select.select([pidfd], [], [], 5.0)  # readable once C has exited
+        self.close()
+        for _ in range(100):
+            try:
+                self.cgroup.destroy()
+                return
+            except OSError:
+                with contextlib.suppress(SandboxError):
+                    self.cgroup.kill()
+                time.sleep(0.01)
+        log.error("cgroup %s still busy; the next start reclaims it", self.cgroup.name)
+
+    def dismiss(self) -> None:
+        """Tell a ready container that no job is coming: its init exits."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        """Release our descriptors (the processes are the spawner's to reap)."""
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self.sock.fileno() >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+async def _send_fds(sock: socket.socket, message: bytes, fds: list[int]) -> None:
+    """Send one message with descriptors on a non-blocking SEQPACKET socket.
+
+    Raises:
+        SetupError: the peer is gone.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            socket.send_fds(sock, [message], fds)
+            return
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(sock.fileno(), _set_once, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(sock.fileno())
+        except OSError as exc:
+            raise SetupError(f"cannot reach the container's peer: {exc.strerror}") from exc
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
