@@ -3,7 +3,7 @@
 A job without capabilities runs as an unprivileged uid with empty effective,
 permitted, inheritable, ambient and bounding sets and ``no_new_privs``. A job
 granted capabilities runs as root inside with exactly those in its bounding,
-permitted, effective and inheritable sets, like ``docker run --cap-drop ALL
+permitted and effective sets (inheritable stays empty), like ``docker run --cap-drop ALL
 --cap-add ...`` (the walk-through's ``capsh --drop``).
 
 Invariant: the bounding set is cut before the uid changes (dropping needs
@@ -114,6 +114,6 @@ def drop_capabilities(
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)  # to a non-zero uid, this clears permitted and effective
-    sys.capset(keep, keep, keep)
+    sys.capset(keep, keep, 0)  # inheritable empty, as runc since CVE-2022-24769
     sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     sys.prctl(PR_SET_NO_NEW_PRIVS, 1)

@@ -2,13 +2,14 @@
 
 A container is asked of the spawner with its :class:`~sandbox.plan.ContainerPlan`
 and a cgroup of its own (created here, joined by the job's process while the
-container is built), and reports over its own job socket (a SOCK_SEQPACKET pair, one message per
-event): ``spawned`` (with a pidfd of process C), ``ready`` (root filesystem
-built, waiting for a job), ``started``, ``exit``, or ``error``. EOF on the
-socket means every process of the container has exited. :meth:`Container.kill`
-SIGKILLs C through the pidfd, which takes the whole container down in any
-phase (see :mod:`sandbox.init`); :meth:`Container.remove` waits for the end
-and removes the cgroup.
+container is built). It reports over its own job socket (a SOCK_SEQPACKET
+pair, one message per event): ``spawned`` (with a pidfd of process C, from
+the spawner), ``init`` (with a pidfd of the container's init, from C),
+``ready`` (waiting for a job), ``started``, ``exit``, or ``error``. EOF on the
+socket means every process of the container has exited and been reaped.
+:meth:`Container.kill` takes the whole container down in any phase (see
+:mod:`sandbox.init`); :meth:`Container.remove` waits for the end and removes
+the cgroup.
 
 All waiting is done by the event loop (``add_reader``); nothing here blocks.
 """
@@ -34,7 +35,21 @@ from sandbox.plan import ContainerPlan
 
 log = logging.getLogger("sandbox")
 
-__all__ = ["Container", "memfd"]
+__all__ = ["Container", "memfd", "within"]
+
+
+async def within(awaitable: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait for ``awaitable`` (shielded) for at most ``seconds``; False on time-out.
+
+    Uses ``asyncio.timeout``: unlike ``wait_for`` on Python 3.11, it never
+    swallows a cancellation that arrives as the awaited thing completes.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(awaitable)
+    except TimeoutError:
+        return False
+    return True
 
 
 def memfd(name: str, data: bytes) -> int:
@@ -67,6 +82,7 @@ class Container:
         self.spawned_at = time.monotonic()
         self.ready_at: float | None = None
         self.pidfd = -1
+        self.init_pidfd = -1
         self.pid: int | None = None  # of process C, for diagnostics; kill via pidfd only
         self.exit: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
@@ -138,6 +154,10 @@ class Container:
             self.pid = int(event.get("pid", 0)) or None
             if self._kill_pending:
                 self.kill(self.kill_reason)
+        elif kind == "init" and fds:
+            self.init_pidfd = fds.pop(0)
+            if self._kill_pending:
+                self.kill(self.kill_reason)
         elif kind == "ready" and not self.ready.done():
             self.ready_at = time.monotonic()
             self.ready.set_result(None)
@@ -180,13 +200,9 @@ class Container:
             SetupError: setup failed, took longer than ``limit`` seconds, or
                 the container died.
         """
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ready), limit)
-        except TimeoutError:
+        if not await within(self.ready, limit):
             self.kill("setup")
-            raise SetupError(
-                f"container setup took longer than {limit:g} s", step="setup"
-            ) from None
+            raise SetupError(f"container setup took longer than {limit:g} s", step="setup")
         self.raise_setup_error()
         if self.done.done():
             raise SetupError(f"container exited before its job (events: {self.events})")
@@ -198,14 +214,17 @@ class Container:
     # -- ending ----------------------------------------------------------------
 
     def kill(self, reason: str | None) -> None:
-        """SIGKILL process C; its children follow it (PR_SET_PDEATHSIG)."""
+        """SIGKILL the container: its init if known (the pid namespace dies with
+        it, then C reaps it and exits), else C (its children follow by PDEATHSIG).
+        """
         if self.kill_reason is None:
             self.kill_reason = reason
-        if self.pidfd < 0:
+        target = self.init_pidfd if self.init_pidfd >= 0 else self.pidfd
+        if target < 0:
             self._kill_pending = True
             return
         with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            signal.pidfd_send_signal(target, signal.SIGKILL)
 
     async def remove(self, grace: float = 10.0) -> None:
         """Wait for the container to be gone (killing it after ``grace`` s), remove its cgroup.
@@ -214,11 +233,9 @@ class Container:
             CleanupError: the cgroup stayed busy; the next start reclaims it.
         """
         try:
-            await asyncio.wait_for(asyncio.shield(self.done), grace)
-        except TimeoutError:
-            self.kill("cleanup")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.done), grace)
+            if not await within(self.done, grace):
+                self.kill("cleanup")
+                await within(self.done, grace)
         finally:
             self.close()
         delay = 0.001
@@ -262,9 +279,10 @@ class Container:
 
     def close(self) -> None:
         """Release our descriptors (the processes are the spawner's to reap)."""
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
+        for fd in (self.pidfd, self.init_pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self.pidfd = self.init_pidfd = -1
         if self.sock.fileno() >= 0:
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.sock.fileno())

@@ -24,11 +24,14 @@ process, the kernel kills every process left in the namespace (daemons
 included) before C sees I exit. Only J's tree is in the job's cgroup, so
 memory and CPU figures are the job's own, not our Python's.
 
-Life lines: C and I die with SIGKILL if their parent dies (PR_SET_PDEATHSIG),
-so killing C (the supervisor holds a pidfd of it) tears down the whole
-container, in any phase. Events go to the supervisor over the job socket as
-small JSON messages: ``ready`` and ``started`` from J, ``exit`` from I,
-``error`` from any. The socket's EOF means C, and so everything, has exited.
+Life lines: C and I die with SIGKILL if their parent dies (PR_SET_PDEATHSIG).
+The supervisor holds a pidfd of C (from the spawner) and one of I (from C).
+Killing I ends the pid namespace, then C reaps I and exits: an orderly end.
+Before I exists, killing C does it (I follows by PDEATHSIG). Events go to
+the supervisor over the job socket as small JSON messages: ``init`` from C,
+``ready`` and ``started`` from J, ``exit`` from I, ``error`` from any. The
+spawner closes its copy of the socket when it has reaped C, so EOF means
+every process of the container is gone.
 """
 
 from __future__ import annotations
@@ -125,6 +128,13 @@ def run_container(job_fd: int, plan_fd: int, cgroup_fds: list[int], spawner_pid:
         os.close(lifeline)
         for fd in cgroup_fds:
             os.close(fd)
+        # A pidfd of I, opened while I is our unreaped child: the supervisor
+        # kills the container through it, and we reap I before we exit, so
+        # when the spawner has reaped us every process of the container is gone.
+        init_pidfd = os.pidfd_open(pid)
+        with contextlib.suppress(OSError):
+            socket.send_fds(sock, [b'{"event": "init"}'], [init_pidfd])
+        os.close(init_pidfd)
         _, status = os.waitpid(pid, 0)
         os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 1)
     except _StepFailed:

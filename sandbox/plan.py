@@ -36,6 +36,20 @@ WORKDIR = "/box"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Device nodes bound from the host into the container's own /dev, as bubblewrap's --dev.
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# As runc's defaults: kernel surfaces a root job must not read or write.
+PROC_MASKED = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+)
+PROC_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
 @dataclass(frozen=True)
@@ -43,9 +57,12 @@ class MountOp:
     """One step of building the root filesystem, relative to the new root.
 
     ``op`` is ``bind`` (host ``source`` onto ``target``, read-only if
-    ``readonly``), ``mount`` (a fresh ``fstype`` filesystem), ``mkdir``,
-    ``symlink`` (``target`` pointing to ``source``) or ``file`` (an empty file,
-    a bind target for a device node).
+    ``readonly``), ``rebind`` (``target`` onto itself, read-only: for a
+    subtree of a filesystem mounted earlier), ``mask`` (hide ``target``: an
+    empty read-only tmpfs over a directory, /dev/null over a file; skipped if
+    absent), ``mount`` (a fresh ``fstype`` filesystem), ``mkdir``, ``symlink``
+    (``target`` pointing to ``source``) or ``file`` (an empty file, a bind
+    target for a device node).
     """
 
     op: str
@@ -189,6 +206,10 @@ def rootfs_mounts(binds: tuple[str, ...], disk_bytes: int) -> tuple[MountOp, ...
         MountOp("symlink", "/dev/stdout", source="/proc/self/fd/1"),
         MountOp("symlink", "/dev/stderr", source="/proc/self/fd/2"),
         MountOp("mkdir", "/tmp", mode=0o1777),
+    ]
+    ops += [MountOp("mask", path) for path in PROC_MASKED]
+    ops += [
+        MountOp("rebind", path, flags=ro | sc.MS_NOEXEC, readonly=True) for path in PROC_READONLY
     ]
     return tuple(ops)
 

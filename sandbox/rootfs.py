@@ -98,6 +98,16 @@ def apply_mounts(root: str, ops: tuple[MountOp, ...], *, sys: Syscalls = LINUX) 
             # Bind flags only take effect on a remount of the bind.
             flags = op.flags | (MS_RDONLY if op.readonly else 0)
             sys.mount(None, target, None, MS_BIND | MS_REMOUNT | flags, None)
+        elif op.op == "rebind":
+            if not os.path.lexists(target):
+                continue  # this kernel has no such file
+            sys.mount(target, target, None, MS_BIND | MS_REC, None)
+            sys.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | op.flags, None)
+        elif op.op == "mask":
+            if os.path.isdir(target):
+                sys.mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=0")
+            elif os.path.lexists(target):
+                sys.mount("/dev/null", target, None, MS_BIND, None)
         elif op.op == "mount":
             sys.mount(op.source, target, op.fstype, op.flags, op.data)
         else:

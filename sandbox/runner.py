@@ -35,14 +35,14 @@ from pathlib import Path
 from sandbox import host
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
-from sandbox.container import Container, memfd
-from sandbox.errors import SetupError
-from sandbox.image import Image, ensure_host_image
+from sandbox.container import Container, memfd, within
+from sandbox.errors import CleanupError, SetupError
+from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
 from sandbox.result import JobResult, Status
 from sandbox.settings import Settings
-from sandbox.spec import JobSpec
+from sandbox.spec import LANGUAGES, JobSpec
 
 __all__ = ["Runtime", "execute", "execute_sync"]
 
@@ -113,7 +113,8 @@ class Runtime:
         self.owner = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._counter = itertools.count(1)
         self._cgroups: CgroupSetup | None = None
-        self._image: Image | None = None
+        self._images = ImageStore(self.settings.state_dir)
+        self._image_cache: dict[str, tuple[int, Image]] = {}
         self._lock_fd = -1
         self._control: socket.socket | None = None
         self._spawner: subprocess.Popen[bytes] | None = None
@@ -140,7 +141,8 @@ class Runtime:
         self._cgroups.ensure_parent()
         self._lock_fd = _claim_lock(s.run_dir / "owners" / f"{self.owner}.lock")
         reclaim(self.settings, self._cgroups)
-        self._image = ensure_host_image(s.state_dir)
+        self._images.ensure_host()
+        self._images.collect_garbage()
         self._start_spawner()
 
     def close(self) -> None:
@@ -211,6 +213,19 @@ class Runtime:
             self._start_spawner()
         assert self._control is not None
         return self._control
+
+    def _image(self, name: str) -> Image:
+        """The image ``name``, cached while its directory is the same one."""
+        try:
+            inode = os.stat(self._images.root / name).st_ino
+        except OSError:
+            inode = -1
+        cached = self._image_cache.get(name)
+        if cached is not None and cached[0] == inode:
+            return cached[1]
+        image = self._images.get(name)
+        self._image_cache[name] = (os.stat(self._images.root / name).st_ino, image)
+        return image
 
     async def _spawn(self, plan: ContainerPlan) -> Container:
         """A new container in a new cgroup of ours (the container owns the cgroup)."""
@@ -295,9 +310,8 @@ class Runtime:
             SetupError: the container could not be built.
         """
         self._control_socket()
-        assert self._cgroups is not None
-        assert self._image is not None
-        plan = build_plan(spec, self.settings, self._image, last_cap=self._last_cap)
+        image = self._image(spec.image or LANGUAGES[spec.language].image)
+        plan = build_plan(spec, self.settings, image, last_cap=self._last_cap)
         container = await self._container_source()(plan.container)
         try:
             return await self._run(container, plan.job, spec)
@@ -337,21 +351,17 @@ class Runtime:
                 os.close(fd)
             child_fds.clear()
 
-            try:
-                started_ns = await asyncio.wait_for(
-                    asyncio.shield(container.started), self.settings.setup_timeout
-                )
-            except TimeoutError:
+            started_ns = 0
+            if await within(container.started, self.settings.setup_timeout):
+                started_ns = container.started.result()
+            else:
                 container.kill("setup")
-                started_ns = 0
             if started_ns:
                 cpu_task = asyncio.create_task(
                     _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill("cpu_time"))
                 )
                 remaining = lim.wall_time - (time.monotonic_ns() - started_ns) / 1e9
-                try:
-                    await asyncio.wait_for(asyncio.shield(container.done), max(remaining, 0))
-                except TimeoutError:
+                if not await within(container.done, max(remaining, 0)):
                     container.kill("wall_time")
             await _wait_gone(container, streams)
         except BaseException:
@@ -419,12 +429,11 @@ class Runtime:
 
 async def _wait_gone(job: Container, streams: list[_Stream]) -> None:
     """Wait until the container has exited and its output is drained."""
-    waits = [job.done, *(s.eof for s in streams)]
-    try:
-        await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), _KILL_GRACE)
-    except TimeoutError:
+    waits = asyncio.gather(job.done, *(s.eof for s in streams))
+    if not await within(waits, _KILL_GRACE):
         job.kill("cleanup")
-        await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), _KILL_GRACE)
+        if not await within(waits, _KILL_GRACE):
+            raise CleanupError("a killed container did not end within its grace period")
 
 
 async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) -> None:

@@ -39,7 +39,9 @@ __all__ = ["main"]
 
 MIN_FDS = 2
 MAX_FDS = 16
-_children: set[int] = set()
+# Each live child C and our copy of its job socket. We close the copy only
+# once C is reaped, so the supervisor's EOF means "C is gone, not a zombie".
+_children: dict[int, int] = {}
 
 
 def _reap(_signum: int = 0, _frame: object = None) -> None:
@@ -50,22 +52,28 @@ def _reap(_signum: int = 0, _frame: object = None) -> None:
             return
         if pid == 0:
             return
-        _children.discard(pid)
+        job_fd = _children.pop(pid, None)  # None: an orphaned init we adopted
+        if job_fd is not None:
+            os.close(job_fd)
 
 
 def _spawn(fds: list[int], me: int, control: socket.socket) -> None:
     job = socket.socket(fileno=fds[0])
+    keep = False
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
             pid = os.fork()
             if pid == 0:
                 control.close()
+                for other in _children.values():  # other containers' sockets
+                    os.close(other)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 job.detach()  # run_container owns the descriptor now
                 run_container(fds[0], fds[1], fds[2:], me)
-            _children.add(pid)
+            _children[pid] = fds[0]
+            keep = True
             pidfd = os.pidfd_open(pid)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
@@ -79,7 +87,10 @@ def _spawn(fds: list[int], me: int, control: socket.socket) -> None:
                 json.dumps({"event": "error", "step": "fork", "message": f"fork: {exc}"}).encode()
             )
     finally:
-        job.close()
+        if keep:
+            job.detach()  # closed by _reap once C is reaped
+        else:
+            job.close()
         for fd in fds[1:]:
             os.close(fd)
 
@@ -108,7 +119,7 @@ def main(argv: list[str]) -> int:
             _spawn(fds, me, control)
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        for pid in list(_children):
+        for pid in list(_children):  # unreaped children: the pids are still theirs
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     return 0

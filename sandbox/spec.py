@@ -49,6 +49,7 @@ class LanguageInfo(BaseModel):
 
     source: str
     command: tuple[str, ...]
+    image: str = "host"
 
 
 # The command runs in the job's working directory; the source file is there.
@@ -79,6 +80,11 @@ class JobSpec(BaseModel):
 
     code: str = Field(description="the program's source text")
     language: Language = "python"
+    image: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="image to run in (`sandbox image ls`); default: the language's",
+    )
     stdin: str = Field("", description="the program's standard input")
     argv: tuple[str, ...] = Field((), description="extra arguments after the source file")
     env: dict[str, str] = Field(

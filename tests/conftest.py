@@ -191,7 +191,7 @@ def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
         assert container.pid is not None, "a pool container is still being built"
         spared_pids |= {container.pid} | descendants(container.pid)
         spared_cgroups |= {p for p in cgroups(settings) if p.endswith(f"/{container.cgroup.name}")}
-        spared_fds |= {container.sock.fileno(), container.pidfd}
+        spared_fds |= {container.sock.fileno(), container.pidfd, container.init_pidfd}
     return {
         "mounts": mounts(),
         "cgroups": cgroups(settings) - spared_cgroups - foreign_cgroups(settings, runtime.owner),
