@@ -4,6 +4,9 @@
     sandbox run --json --memory 64M bomb.py    # the JobResult as one JSON object
     cat prog.py | sandbox run --stdin in.txt -
     sandbox doctor [--json]
+    sandbox image import|build|ls|rm|inspect ...
+    sandbox pool status [--json]
+    sandbox gc [--json]
 
 Exit codes of ``run`` without ``--json``: the program's own exit code; 128+N
 if it died of signal N; 124 when it ran out of time; 125 when the sandbox
@@ -14,10 +17,13 @@ whenever a result was printed. Diagnostics go to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sandbox.host import Check
@@ -44,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
     run.add_argument("--lang", choices=["python", "sh"], help="language (default: from extension)")
+    run.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
     run.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
     run.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M (no swap)")
     run.add_argument("--pids", type=int, metavar="N", help="max processes and threads")
@@ -61,6 +68,43 @@ def _parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check that this host can run sandboxes")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    image = sub.add_parser("image", help="manage images").add_subparsers(
+        dest="image_command", required=True, metavar="COMMAND"
+    )
+    imp = image.add_parser(
+        "import",
+        help="import a docker export / docker save / OCI archive",
+        description="Import FILE (.tar or .tar.gz from `docker export`, `docker save` or an "
+        "OCI image layout) as image NAME. Hostile archives are refused.",
+    )
+    imp.add_argument("name", metavar="NAME")
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    build = image.add_parser(
+        "build", help="build an image with debootstrap (needs the Debian archive)"
+    )
+    build.add_argument("name", metavar="NAME")
+    build.add_argument("--debootstrap", metavar="SUITE", required=True, help="e.g. bookworm")
+    build.add_argument("--include", default="", metavar="PKG,...", help="extra packages")
+    build.add_argument("--variant", default="minbase", help="debootstrap variant")
+    build.add_argument("--mirror", metavar="URL", help="Debian mirror (default: debootstrap's)")
+    build.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    ls = image.add_parser("ls", help="list images")
+    ls.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    rm = image.add_parser("rm", help="remove an image")
+    rm.add_argument("name", metavar="NAME")
+    inspect = image.add_parser("inspect", help="print an image's manifest (JSON)")
+    inspect.add_argument("name", metavar="NAME")
+
+    pool = sub.add_parser("pool", help="the warm pool").add_subparsers(
+        dest="pool_command", required=True, metavar="COMMAND"
+    )
+    status = pool.add_parser("status", help="counters of each running runtime's warm pool")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+
+    gc = sub.add_parser("gc", help="reclaim what crashed runtimes left behind")
+    gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
     return parser
 
 
@@ -118,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
             limits=limits,
             capabilities=args.cap,
             network=args.network,
+            image=args.image,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -193,12 +238,144 @@ def _smoke_job() -> Check:
     return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
 
 
+def _progress() -> Callable[[int, int], None]:
+    """A progress line on stderr, redrawn at most 5 times a second (a TTY only)."""
+    last = 0.0
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if not sys.stderr.isatty() or (now - last < 0.2 and done < total):
+            return
+        last = now
+        pct = 100 * done // total if total else 100
+        end = "\n" if done >= total else ""
+        print(
+            f"\rimporting: {pct:3d}% ({done >> 20} / {total >> 20} MiB)", end=end, file=sys.stderr
+        )
+
+    return show
+
+
+def _print_manifest(manifest: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(manifest))
+    else:
+        print(
+            f"{manifest['name']}: {manifest.get('source', '?')}, "
+            f"{manifest.get('size', 0) >> 20} MiB, created {manifest.get('created', '?')}"
+        )
+
+
+def _image(args: argparse.Namespace) -> int:
+    from sandbox.image import ImageStore
+    from sandbox.settings import Settings
+
+    store = ImageStore(Settings().state_dir)
+    command = args.image_command
+    if command == "ls":
+        store.ensure_host()
+        manifests = store.manifests()
+        if args.json:
+            print(json.dumps(manifests))
+            return 0
+        print(f"{'NAME':20} {'SOURCE':16} {'SIZE':>10}  CREATED")
+        for m in manifests:
+            size = f"{m.get('size', 0) / 2**20:.1f} MiB"
+            print(f"{m['name']:20} {m.get('source', '?'):16} {size:>10}  {m.get('created', '?')}")
+        return 0
+    if command == "inspect":
+        store.get(args.name)  # builds a built-in image on first use
+        print(json.dumps(store.manifest(args.name), indent=2))
+        return 0
+    if command == "rm":
+        store.remove(args.name)
+        print(f"removed {args.name}", file=sys.stderr)
+        return 0
+    if command == "import":
+        manifest = store.import_archive(args.name, Path(args.file), progress=_progress())
+        _print_manifest(manifest, args.json)
+        if manifest.get("dropped_devices") or manifest.get("stripped_setid"):
+            print(
+                f"sandbox: dropped {manifest.get('dropped_devices', 0)} device node(s), "
+                f"stripped setuid/setgid from {len(manifest.get('stripped_setid', []))} file(s)",
+                file=sys.stderr,
+            )
+        return 0
+    include = tuple(p for p in args.include.split(",") if p)
+    manifest = store.build_debootstrap(
+        args.name,
+        args.debootstrap,
+        include=include,
+        variant=args.variant,
+        mirror=args.mirror,
+        output=lambda line: print(line, file=sys.stderr),
+    )
+    _print_manifest(manifest, args.json)
+    return 0
+
+
+def _pool(args: argparse.Namespace) -> int:
+    from sandbox.reclaim import owner_alive
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    rows = []
+    for path in sorted((settings.run_dir / "pools").glob("*.json")):
+        owner = path.stem
+        if not owner_alive(settings.run_dir, owner, remove_stale=False):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            rows.append(json.loads(path.read_text()))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no running runtime has a warm pool (it starts with the first job)", file=sys.stderr)
+        return 0
+    print(f"{'OWNER':18} {'PID':>7} {'READY':>5} {'HITS':>7} {'MISSES':>7} {'BUILD ms':>9}")
+    for r in rows:
+        avg = 1000 * r["build_seconds_total"] / r["builds"] if r["builds"] else 0.0
+        print(
+            f"{r['owner']:18} {r['pid']:>7} {r['ready']:>5} {r['hits']:>7} "
+            f"{r['misses']:>7} {avg:>9.1f}"
+        )
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from sandbox.host import require_capable
+    from sandbox.reclaim import collect
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    require_capable(settings)
+    report = collect(settings)
+    if args.json:
+        print(json.dumps(report.__dict__))
+    elif report.empty:
+        print("nothing to reclaim", file=sys.stderr)
+    else:
+        print(
+            f"reclaimed {len(report.cgroups)} cgroup(s), {len(report.owners)} dead runtime(s), "
+            f"{len(report.image_dirs)} image staging dir(s)",
+            file=sys.stderr,
+        )
+    for error in report.errors:
+        print(f"sandbox: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sandbox`` command."""
+    from sandbox.errors import SandboxError
+
     args = _parser().parse_args(argv)
+    commands = {"run": _run, "doctor": _doctor, "image": _image, "pool": _pool, "gc": _gc}
     try:
-        if args.command == "run":
-            return _run(args)
-        return _doctor(args)
+        return commands[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except SandboxError as exc:
+        code = EXIT_USAGE if isinstance(exc, ValueError) else 1
+        return _fail(str(exc), code)

@@ -47,7 +47,7 @@ from typing import NoReturn
 
 from sandbox import caps, limits, namespaces, rootfs
 from sandbox.plan import ContainerPlan, JobPlan
-from sandbox.syscalls import CLONE_NEWCGROUP, LINUX, PR_SET_PDEATHSIG
+from sandbox.syscalls import CLONE_NEWCGROUP, LINUX, PR_SET_PDEATHSIG, set_process_title
 
 __all__ = ["JOB_FDS", "run_container"]
 
@@ -114,6 +114,7 @@ def run_container(job_fd: int, plan_fd: int, cgroup_fds: list[int], spawner_pid:
         LINUX.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != spawner_pid:
             os._exit(1)  # the spawner died before prctl
+        set_process_title("sandbox-container")
         with _step(sock, "plan"):
             os.lseek(plan_fd, 0, os.SEEK_SET)
             plan = ContainerPlan.from_json(_read_all(plan_fd))
@@ -150,6 +151,7 @@ def _container_init(
     """Process I, pid 1 of the container: build the root, fork the job's process, reap, report."""
     try:
         _die_with_parent(lifeline)
+        set_process_title("sandbox-init")  # what the job sees as pid 1, not a host path
         with _step(sock, "rootfs"):
             root = rootfs.mount_overlay(
                 plan.mount_base, plan.lower_dirs, plan.disk_bytes, plan.disk_inodes

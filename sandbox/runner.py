@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import fcntl
 import itertools
 import json
 import logging
@@ -32,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from sandbox import host
+from sandbox import host, reclaim
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, memfd, within
@@ -139,10 +138,9 @@ class Runtime:
             path.mkdir(parents=True, exist_ok=True)
         self._cgroups = detect_setup(s.cgroup_root, s.cgroup_parent)
         self._cgroups.ensure_parent()
-        self._lock_fd = _claim_lock(s.run_dir / "owners" / f"{self.owner}.lock")
-        reclaim(self.settings, self._cgroups)
+        self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
+        reclaim.collect(s, self._cgroups)
         self._images.ensure_host()
-        self._images.collect_garbage()
         self._start_spawner()
 
     def close(self) -> None:
@@ -450,74 +448,6 @@ async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) ->
 
 def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
-
-
-def _claim_lock(path: Path) -> int:
-    """Create and lock our owner file; a live lock marks our cgroups as ours."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # a reclaimer removed it between open and lock; retry
-
-
-def _owner_alive(owners: Path, owner: str) -> bool:
-    path = owners / f"{owner}.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return True
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # stale: remove it while we hold its lock
-    os.close(fd)
-    return False
-
-
-def reclaim(settings: Settings, cgroups: CgroupSetup) -> list[str]:
-    """Remove the cgroups and lock files of runtimes that died.
-
-    Only names under our parent whose owner's lock is not held are touched.
-
-    Returns:
-        The names of the cgroups removed.
-    """
-    owners = settings.run_dir / "owners"
-    alive: dict[str, bool] = {}
-    removed = []
-    for name in cgroups.children():
-        owner = name.rsplit(".", 1)[0]
-        if owner not in alive:
-            alive[owner] = _owner_alive(owners, owner)
-        if alive[owner]:
-            continue
-        cgroup = cgroups.open(name)
-        for _ in range(100):
-            if cgroup.is_empty():
-                break
-            cgroup.kill()
-            time.sleep(0.01)
-        try:
-            cgroup.destroy()
-            removed.append(name)
-        except OSError as exc:
-            log.error("cannot reclaim cgroup %s: %s", name, exc)
-    if owners.is_dir():
-        for lock in owners.glob("*.lock"):
-            owner = lock.name[: -len(".lock")]
-            if owner not in alive:
-                _owner_alive(owners, owner)
-    if removed:
-        log.warning("reclaimed %d cgroup(s) of dead runtimes: %s", len(removed), ", ".join(removed))
-    return removed
 
 
 _defaults: dict[bool, Runtime] = {}

@@ -33,7 +33,7 @@ import socket
 import sys
 
 from sandbox.init import run_container
-from sandbox.syscalls import LINUX, PR_SET_CHILD_SUBREAPER
+from sandbox.syscalls import LINUX, PR_SET_CHILD_SUBREAPER, set_process_title
 
 __all__ = ["main"]
 
@@ -99,6 +99,7 @@ def main(argv: list[str]) -> int:
     """Serve container requests on the control socket given as ``argv[1]``."""
     control = socket.socket(fileno=int(argv[1]))
     me = os.getpid()
+    set_process_title("sandbox-spawner")
     # Forked children touch as few pages as possible: no collector runs in
     # them (each run would write to every object header, copying the pages).
     gc.collect()

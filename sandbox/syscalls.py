@@ -41,6 +41,7 @@ MNT_DETACH = 0x2
 
 # prctl(2) options
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -168,6 +169,27 @@ def capget_self() -> tuple[int, int, int]:
     perm = data[0].permitted | (data[1].permitted << 32)
     inh = data[0].inheritable | (data[1].inheritable << 32)
     return eff, perm, inh
+
+
+def set_process_title(title: str) -> None:
+    """Overwrite this process's command line as ``ps`` and /proc/PID/cmdline show it.
+
+    Writes into the original argv area (its bounds from /proc/self/stat), as
+    setproctitle does; Python keeps its own copy of argv. The container's init
+    shows "sandbox-init" to the job, not the host's path to our interpreter.
+    """
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # fields 48 and 49: arg_start, arg_end
+    size = end - start
+    if size <= 0:
+        return
+    data = title.encode()[: size - 1].ljust(size, b"\0")
+    ctypes.memmove(start, data, size)
+    name = ctypes.create_string_buffer(title.encode()[:15])
+    _libc.prctl(
+        ctypes.c_int(PR_SET_NAME), name, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)
+    )
 
 
 LINUX: Syscalls = LinuxSyscalls()
