@@ -82,6 +82,7 @@ class Image:
     name: str
     root: Path
     binds: tuple[str, ...]
+    id: str = ""  # changes whenever the image is replaced (a new directory)
 
 
 def check_name(name: str) -> str:
@@ -278,8 +279,12 @@ class ImageStore:
         elif name == BUSYBOX_IMAGE:
             self.ensure_busybox()
         manifest = self.manifest(name)
+        inode = os.stat(self._dir(name)).st_ino
         return Image(
-            name=name, root=self._dir(name) / "rootfs", binds=tuple(manifest.get("binds", ()))
+            name=name,
+            root=self._dir(name) / "rootfs",
+            binds=tuple(manifest.get("binds", ())),
+            id=f"{name}:{inode}:{manifest.get('created', '')}",
         )
 
     # -- built-in images ---------------------------------------------------

@@ -82,6 +82,7 @@ class ContainerPlan:
     Equal plans give interchangeable containers, so this is the warm pool's key.
     """
 
+    image_id: str
     namespaces: int
     hostname: str
     loopback: bool
@@ -296,6 +297,7 @@ def build_plan(
         **spec.env,
     }
     container = ContainerPlan(
+        image_id=image.id or image.name,
         namespaces=namespaces,
         hostname=settings.hostname,
         loopback=not spec.network,

@@ -67,7 +67,8 @@ class RootfsPool:
         self._ready: dict[ContainerPlan, list[Container]] = {}
         self._building: dict[ContainerPlan, int] = {}
         self._in_flight: set[Container] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # builds
+        self._removals: set[asyncio.Task[None]] = set()  # evicted containers going away
         self._closed = False
         self.hits = self.misses = self.builds = self.build_failures = 0
         self.build_seconds_total = 0.0
@@ -87,8 +88,8 @@ class RootfsPool:
 
     async def settled(self) -> None:
         """Wait until no container is being built (for tests and orderly shutdowns)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or self._removals:
+            await asyncio.gather(*self._tasks, *self._removals, return_exceptions=True)
 
     def containers(self) -> list[Container]:
         """Every container the pool holds now, ready or still being built."""
@@ -125,14 +126,24 @@ class RootfsPool:
         if self._closed or self.size <= 0:
             return
         if plan not in self._ready and len(self._ready) >= self.max_plans:
-            return  # too many different plans: the rest are served cold
-        ready = self._ready.setdefault(plan, [])
+            self._evict_oldest()
+        ready = self._ready.pop(plan, [])
+        self._ready[plan] = ready  # most recently used last
         missing = self.size - len(ready) - self._building.get(plan, 0)
         for _ in range(missing):
             self._building[plan] = self._building.get(plan, 0) + 1
             task = asyncio.create_task(self._build(plan))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _evict_oldest(self) -> None:
+        """Dismiss the containers of the least recently used plan (a bounded pool)."""
+        plan = next(iter(self._ready))
+        for container in self._ready.pop(plan):
+            container.dismiss()
+            task = asyncio.create_task(_quietly_remove(container))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
 
     async def _build(self, plan: ContainerPlan) -> None:
         start = time.monotonic()
@@ -175,6 +186,7 @@ class RootfsPool:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.gather(*self._removals, return_exceptions=True)
         containers = [c for ready in self._ready.values() for c in ready]
         self._ready.clear()
         for container in containers:
@@ -190,3 +202,10 @@ class RootfsPool:
             for container in ready:
                 container.remove_sync()
         self._ready.clear()
+
+
+async def _quietly_remove(container: Container) -> None:
+    try:
+        await container.remove(grace=5.0)
+    except SandboxError as exc:
+        log.error("could not remove an evicted container: %s", exc)

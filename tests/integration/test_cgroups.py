@@ -15,6 +15,7 @@ import pytest
 
 from sandbox import JobSpec, Limits, Status
 from sandbox.cgroups import detect_setup
+from sandbox.runner import Runtime
 from sandbox.settings import Settings
 
 BALLOON = "x = bytearray(256 * 2**20)\nprint('survived')\n"
@@ -41,8 +42,15 @@ def _parent_dirs(settings: Settings) -> list[Path]:
     return [p for p in root.glob(f"*/{settings.cgroup_parent}") if p.is_dir()]
 
 
-def _job_cgroups(settings: Settings) -> list[Path]:
-    return [c for d in _parent_dirs(settings) for c in d.iterdir() if c.is_dir()]
+def _job_cgroups(settings: Settings, runtime: Runtime) -> list[Path]:
+    """The runtime's job cgroups, less its warm pool's ready containers."""
+    pool = {c.cgroup.name for c in runtime.pool_containers()}
+    return [
+        c
+        for d in _parent_dirs(settings)
+        for c in d.iterdir()
+        if c.is_dir() and c.name.startswith(runtime.owner) and c.name not in pool
+    ]
 
 
 @pytest.mark.cgroup2
@@ -84,7 +92,8 @@ class TestCgroupV2:
         result = await runtime.execute(JobSpec(code=code, limits=Limits(wall_time=3)))
         assert result.timed_out
         assert result.status is Status.TIMEOUT
-        assert _job_cgroups(settings) == []
+        await runtime.pool_settled()
+        assert _job_cgroups(settings, runtime) == []
 
     async def test_cpu_time_limit(self, runtime):
         """cpu.stat usage is the source of the CPU limit and figure."""
