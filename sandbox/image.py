@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -233,7 +234,15 @@ class ImageStore:
     def _retire(self, path: Path) -> None:
         """Move an image out of the way, then delete it (running jobs keep their mounts)."""
         trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
-        path.rename(trash / "image")
+        try:
+            path.rename(trash / "image")
+        except OSError as exc:
+            # EXDEV: an overlayfs root without redirect_dir cannot rename a
+            # directory of its lower layer; delete in place instead.
+            if exc.errno != errno.EXDEV:
+                shutil.rmtree(trash, ignore_errors=True)
+                raise
+            shutil.rmtree(path)
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- reading -----------------------------------------------------------
