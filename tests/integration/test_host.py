@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -109,10 +110,20 @@ def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
             assert time.monotonic() < deadline, "the job outlived its supervisor"
             time.sleep(0.05)
         leftover = set(_cgroup_dirs(settings)) - before
-        assert leftover, "expected the dead supervisor's cgroup to be left for reclaim"
-        rt = Runtime(settings)
-        rt.open()
-        rt.close()
+        assert leftover, "expected the dead supervisor's cgroups to be left for reclaim"
+        env = {
+            **os.environ,
+            "SANDBOX_RUN_DIR": str(settings.run_dir),
+            "SANDBOX_CGROUP_PARENT": settings.cgroup_parent,
+        }
+        out = subprocess.run(
+            [SANDBOX, "gc", "--json"], capture_output=True, text=True, env=env, check=True
+        )
+        report = json.loads(out.stdout)
+        assert report["errors"] == []
+        assert {name.split(".")[0] for name in report["cgroups"]} == {
+            p.name.split(".")[0] for p in leftover
+        }
         assert set(_cgroup_dirs(settings)) - before == set()
         owners = settings.run_dir / "owners"
         assert not any(p.name.startswith(f"{proc.pid}-") for p in owners.iterdir())
