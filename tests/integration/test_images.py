@@ -7,6 +7,7 @@ store exactly as it was: no image, no staging directory, nothing outside.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -325,3 +326,25 @@ def test_remove_image(store, archive):
     with pytest.raises(ImageError, match="no image"):
         store.get("tmp")
     assert [p.name for p in store.root.iterdir()] == []
+
+
+@pytest.mark.slow
+async def test_debootstrap_image_runs_its_own_python_free_userland(runtime):
+    """`sandbox image build --debootstrap`: a minimal Debian, independent of the host's /usr.
+
+    minbase has no python; the job runs its own dash and coreutils from the image.
+    """
+    store = ImageStore(runtime.settings.state_dir)
+    name = f"test-deb-{os.getpid()}"
+    manifest = await asyncio.to_thread(store.build_debootstrap, name, "bookworm")
+    try:
+        assert manifest["source"] == "debootstrap"
+        assert manifest["binds"] == []
+        code = "cat /etc/debian_version; ls /usr/bin/python3 2>&1 || echo no-python"
+        result = await runtime.execute(JobSpec(code=code, language="sh", image=name))
+        assert result.status is Status.OK, result
+        version, rest = result.stdout.split("\n", 1)
+        assert version.startswith("12")
+        assert "no-python" in rest
+    finally:
+        store.remove(name)
