@@ -113,13 +113,17 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+class _UsageError(Exception):
+    """Bad command-line input: reported on stderr, exit status 2."""
+
+
 def _read(path: str, what: str) -> str:
     if path == "-":
         return sys.stdin.buffer.read().decode(errors="replace")
     try:
         return Path(path).read_bytes().decode(errors="replace")
     except OSError as exc:
-        raise SystemExit(_fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)) from exc
+        raise _UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -376,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     except SandboxError as exc:
         code = EXIT_USAGE if isinstance(exc, ValueError) else 1
         return _fail(str(exc), code)

@@ -126,7 +126,7 @@ def write_file(path: Path, data: str) -> None:
         CgroupError: naming the path and the value.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, data.encode())
         finally:

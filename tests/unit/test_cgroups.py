@@ -1,0 +1,163 @@
+"""cgroups without a kernel: detection with a fake root, files on fixture trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandbox import syscalls as sc
+from sandbox.cgroups import detect_setup
+from sandbox.cgroups.base import read_file, write_file
+from sandbox.cgroups.v1 import CgroupV1, SetupV1
+from sandbox.cgroups.v2 import CgroupV2, SetupV2
+from sandbox.errors import CgroupError, UnsupportedError
+
+
+def _magic(value: int):
+    return lambda path: value
+
+
+def test_detects_unified(tmp_path: Path):
+    setup = detect_setup(tmp_path, "sbx", fs_magic=_magic(sc.CGROUP2_SUPER_MAGIC))
+    assert isinstance(setup, SetupV2)
+    assert setup.version == 2
+
+
+def test_detects_legacy_and_hybrid(tmp_path: Path):
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "unified").mkdir()  # hybrid: an empty cgroup2 beside v1 controllers
+    setup = detect_setup(tmp_path, "sbx", fs_magic=_magic(sc.TMPFS_MAGIC))
+    assert isinstance(setup, SetupV1)
+    assert setup.version == 1
+
+
+def test_no_cgroups_says_how_to_fix(tmp_path: Path):
+    with pytest.raises(UnsupportedError) as info:
+        detect_setup(tmp_path, "sbx", fs_magic=_magic(sc.TMPFS_MAGIC))
+    assert "mount" in info.value.hint
+
+    def missing(path: str) -> int:
+        raise OSError(2, "no such file")
+
+    with pytest.raises(UnsupportedError, match="no cgroup filesystem"):
+        detect_setup(tmp_path / "nope", "sbx", fs_magic=missing)
+
+
+def _v1_tree(root: Path, name: str = "job") -> dict[str, Path]:
+    files = {
+        "memory": {
+            "memory.limit_in_bytes": "",
+            "memory.memsw.limit_in_bytes": "",
+            "memory.swappiness": "60",
+            "memory.max_usage_in_bytes": "12345678",
+            "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        },
+        "pids": {"pids.max": "max", "pids.events": "max 7\n"},
+        "cpuacct": {"cpuacct.usage": "1500000000"},
+        "freezer": {"freezer.state": "THAWED"},
+    }
+    dirs = {}
+    for controller, entries in files.items():
+        d = root / controller / "sandbox" / name
+        d.mkdir(parents=True)
+        (d / "cgroup.procs").write_text("")
+        for fname, text in entries.items():
+            (d / fname).write_text(text)
+        dirs[controller] = d
+    return dirs
+
+
+def test_v1_limits_stats_and_reset(tmp_path: Path):
+    dirs = _v1_tree(tmp_path)
+    cg = CgroupV1("job", dirs)
+    cg.set_limits(memory_bytes=64 << 20, pids_max=16)
+    assert (dirs["memory"] / "memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (dirs["memory"] / "memory.memsw.limit_in_bytes").read_text() == str(64 << 20)
+    assert (dirs["memory"] / "memory.swappiness").read_text() == "0"
+    assert (dirs["pids"] / "pids.max").read_text() == "16"
+    stats = cg.stats()
+    assert (stats.cpu_ns, stats.memory_peak, stats.oom_kills, stats.pids_limit_hits) == (
+        1_500_000_000,
+        12345678,
+        2,
+        7,
+    )
+    cg.reset_accounting()
+    assert (dirs["cpuacct"] / "cpuacct.usage").read_text() == "0"
+    assert (dirs["memory"] / "memory.max_usage_in_bytes").read_text() == "0"
+    assert cg.is_empty()
+    assert len(cg.procs_files()) == 4
+
+
+def test_v1_without_swap_accounting(tmp_path: Path):
+    dirs = _v1_tree(tmp_path)
+    (dirs["memory"] / "memory.memsw.limit_in_bytes").unlink()
+    CgroupV1("job", dirs).set_limits(memory_bytes=1 << 20, pids_max=1)
+    assert not (dirs["memory"] / "memory.memsw.limit_in_bytes").exists()
+
+
+def test_v1_children_and_missing_controllers(tmp_path: Path):
+    _v1_tree(tmp_path, "a.1")
+    _v1_tree(tmp_path, "b.2")
+    setup = SetupV1(tmp_path, "sandbox")
+    assert setup.children() == ["a.1", "b.2"]
+    assert setup.missing() == ["memory", "pids", "cpuacct", "freezer"]  # no root procs files
+
+
+def _v2_tree(root: Path) -> Path:
+    d = root / "sandbox" / "job"
+    d.mkdir(parents=True)
+    for fname, text in {
+        "memory.max": "max",
+        "memory.swap.max": "max",
+        "pids.max": "max",
+        "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        "memory.peak": "7654321",
+        "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        "pids.events": "max 0\n",
+        "cgroup.events": "populated 0\nfrozen 0\n",
+        "cgroup.procs": "",
+    }.items():
+        (d / fname).write_text(text)
+    return d
+
+
+def test_v2_limits_stats_and_cpu_baseline(tmp_path: Path):
+    d = _v2_tree(tmp_path)
+    cg = CgroupV2("job", d)
+    cg.set_limits(memory_bytes=32 << 20, pids_max=8)
+    assert (d / "memory.max").read_text() == str(32 << 20)
+    assert (d / "memory.swap.max").read_text() == "0"
+    assert (d / "pids.max").read_text() == "8"
+    stats = cg.stats()
+    assert (stats.cpu_ns, stats.memory_peak, stats.oom_kills, stats.pids_limit_hits) == (
+        2_500_000_000,
+        7654321,
+        1,
+        0,
+    )
+    cg.reset_accounting()  # cpu.stat cannot be reset: a baseline is kept
+    assert cg.cpu_usage_ns() == 0
+    (d / "cpu.stat").write_text("usage_usec 3000000\n")
+    assert cg.cpu_usage_ns() == 500_000_000
+    assert cg.is_empty()
+
+
+def test_v2_needs_controllers_delegated_by_the_root(tmp_path: Path):
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("cpu\n")
+    with pytest.raises(UnsupportedError) as info:
+        SetupV2(tmp_path, "sandbox").ensure_parent()
+    assert "echo +memory" in info.value.hint
+    (tmp_path / "cgroup.controllers").write_text("cpu\n")
+    with pytest.raises(UnsupportedError, match="not available"):
+        SetupV2(tmp_path, "sandbox").ensure_parent()
+
+
+def test_file_helpers_name_the_path(tmp_path: Path):
+    with pytest.raises(CgroupError) as info:
+        read_file(tmp_path / "missing")
+    assert info.value.path == str(tmp_path / "missing")
+    with pytest.raises(CgroupError, match="cannot write '1'"):
+        write_file(tmp_path / "no" / "file", "1")
