@@ -22,12 +22,13 @@ def test_mount_overlay_makes_everything_private_first(tmp_path: Path):
     root = rootfs.mount_overlay(str(tmp_path), ("/img",), 1 << 20, 256, sys=fake)
     assert root == f"{tmp_path}/root"
     first, tmpfs, overlay = fake.named("mount")
+    flags, data = int(tmpfs[4]), str(tmpfs[5])
     assert first == ("mount", None, "/", None, sc.MS_REC | sc.MS_PRIVATE, None)
     assert tmpfs[1:4] == ("tmpfs", str(tmp_path), "tmpfs")
-    assert tmpfs[4] & sc.MS_NOSUID
-    assert tmpfs[4] & sc.MS_NODEV
-    assert "size=1048576" in tmpfs[5]
-    assert "nr_inodes=256" in tmpfs[5]
+    assert flags & sc.MS_NOSUID
+    assert flags & sc.MS_NODEV
+    assert "size=1048576" in data
+    assert "nr_inodes=256" in data
     assert overlay[1:4] == ("overlay", root, "overlay")
     assert overlay[5] == (f"lowerdir=/img,upperdir={tmp_path}/upper,workdir={tmp_path}/work")
     assert all((tmp_path / d).is_dir() for d in ("upper", "work", "root"))
@@ -63,7 +64,7 @@ def test_files_dirs_links_and_masks(tmp_path: Path):
     mounts = fake.named("mount")
     assert mounts[0] == ("mount", "/dev/null", f"{tmp_path}/proc/kcore", None, sc.MS_BIND, None)
     assert mounts[1][1:4] == ("tmpfs", f"{tmp_path}/proc/acpi", "tmpfs")
-    assert mounts[1][4] & sc.MS_RDONLY
+    assert int(mounts[1][4]) & sc.MS_RDONLY
     assert len(mounts) == 2
 
 
@@ -96,9 +97,11 @@ def test_drop_capabilities_order(monkeypatch: pytest.MonkeyPatch, keep: int, uid
     ids: list[tuple[object, ...]] = []
     monkeypatch.setattr(os, "setgroups", lambda groups: ids.append(("setgroups", tuple(groups))))
     monkeypatch.setattr(os, "setresgid", lambda *a: ids.append(("setresgid", *a)))
-    monkeypatch.setattr(
-        os, "setresuid", lambda *a: (ids.append(("setresuid", *a)), fake.calls.append(("ids",)))
-    )
+    def setresuid(*uids: int) -> None:
+        ids.append(("setresuid", *uids))
+        fake.calls.append(("ids",))
+
+    monkeypatch.setattr(os, "setresuid", setresuid)
     caps.drop_capabilities(keep, uid, uid, last_cap=40, sys=fake)
     dropped = [c[2] for c in fake.calls if c[:2] == ("prctl", sc.PR_CAPBSET_DROP)]
     assert dropped == [c for c in range(41) if not keep & (1 << c)]
