@@ -80,7 +80,10 @@ def capability_mask(names: frozenset[str] | set[str]) -> int:
     """
     mask = 0
     for name in names:
-        mask |= 1 << CAPABILITIES.index(name)
+        try:
+            mask |= 1 << CAPABILITIES.index(name)
+        except ValueError:
+            raise KeyError(name) from None
     return mask
 
 

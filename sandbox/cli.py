@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a program in a fresh container",
-        description="Run FILE (or '-' for standard input) in a fresh container.",
+        description="Run FILE (or '-' for standard input) in a fresh container. "
+        "Options go before FILE; everything after FILE is passed to the program.",
     )
     run.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")

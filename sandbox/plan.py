@@ -141,10 +141,15 @@ class Plan:
     job: JobPlan
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _check_max(name: str, value: float, maximum: float) -> None:
     if value > maximum:
         raise SpecError(
-            f"limits.{name} {value:g} exceeds the maximum {maximum:g} allowed by this host "
+            f"limits.{name} {_number(value)} exceeds the maximum {_number(maximum)} "
+            "allowed by this host "
             f"(set SANDBOX_MAX_{name.upper()} to raise it)",
             field=f"limits.{name}",
             value=value,

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sandbox.spec import parse_size
+from sandbox.spec import normalise_capabilities, parse_size
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "Settings"]
 
@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     max_open_files: int = Field(4096, gt=0)
     max_input: Size = Field(64 * 2**20, gt=0, description="bytes of code plus stdin")
 
-    allowed_capabilities: frozenset[str] = DOCKER_DEFAULT_CAPABILITIES
+    allowed_capabilities: Annotated[frozenset[str], BeforeValidator(normalise_capabilities)] = (
+        DOCKER_DEFAULT_CAPABILITIES
+    )
     allow_network: bool = Field(False, description="let jobs share the host's network")
 
     job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-__all__ = ["LANGUAGES", "JobSpec", "Language", "Limits", "parse_size"]
+__all__ = ["LANGUAGES", "JobSpec", "Language", "Limits", "normalise_capabilities", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -33,7 +33,9 @@ def parse_size(value: object) -> object:
         if match is None:
             raise ValueError(f"not a size: {value!r} (use bytes or a suffix K, M, G, e.g. '64M')")
         number, unit, _ = match.groups()
-        return int(float(number) * _UNITS[unit.lower()])
+        scale = _UNITS[unit.lower()]
+        # Whole numbers stay exact (float would round above 2**53).
+        return int(number) * scale if "." not in number else int(float(number) * scale)
     return value
 
 
@@ -117,12 +119,23 @@ class JobSpec(BaseModel):
     @field_validator("capabilities", mode="before")
     @classmethod
     def _cap_names(cls, value: object) -> object:
-        if isinstance(value, (list, tuple, set, frozenset)):
-            names = set()
-            for item in value:
-                if not isinstance(item, str):
-                    raise ValueError(f"capability names are strings, not {item!r}")
-                name = item.strip().upper()
-                names.add(name if name.startswith("CAP_") else f"CAP_{name}")
-            return frozenset(names)
-        return value
+        return normalise_capabilities(value)
+
+
+def normalise_capabilities(value: object) -> object:
+    """``["net_bind_service", "CAP_KILL"]`` -> ``{"CAP_NET_BIND_SERVICE", "CAP_KILL"}``.
+
+    Other values are left to pydantic's own validation.
+
+    Raises:
+        ValueError: an item is not a string.
+    """
+    if isinstance(value, (list, tuple, set, frozenset)):
+        names = set()
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"capability names are strings, not {item!r}")
+            name = item.strip().upper()
+            names.add(name if name.startswith("CAP_") else f"CAP_{name}")
+        return frozenset(names)
+    return value

@@ -9,9 +9,12 @@ log holds the whole sequence.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sandbox.syscalls import Syscalls
 
-Call = tuple[object, ...]
+# Any, not object: tests compare and mask the recorded arguments.
+Call = tuple[Any, ...]
 
 
 class RecordingSyscalls:

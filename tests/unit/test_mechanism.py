@@ -97,6 +97,7 @@ def test_drop_capabilities_order(monkeypatch: pytest.MonkeyPatch, keep: int, uid
     ids: list[tuple[object, ...]] = []
     monkeypatch.setattr(os, "setgroups", lambda groups: ids.append(("setgroups", tuple(groups))))
     monkeypatch.setattr(os, "setresgid", lambda *a: ids.append(("setresgid", *a)))
+
     def setresuid(*uids: int) -> None:
         ids.append(("setresuid", *uids))
         fake.calls.append(("ids",))
