@@ -3,7 +3,11 @@
 Public API::
 
     from sandbox import JobSpec, execute, execute_sync
-    result = await execute(JobSpec(code="print(1)"))
+    result = await execute(JobSpec(code="print(1)"))      # here, as root
+
+    import sandbox
+    sandbox.run.delay("print(1)").get()                   # through Redis and a worker
+    result = await sandbox.submit("print(1)")
 
 Names are imported lazily (PEP 562), so importing :mod:`sandbox` costs
 nothing and the spawner process, which imports :mod:`sandbox.init`, never
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from sandbox.runner import Runtime, execute, execute_sync
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec, Limits
+    from worker.client import submit
+    from worker.tasks import run
 
 __all__ = [
     "CapabilityError",
@@ -52,6 +58,8 @@ __all__ = [
     "UnsupportedError",
     "execute",
     "execute_sync",
+    "run",
+    "submit",
 ]
 
 _WHERE = {
@@ -63,6 +71,9 @@ _WHERE = {
     "execute": "sandbox.runner",
     "execute_sync": "sandbox.runner",
     "Settings": "sandbox.settings",
+    # The service's front door: `sandbox.run.delay(code)`. Celery loads only here.
+    "run": "worker.tasks",
+    "submit": "worker.client",
     **dict.fromkeys(_errors.__all__, "sandbox.errors"),
 }
 

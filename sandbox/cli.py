@@ -3,6 +3,8 @@
     sandbox run hello.py                       # prints what it prints, exits with its code
     sandbox run --json --memory 64M bomb.py    # the JobResult as one JSON object
     cat prog.py | sandbox run --stdin in.txt -
+    sandbox submit --json prog.py              # the same, through Redis and a worker
+    sandbox worker [CELERY ARGS...]            # start a worker
     sandbox doctor [--json]
     sandbox image import|build|ls|rm|inspect ...
     sandbox pool status [--json]
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sandbox.host import Check
+    from sandbox.result import JobResult
+    from sandbox.spec import JobSpec
 
 __all__ = ["main"]
 
@@ -44,28 +48,26 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run a program in a fresh container",
+        help="run a program in a fresh container, here",
         description="Run FILE (or '-' for standard input) in a fresh container. "
         "Options go before FILE; everything after FILE is passed to the program.",
     )
-    run.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
-    run.add_argument("--lang", choices=["python", "sh"], help="language (default: from extension)")
-    run.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
-    run.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
-    run.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M (no swap)")
-    run.add_argument("--pids", type=int, metavar="N", help="max processes and threads")
-    run.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit in seconds")
-    run.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU time limit in seconds")
-    run.add_argument("--output", metavar="SIZE", help="max bytes kept per output stream")
-    run.add_argument("--disk", metavar="SIZE", help="writable space in the container")
-    run.add_argument("--open-files", type=int, metavar="N", help="max open files per process")
-    run.add_argument(
-        "--cap", action="append", default=[], metavar="NAME", help="grant a capability (repeatable)"
+    _add_job_flags(run)
+    submit = sub.add_parser(
+        "submit",
+        help="send a program to the workers through Redis and print its result",
+        description="Like `run`, but through Redis (SANDBOX_REDIS_URL) and a worker.",
     )
-    run.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
-    run.add_argument("--network", action="store_true", help="share the host network (if allowed)")
-    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _add_job_flags(submit)
+    submit.add_argument(
+        "--wait", type=float, default=600.0, metavar="SEC", help="seconds to wait for the result"
+    )
+    worker = sub.add_parser(
+        "worker",
+        help="start a worker (celery worker with our defaults; celery options pass through)",
+        description="Check this host, then exec `celery -A worker.app:app worker ARGS...`.",
+    )
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="ARGS")
 
     doctor = sub.add_parser("doctor", help="check that this host can run sandboxes")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -109,6 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
+    parser.add_argument("--lang", choices=["python", "sh"], help="default: from the extension")
+    parser.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
+    parser.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
+    parser.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M (no swap)")
+    parser.add_argument("--pids", type=int, metavar="N", help="max processes and threads")
+    parser.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit in seconds")
+    parser.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU time limit in seconds")
+    parser.add_argument("--output", metavar="SIZE", help="max bytes kept per output stream")
+    parser.add_argument("--disk", metavar="SIZE", help="writable space in the container")
+    parser.add_argument("--open-files", type=int, metavar="N", help="max open files per process")
+    parser.add_argument(
+        "--cap", action="append", default=[], metavar="NAME", help="grant a capability (repeatable)"
+    )
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
+    parser.add_argument(
+        "--network", action="store_true", help="share the host network (if allowed)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
 def _fail(message: str, code: int) -> int:
     print(f"sandbox: {message}", file=sys.stderr)
     return code
@@ -127,12 +152,14 @@ def _read(path: str, what: str) -> str:
         raise _UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def _run(args: argparse.Namespace) -> int:
+def _spec(args: argparse.Namespace) -> JobSpec:
+    """The JobSpec the job flags describe.
+
+    Raises:
+        _UsageError: a flag's value is invalid (named, as pydantic says).
+    """
     from pydantic import ValidationError
 
-    from sandbox.errors import SandboxError, SpecError
-    from sandbox.result import JobResult, Status
-    from sandbox.runner import execute_sync
     from sandbox.spec import JobSpec
 
     code = _read(args.file, "source file")
@@ -155,10 +182,10 @@ def _run(args: argparse.Namespace) -> int:
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
-            return _fail(f"--env wants NAME=VALUE, got {item!r}", EXIT_USAGE)
+            raise _UsageError(f"--env wants NAME=VALUE, got {item!r}")
         env[key] = value
     try:
-        spec = JobSpec(
+        return JobSpec(
             code=code,
             language=language,
             stdin=stdin,
@@ -172,23 +199,21 @@ def _run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return _fail(f"invalid {where}: {first['msg']}", EXIT_USAGE)
-    try:
-        result = execute_sync(spec)
-    except SpecError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except SandboxError as exc:
-        if args.json:
-            print(JobResult.internal_error(str(exc)).model_dump_json())
-            return 0
-        return _fail(str(exc), EXIT_SANDBOX)
+        raise _UsageError(f"invalid {where}: {first['msg']}") from exc
 
-    if args.json:
+
+def _report(result: JobResult, as_json: bool) -> int:
+    """Print a result as `run` and `submit` do; return the exit status."""
+    from sandbox.result import Status
+
+    if as_json:
         print(result.model_dump_json())
         return 0
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.write(result.stderr)
+    if result.status is Status.INTERNAL_ERROR:
+        return _fail(result.error or "the sandbox failed", EXIT_SANDBOX)
     if result.status is Status.TIMEOUT:
         return _fail(
             f"time limit exceeded (wall {result.wall_time:.2f} s, cpu {result.cpu_time:.2f} s)",
@@ -201,6 +226,52 @@ def _run(args: argparse.Namespace) -> int:
     if result.signal is not None:
         return 128 + result.signal
     return result.exit_code or 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sandbox.errors import SandboxError, SpecError
+    from sandbox.result import JobResult
+    from sandbox.runner import execute_sync
+
+    spec = _spec(args)
+    try:
+        result = execute_sync(spec)
+    except SpecError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SandboxError as exc:
+        result = JobResult.internal_error(str(exc))
+    return _report(result, args.json)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from sandbox.result import JobResult
+    from worker.tasks import run
+
+    spec = _spec(args)
+    pending = run.delay(**spec.model_dump(mode="json", exclude_unset=True))
+    try:
+        data = pending.get(timeout=args.wait)
+    except ResultTimeout:
+        return _fail(f"no result within {args.wait:g} s (are workers running?)", EXIT_SANDBOX)
+    return _report(JobResult.model_validate(data), args.json)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    from sandbox.cgroups import detect_setup
+    from sandbox.host import require_capable
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    require_capable(settings)
+    detect_setup(settings.cgroup_root, settings.cgroup_parent).ensure_parent()
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app:app", "worker", *args.celery_args]
+    if not any(a.startswith(("--loglevel", "-l")) for a in args.celery_args):
+        argv += ["--loglevel", "INFO"]
+    os.execv(sys.executable, argv)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -376,7 +447,15 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.errors import SandboxError
 
     args = _parser().parse_args(argv)
-    commands = {"run": _run, "doctor": _doctor, "image": _image, "pool": _pool, "gc": _gc}
+    commands = {
+        "run": _run,
+        "submit": _submit,
+        "worker": _worker,
+        "doctor": _doctor,
+        "image": _image,
+        "pool": _pool,
+        "gc": _gc,
+    }
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ __all__ = [
     "assert_host_healthy",
     "host_pids_with",
     "job_uid_descendants",
+    "limits",
     "marker",
     "probe",
     "run",

@@ -68,7 +68,7 @@ async def test_kill_minus_one_only_reaches_the_job(runtime, capabilities):
     """``kill -9 -1`` kills the job's own processes; the supervisor and host survive."""
     token = marker()
     code = (
-        'sleep 600 & sleep 600 &\n'
+        "sleep 600 & sleep 600 &\n"
         "kill -9 -1\n"
         'echo "survived $?"\n'
         "wait\n"
@@ -117,7 +117,8 @@ async def test_cannot_signal_host_processes(runtime, capabilities):
     )
     assert set(seen.values()) == {"ProcessLookupError"}, seen
     assert alive(os.getpid())
-    assert runtime.spawner_pid is not None and alive(runtime.spawner_pid)
+    assert runtime.spawner_pid is not None
+    assert alive(runtime.spawner_pid)
     await assert_host_healthy(runtime)
 
 
@@ -207,4 +208,43 @@ async def test_sigkill_to_own_process_group_from_many_children(runtime):
     assert not result.timed_out
     assert elapsed < 2
     assert host_pids_with(token) == []
+    await assert_host_healthy(runtime)
+
+
+TAMPER_INIT = """
+import errno, json, os, resource
+out = {}
+try:
+    resource.prlimit(1, resource.RLIMIT_NOFILE, (4, 4))  # lower only: raising needs a cap
+    out['prlimit'] = 'changed'
+except (OSError, ValueError) as e:
+    out['prlimit'] = type(e).__name__
+try:
+    fd = os.open('/proc/1/oom_score_adj', os.O_WRONLY)
+    try:
+        os.write(fd, b'1000')  # first to die in a host-wide OOM
+        out['oom_score_adj'] = 'changed'
+    finally:
+        os.close(fd)
+except OSError as e:
+    out['oom_score_adj'] = errno.errorcode[e.errno]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize(
+    "capabilities",
+    [pytest.param((), id="nobody"), pytest.param(("CAP_CHOWN",), id="root-chown")],
+)
+async def test_job_cannot_tamper_with_its_init(runtime, capabilities):
+    """Pid 1 is our code (it reports the job's exit): the job cannot change its limits.
+
+    Fails today for a job granted any capability: it runs as uid 0, the same
+    uid as the init, and prlimit(2) and /proc/1/oom_score_adj (raising) only
+    ask for a matching uid, no capability. The init has no user namespace nor
+    a uid of its own to hide behind.
+    """
+    seen = await probe(runtime, TAMPER_INIT, capabilities=capabilities)
+    assert seen["prlimit"] == "PermissionError", seen
+    assert seen["oom_score_adj"] in ("EACCES", "EPERM"), seen
     await assert_host_healthy(runtime)

@@ -229,9 +229,7 @@ async def test_disk_fill(runtime, settings, where, code):
     """Writing past limits.disk (one big file, or many 1 MiB files) fails: ENOSPC or EFBIG."""
     disk = 16 * MiB
     target = f"{where}/hog" if code is ONE_FILE_FILL else where
-    result, _ = await run(
-        runtime, code, argv=(target,), limits={"disk": disk, "memory": "128M"}
-    )
+    result, _ = await run(runtime, code, argv=(target,), limits={"disk": disk, "memory": "128M"})
     assert result.status is Status.OK, result
     name, written = result.stdout.split()
     assert name in ("ENOSPC", "EFBIG"), result
@@ -417,9 +415,7 @@ os.wait()
 
 async def test_sleep_past_wall_time(runtime):
     """Sleeping forever ends at the wall limit: timeout, killed, promptly."""
-    result, elapsed = await run(
-        runtime, "import time\ntime.sleep(3600)\n", limits={"wall_time": 2}
-    )
+    result, elapsed = await run(runtime, "import time\ntime.sleep(3600)\n", limits={"wall_time": 2})
     assert result.timed_out, result
     assert result.status is Status.TIMEOUT
     assert result.signal == 9

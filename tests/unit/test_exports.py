@@ -26,6 +26,8 @@ HOME = {
     "execute": "sandbox.runner",
     "execute_sync": "sandbox.runner",
     "Settings": "sandbox.settings",
+    "run": "worker.tasks",
+    "submit": "worker.client",
     **dict.fromkeys(errors.__all__, "sandbox.errors"),
 }
 

@@ -1,0 +1,234 @@
+"""The worker service end to end: client -> Redis -> Celery worker -> sandbox -> result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import sandbox
+from tests.service.conftest import PARENT
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.redis]
+
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+SUM = "print(sum(map(int, input().split())))"
+
+
+def _running_job_owner_pids() -> set[int]:
+    """Pids of worker processes whose runtime has a job running now (from cgroup names)."""
+    pids = set()
+    root = Path("/sys/fs/cgroup")
+    for procs in [
+        *root.glob(f"pids/{PARENT}/*/cgroup.procs"),
+        *root.glob(f"{PARENT}/*/cgroup.procs"),
+    ]:
+        # A job's cgroup holds its processes; a ready pool container holds only
+        # its waiting job process: a running job has at least that plus what it runs.
+        if len(procs.read_text().split()) >= 2:
+            pids.add(int(procs.parent.name.split("-")[0]))
+    return pids
+
+
+def test_run_delay_returns_the_job_result(client, start_worker):
+    """The issue's example, word for word: the result is the JobResult as a dict."""
+    start_worker()
+    r = sandbox.run.delay(SUM, stdin="1 2\n", limits={"memory": "64M", "wall_time": 2})
+    result = r.get(timeout=30)
+    assert result["status"] == "ok"
+    assert result["stdout"] == "3\n"
+    assert result["exit_code"] == 0
+    assert result["oom_killed"] is False
+    assert set(result) >= {"stderr", "signal", "timed_out", "wall_time", "cpu_time", "memory_peak"}
+
+
+def test_bad_call_raises_on_the_client_and_sends_nothing(client, redis_server):
+    """Arguments are validated before sending: pydantic's message, an empty queue."""
+    before = redis_server.llen("sandbox")
+    with pytest.raises(ValidationError, match=r"limits\.memory"):
+        sandbox.run.delay("print(1)", limits={"memory": "lots"})
+    with pytest.raises(ValidationError, match="language"):
+        sandbox.run.delay("print(1)", language="cobol")
+    assert redis_server.llen("sandbox") == before
+
+
+async def test_async_submit_does_not_block_the_loop(client, start_worker):
+    """`await sandbox.submit(...)` from an event loop, which keeps ticking meanwhile."""
+    start_worker()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    result = await sandbox.submit("import time; time.sleep(0.5); print('slept')", within=30)
+    tick_task.cancel()
+    assert result.stdout == "slept\n"
+    assert ticks > 20
+
+
+def test_submit_command(client, start_worker, tmp_path, redis_server):
+    """`sandbox submit FILE --json` goes through Redis and prints the result."""
+    start_worker()
+    prog = tmp_path / "prog.py"
+    prog.write_text(SUM)
+    data = tmp_path / "in.txt"
+    data.write_text("20 22\n")
+    env = {**os.environ, "SANDBOX_REDIS_URL": redis_server.url}
+    out = subprocess.run(
+        [SANDBOX, "submit", "--json", "--stdin", str(data), str(prog)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["stdout"] == "42\n"
+    plain = subprocess.run(
+        [SANDBOX, "submit", "--stdin", str(data), str(prog)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert (plain.returncode, plain.stdout) == (0, "42\n")
+
+
+def test_sandbox_not_celery_ends_a_slow_job(client, start_worker):
+    """A job past its wall limit is ended by the sandbox, with its partial output."""
+    start_worker()
+    code = "import time\nprint('started', flush=True)\ntime.sleep(30)\n"
+    result = sandbox.run.delay(code, limits={"wall_time": 1}).get(timeout=30)
+    assert result["status"] == "timeout"
+    assert result["stdout"] == "started\n"
+
+
+def test_prefetch_one_short_jobs_pass_a_long_one(client, start_worker):
+    """With one job prefetched per process, short jobs are not stuck behind a long one."""
+    start_worker(concurrency=2)
+    long = sandbox.run.delay("import time; time.sleep(6)", limits={"wall_time": 10})
+    time.sleep(0.5)
+    start = time.monotonic()
+    shorts = [sandbox.run.delay(f"print({i})") for i in range(4)]
+    assert [s.get(timeout=30)["stdout"] for s in shorts] == [f"{i}\n" for i in range(4)]
+    assert time.monotonic() - start < 4
+    assert long.get(timeout=30)["status"] == "ok"
+
+
+def test_job_survives_its_worker_process_being_killed(client, start_worker):
+    """SIGKILL the process running a job: the job is redelivered and its client gets a result."""
+    worker = start_worker(concurrency=2)
+    r = sandbox.run.delay("import time; time.sleep(2); print('done')", limits={"wall_time": 10})
+    deadline = time.monotonic() + 20
+    while not (owners := _running_job_owner_pids()):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    victim = owners.pop()
+    os.kill(victim, signal.SIGKILL)
+    result = r.get(timeout=60)
+    assert result["status"] == "ok", result
+    assert result["stdout"] == "done\n"
+    assert f"Process {victim!r}" in worker.text() or "WorkerLostError" in worker.text()
+
+
+def test_poison_job_fails_after_bounded_attempts(client, start_worker):
+    """A job whose worker dies on every delivery ends with a failed result, not a loop."""
+    start_worker(concurrency=1, SANDBOX_MAX_ATTEMPTS="2")
+    r = sandbox.run.delay("import time; time.sleep(30)", limits={"wall_time": 40})
+    killed = 0
+    deadline = time.monotonic() + 90
+    while not r.ready():
+        assert time.monotonic() < deadline, "the poison job looped"
+        owners = _running_job_owner_pids()
+        for pid in owners:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+            time.sleep(0.5)
+        time.sleep(0.05)
+    result = r.get(timeout=10)
+    assert result["status"] == "internal_error"
+    assert "not retried" in result["error"]
+    assert killed == 2
+
+
+def test_worker_refuses_a_host_that_cannot_sandbox(client, start_worker, tmp_path):
+    """No usable cgroups: the worker exits at once and says why."""
+    worker = start_worker(wait=False, SANDBOX_CGROUP_ROOT=str(tmp_path))
+    assert worker.process.wait(60) != 0
+    assert "cannot run sandboxes" in worker.text()
+    assert "sandbox doctor" in worker.text()
+
+
+def test_warm_shutdown_finishes_the_running_job(client, start_worker):
+    """SIGTERM during a job: the job completes and is answered, then the worker exits."""
+    worker = start_worker(concurrency=1)
+    r = sandbox.run.delay("import time; time.sleep(2); print('finished')", limits={"wall_time": 10})
+    deadline = time.monotonic() + 20
+    while not _running_job_owner_pids():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert worker.stop(signal.SIGTERM) == 0
+    assert r.get(timeout=10)["stdout"] == "finished\n"
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_queue_exactly_once(client, start_worker):
+    """200 jobs at once over two workers: every one answered, correct, run once."""
+    w1 = start_worker("w1", concurrency=2)
+    w2 = start_worker("w2", concurrency=2)
+    pending = [sandbox.run.delay(f"print({i} * {i})", language="python") for i in range(200)]
+    results = [p.get(timeout=300) for p in pending]
+    assert [r["stdout"] for r in results] == [f"{i * i}\n" for i in range(200)]
+    ids = {p.id for p in pending}
+    done = re.findall(r"Task sandbox\.run\[([0-9a-f-]+)\] succeeded", w1.text() + w2.text())
+    assert sorted(done) == sorted(ids)  # each exactly once
+    assert re.search(r"Task sandbox\.run\[", w1.text())
+    assert re.search(r"Task sandbox\.run\[", w2.text())
+
+
+def test_redis_unreachable_at_submit(client):
+    """No Redis: a clear error on the client, quickly."""
+    from worker.app import app
+    from worker.tasks import SubmitError
+
+    saved = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
+    app.pool.force_close_all()
+    try:
+        start = time.monotonic()
+        with pytest.raises(SubmitError, match="cannot reach Redis"):
+            sandbox.run.delay("print(1)")
+        assert time.monotonic() - start < 15
+    finally:
+        app.conf.broker_url = saved
+        app.pool.force_close_all()
+
+
+def test_redis_restart_keeps_queued_jobs_and_workers_reconnect(client, start_worker, redis_server):
+    """Jobs queued before a Redis restart survive it (append-only file); workers reconnect."""
+    queued = sandbox.run.delay("print('queued before restart')")
+    redis_server.stop()
+    redis_server.start()
+    worker = start_worker()
+    assert queued.get(timeout=60)["stdout"] == "queued before restart\n"
+    redis_server.stop()
+    time.sleep(1)
+    redis_server.start()
+    from worker.app import app
+
+    app.pool.force_close_all()
+    after = sandbox.run.delay("print('after restart')")
+    assert after.get(timeout=90)["stdout"] == "after restart\n"
+    assert worker.process.poll() is None

@@ -1,0 +1,97 @@
+"""The Celery application: ``celery -A worker.app:app worker``.
+
+Reliability choices (docs/adr/0005-ack-policy.md):
+
+- JSON only: untrusted input is never unpickled.
+- Late acknowledgement plus ``task_reject_on_worker_lost``: a job whose worker
+  process dies mid-run (SIGKILL, the OOM killer) goes back to the queue and is
+  run again; :mod:`worker.tasks` counts deliveries so that a job that kills its
+  worker every time ends with a failed result instead of looping forever.
+- Prefetch one job per process: a long job never holds short ones hostage.
+- Celery's hard time limit sits above the largest wall limit a job may ask
+  for plus setup: the sandbox, not Celery, ends a slow job (and reports its
+  partial output). Redis's visibility timeout sits above that, so a job is
+  never handed to a second worker while the first still runs it.
+
+One :class:`sandbox.Runtime` per worker process, opened after the fork
+(``worker_process_init``) on an event loop of its own, closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import Celery, signals
+
+from sandbox.settings import Settings
+from worker.settings import WorkerSettings
+
+__all__ = ["app", "settings"]
+
+settings = WorkerSettings()
+_limits = Settings()
+HARD_LIMIT = _limits.max_wall_time + _limits.setup_timeout + settings.time_margin
+
+app = Celery("sandbox", broker=settings.redis_url, backend=settings.redis_url)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_time_limit=HARD_LIMIT,
+    task_default_queue=settings.queue,
+    task_routes={"sandbox.run": {"queue": settings.queue}},
+    task_track_started=True,
+    result_expires=settings.result_expires,
+    result_extended=False,
+    broker_connection_retry_on_startup=True,
+    broker_connection_timeout=settings.connect_timeout,
+    broker_transport_options={
+        "visibility_timeout": int(HARD_LIMIT * 2),
+        "socket_connect_timeout": settings.connect_timeout,
+    },
+    redis_socket_connect_timeout=settings.connect_timeout,
+    redis_backend_health_check_interval=10,
+    task_publish_retry_policy={
+        "max_retries": 2,
+        "interval_start": 0.1,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    },
+    worker_hijack_root_logger=False,
+    include=["worker.tasks"],
+)
+
+
+@signals.worker_init.connect
+def _refuse_incapable_host(**_: Any) -> None:
+    """A worker on a host that cannot sandbox exits at once, saying why."""
+    from sandbox.cgroups import detect_setup
+    from sandbox.errors import SandboxError
+    from sandbox.host import require_capable
+
+    try:
+        require_capable(_limits)
+        detect_setup(_limits.cgroup_root, _limits.cgroup_parent).ensure_parent()
+    except SandboxError as exc:
+        print(f"sandbox: this host cannot run sandboxes: {exc}", file=sys.stderr)
+        print("sandbox: run `sandbox doctor` for details", file=sys.stderr)
+        sys.exit(1)
+
+
+@signals.worker_process_init.connect
+def _open_runtime(**_: Any) -> None:
+    from worker.tasks import runtime_host
+
+    runtime_host().start()
+
+
+@signals.worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    from worker.tasks import runtime_host
+
+    runtime_host().stop()

@@ -1,0 +1,33 @@
+"""Worker configuration from the environment (``SANDBOX_*``), as pydantic-settings.
+
+The runtime's own settings (limits, cgroup parent, state dirs) are
+:class:`sandbox.settings.Settings`; these add what the service needs.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["WorkerSettings"]
+
+
+class WorkerSettings(BaseSettings):
+    """How workers and clients reach Redis, and how jobs are queued."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDBOX_", frozen=True, extra="ignore")
+
+    redis_url: str = Field("redis://localhost:6379/0", description="broker and result backend")
+    queue: str = Field("sandbox", description="the default queue")
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='language -> queue, e.g. {"python": "py"}: dedicated workers per language',
+    )
+    result_expires: int = Field(3600, gt=0, description="seconds a result is kept in Redis")
+    max_attempts: int = Field(
+        3, ge=1, description="deliveries of a job that kills its worker before it is failed"
+    )
+    time_margin: float = Field(
+        60.0, gt=0, description="seconds Celery's hard limit sits above the job's wall limit"
+    )
+    connect_timeout: float = Field(3.0, gt=0, description="seconds to reach Redis at submit")

@@ -1,0 +1,154 @@
+"""The task ``sandbox.run``: its keyword arguments are the JobSpec fields.
+
+Clients call ``sandbox.run.delay(code, stdin=..., limits=...)``. The task
+class validates the arguments on the client before anything is sent (a bad
+call raises pydantic's ValidationError there), routes by language, and turns
+an unreachable Redis into a clear :class:`SubmitError`. The worker validates
+again and runs the job through the process's :class:`sandbox.Runtime`; the
+result is the JobResult as a JSON-able dict. Failures of the sandbox itself
+come back as ``status: internal_error`` results, never as exceptions the
+client has to import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+from kombu.exceptions import OperationalError
+
+from sandbox.errors import SandboxError
+from sandbox.result import JobResult
+from sandbox.spec import JobSpec
+from worker.app import app, settings
+
+if TYPE_CHECKING:
+    from sandbox.runner import Runtime
+
+__all__ = ["SubmitError", "run", "runtime_host"]
+
+log = logging.getLogger("sandbox.worker")
+ATTEMPTS_KEY = "sandbox:attempts:{}"
+
+
+class SubmitError(SandboxError):
+    """The job could not be sent (Redis unreachable); says what to check."""
+
+
+class RuntimeHost:
+    """This worker process's runtime, on an event loop in a thread of its own.
+
+    The loop lives as long as the process, so the runtime's warm pool does
+    too; tasks hand it coroutines and wait for their results.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._runtime is not None:
+                return
+            from sandbox.runner import Runtime
+
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="sandbox-loop", daemon=True)
+            thread.start()
+            runtime = Runtime()
+            runtime.open()
+            self._loop, self._thread, self._runtime = loop, thread, runtime
+
+    def execute(self, spec: JobSpec) -> JobResult:
+        self.start()
+        assert self._loop is not None
+        assert self._runtime is not None
+        future: Future[JobResult] = asyncio.run_coroutine_threadsafe(
+            self._runtime.execute(spec), self._loop
+        )
+        return future.result()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._runtime is None or self._loop is None or self._thread is None:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._runtime.aclose(), self._loop).result(30)
+            except Exception:
+                log.exception("closing the sandbox runtime")
+                self._runtime.close()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            self._runtime = self._loop = self._thread = None
+
+
+_host = RuntimeHost()
+
+
+def runtime_host() -> RuntimeHost:
+    """The runtime of this worker process."""
+    return _host
+
+
+class SandboxTask(Task):  # type: ignore[misc]
+    """Validates a job on the client before it is sent, and routes it."""
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        fields = dict(kwargs or {})
+        if args:
+            if len(args) != 1:
+                raise TypeError("sandbox.run takes the code as its only positional argument")
+            fields["code"] = args[0]
+        spec = JobSpec.model_validate(fields)  # raises ValidationError here, on the client
+        options.setdefault("queue", settings.routes.get(spec.language, settings.queue))
+        payload = spec.model_dump(mode="json", exclude_unset=True)
+        try:
+            return super().apply_async((), payload, **options)
+        except OperationalError as exc:
+            raise SubmitError(
+                f"cannot reach Redis at {settings.redis_url}: {exc} "
+                "(is redis-server running? set SANDBOX_REDIS_URL)"
+            ) from exc
+
+
+def _count_attempt(task_id: str) -> int:
+    """How many times this job has been delivered, counted in Redis."""
+    client = app.backend.client
+    key = ATTEMPTS_KEY.format(task_id)
+    attempts = int(client.incr(key))
+    client.expire(key, settings.result_expires)
+    return attempts
+
+
+@app.task(name="sandbox.run", bind=True, base=SandboxTask)
+def run(self: Task, **fields: Any) -> dict[str, Any]:
+    """Run one job in a fresh container; return its JobResult as a dict."""
+    task_id = self.request.id or ""
+    attempts = _count_attempt(task_id) if task_id else 1
+    if attempts > settings.max_attempts:
+        log.error("job %s killed its worker %d times; giving up", task_id, attempts - 1)
+        return JobResult.internal_error(
+            f"the job ended its worker process {attempts - 1} times; not retried again"
+        ).model_dump(mode="json")
+    try:
+        spec = JobSpec.model_validate(fields)
+        result = _host.execute(spec)
+    except SandboxError as exc:
+        result = JobResult.internal_error(str(exc))
+    except ValueError as exc:  # pydantic's ValidationError
+        result = JobResult.internal_error(f"invalid job: {exc}")
+    if task_id:
+        app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
+    return result.model_dump(mode="json")
