@@ -55,6 +55,9 @@ app.conf.update(
         "socket_connect_timeout": settings.connect_timeout,
     },
     redis_socket_connect_timeout=settings.connect_timeout,
+    result_backend_transport_options={
+        "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
+    },
     redis_backend_health_check_interval=10,
     task_publish_retry_policy={
         "max_retries": 2,

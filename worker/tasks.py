@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from sandbox.errors import SandboxError
 from sandbox.result import JobResult
@@ -116,9 +117,13 @@ class SandboxTask(Task):  # type: ignore[misc]
         payload = spec.model_dump(mode="json", exclude_unset=True)
         try:
             return super().apply_async((), payload, **options)
-        except OperationalError as exc:
+        except (OperationalError, RedisError, RuntimeError) as exc:
+            # RuntimeError: Celery's Redis result backend gives up reconnecting so.
+            if isinstance(exc, RuntimeError) and "result store" not in str(exc):
+                raise
+            reason = "connection refused or timed out" if isinstance(exc, RuntimeError) else exc
             raise SubmitError(
-                f"cannot reach Redis at {settings.redis_url}: {exc} "
+                f"cannot reach Redis at {settings.redis_url}: {reason} "
                 "(is redis-server running? set SANDBOX_REDIS_URL)"
             ) from exc
 
