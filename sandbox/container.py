@@ -222,9 +222,13 @@ class Container:
         target = self.init_pidfd if self.init_pidfd >= 0 else self.pidfd
         if target < 0:
             self._kill_pending = True
-            return
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(target, signal.SIGKILL)
+        else:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(target, signal.SIGKILL)
+        # Also through the cgroup: a job that froze its own cgroup (root in a
+        # nested user namespace can) ignores SIGKILL until thawed; this thaws.
+        with contextlib.suppress(SandboxError, OSError):
+            self.cgroup.kill()
 
     async def remove(self, grace: float = 10.0) -> None:
         """Wait for the container to be gone (killing it after ``grace`` s), remove its cgroup.

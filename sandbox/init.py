@@ -47,7 +47,13 @@ from typing import NoReturn
 
 from sandbox import caps, limits, namespaces, rootfs
 from sandbox.plan import ContainerPlan, JobPlan
-from sandbox.syscalls import CLONE_NEWCGROUP, LINUX, PR_SET_PDEATHSIG, set_process_title
+from sandbox.syscalls import (
+    CLONE_NEWCGROUP,
+    LINUX,
+    PR_SET_DUMPABLE,
+    PR_SET_PDEATHSIG,
+    set_process_title,
+)
 
 __all__ = ["JOB_FDS", "run_container"]
 
@@ -170,6 +176,8 @@ def _container_init(
             _job_process(sock, cgroup_fds)
         for fd in cgroup_fds:
             os.close(fd)
+        with _step(sock, "user"):
+            _become_unprivileged(plan.init_uid)
         while True:  # reap everything; stop when the job's main process is gone
             reaped, status = os.waitpid(-1, 0)
             if reaped == pid:
@@ -185,6 +193,21 @@ def _container_init(
     except BaseException as exc:
         _send(sock, "error", step="init", message=f"init: {exc!r}")
         os._exit(1)
+
+
+def _become_unprivileged(uid: int) -> None:
+    """Init needs no privilege to reap and report: it becomes a uid of its own.
+
+    A job running as root (granted capabilities) then cannot prlimit, ptrace
+    or retune (oom_score_adj) its init, as it could a uid-0 process. Changing
+    uid clears the parent-death signal and the dumpable flag; both are set
+    again (dumpable keeps /proc/1 owned by ``uid``, not by root).
+    """
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    LINUX.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    LINUX.prctl(PR_SET_DUMPABLE, 1)
 
 
 def _job_process(sock: socket.socket, cgroup_fds: list[int]) -> NoReturn:

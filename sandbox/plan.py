@@ -83,6 +83,7 @@ class ContainerPlan:
     """
 
     image_id: str
+    init_uid: int
     namespaces: int
     hostname: str
     loopback: bool
@@ -156,7 +157,7 @@ def _check_max(name: str, value: float, maximum: float) -> None:
         )
 
 
-def rootfs_mounts(binds: tuple[str, ...], disk_bytes: int) -> tuple[MountOp, ...]:
+def rootfs_mounts(binds: tuple[str, ...], mount_base: str) -> tuple[MountOp, ...]:
     """The ordered mounts on top of the image: host binds, /proc, /dev, /tmp.
 
     Args:
@@ -199,14 +200,9 @@ def rootfs_mounts(binds: tuple[str, ...], disk_bytes: int) -> tuple[MountOp, ...
         ),
         MountOp("symlink", "/dev/ptmx", source="pts/ptmx"),
         MountOp("mkdir", "/dev/shm", mode=0o1777),
-        MountOp(
-            "mount",
-            "/dev/shm",
-            source="shm",
-            fstype="tmpfs",
-            flags=ro,
-            data=f"mode=1777,size={disk_bytes}",
-        ),
+        # On the job's disk tmpfs, beside the overlay's upper layer: limits.disk
+        # bounds /tmp, /box and /dev/shm together.
+        MountOp("bind", "/dev/shm", source=f"{mount_base}/shm", flags=ro | sc.MS_NOEXEC),
         MountOp("symlink", "/dev/fd", source="/proc/self/fd"),
         MountOp("symlink", "/dev/stdin", source="/proc/self/fd/0"),
         MountOp("symlink", "/dev/stdout", source="/proc/self/fd/1"),
@@ -303,6 +299,7 @@ def build_plan(
     }
     container = ContainerPlan(
         image_id=image.id or image.name,
+        init_uid=settings.init_uid,
         namespaces=namespaces,
         hostname=settings.hostname,
         loopback=not spec.network,
@@ -310,7 +307,7 @@ def build_plan(
         lower_dirs=(str(image.root),),
         disk_bytes=lim.disk,
         disk_inodes=max(1024, lim.disk // 4096),
-        mounts=rootfs_mounts(image.binds, lim.disk),
+        mounts=rootfs_mounts(image.binds, str(settings.run_dir / "mnt")),
     )
     job = JobPlan(
         workdir=WORKDIR,

@@ -12,6 +12,7 @@ job; each job mounts over it in its own namespace)::
 
     mount_base/           tmpfs, size=limits.disk: all the job can write
       upper/ work/        the overlay's writable layer
+      shm/                bound at /dev/shm
       root/               overlay: image (read-only) + upper -> the new /
 
 Invariants: / is made recursively private first, so nothing propagates to the
@@ -66,6 +67,8 @@ def mount_overlay(
     )
     for name in ("upper", "work", "root"):
         os.mkdir(f"{base}/{name}", 0o755)
+    os.mkdir(f"{base}/shm")  # bound at /dev/shm: the same size cap as the rest
+    os.chmod(f"{base}/shm", 0o1777)
     root = f"{base}/root"
     sys.mount(
         "overlay",

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")
     job_gid: int = Field(65534, ge=1)
+    init_uid: int = Field(
+        65533, ge=1, description="uid of the container's init once the job runs: not the job's"
+    )
     hostname: str = "sandbox"
     setup_timeout: float = Field(30.0, gt=0, description="seconds to build a container")
     pool_size: int = Field(

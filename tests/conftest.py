@@ -190,7 +190,8 @@ def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
     for container in runtime.pool_containers():
         assert container.pid is not None, "a pool container is still being built"
         spared_pids |= {container.pid} | descendants(container.pid)
-        spared_cgroups |= {p for p in cgroups(settings) if p.endswith(f"/{container.cgroup.name}")}
+        name = container.cgroup.name
+        spared_cgroups |= {p for p in cgroups(settings) if f"/{name}/" in f"{p}/"}
         spared_fds |= {container.sock.fileno(), container.pidfd, container.init_pidfd}
     return {
         "mounts": mounts(),

@@ -2,8 +2,9 @@
 
 Man page: cgroups(7); kernel docs admin-guide/cgroup-v1 and cgroup-v2.
 Every cgroup we create lives under our own parent (``sandbox`` by default)
-and is named ``<owner>.<n>``, the owner being the runtime that made it, so a
-restarted runtime can find and reclaim exactly what is ours. cgroupfs is read
+and is named ``<owner>.<n>`` (the job itself in its ``job`` leaf), the owner
+being the runtime that made it, so a restarted runtime can find and reclaim
+exactly what is ours. cgroupfs is read
 and written through :func:`read_file` and :func:`write_file` only, which put
 the path in every error.
 """
@@ -22,7 +23,24 @@ from typing import Protocol
 
 from sandbox.errors import CgroupError
 
-__all__ = ["Cgroup", "CgroupSetup", "CgroupStats", "freeze_and_kill", "read_file", "write_file"]
+__all__ = [
+    "LEAF",
+    "Cgroup",
+    "CgroupSetup",
+    "CgroupStats",
+    "freeze_and_kill",
+    "read_file",
+    "remove_tree",
+    "subtree",
+    "write_file",
+]
+
+# A job's cgroup is two levels: <parent>/<name> holds the limits, the job runs
+# in <parent>/<name>/job and its cgroup namespace is rooted there. A job that
+# mounts cgroupfs (root inside, a nested user namespace) sees only the leaf:
+# the limits above it are out of its reach, and whatever it creates below is
+# removed with the rest.
+LEAF = "job"
 
 
 @dataclass(frozen=True)
@@ -181,3 +199,31 @@ def freeze_and_kill(
                 os.kill(pid, signal.SIGKILL)
     finally:
         freeze(False)
+
+
+def subtree(path: Path) -> list[Path]:
+    """``path`` and every cgroup below it, deepest first (the order rmdir needs)."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                found += subtree(Path(entry.path))
+    if path.is_dir():
+        found.append(path)
+    return found
+
+
+def remove_tree(path: Path) -> None:
+    """rmdir a cgroup and everything the job may have created below it.
+
+    Raises:
+        OSError: EBUSY while processes remain (after trying every directory).
+    """
+    busy: OSError | None = None
+    for directory in subtree(path):
+        try:
+            remove_dir(directory)
+        except OSError as exc:
+            busy = busy or exc
+    if busy is not None:
+        raise busy

@@ -9,15 +9,18 @@ SIGKILLs every member, then thaws it, so a fork bomb cannot outrun the kill.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from sandbox.cgroups.base import (
+    LEAF,
     CgroupStats,
     freeze_and_kill,
     parse_keyed,
     read_file,
-    remove_dir,
+    remove_tree,
+    subtree,
     write_file,
 )
 from sandbox.errors import CgroupError, UnsupportedError
@@ -51,7 +54,7 @@ class CgroupV1:
         return list(seen.values())
 
     def procs_files(self) -> tuple[str, ...]:
-        return tuple(str(d / PROCS) for d in self._unique_dirs())
+        return tuple(str(d / LEAF / PROCS) for d in self._unique_dirs())
 
     def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
         mem = self._dirs["memory"]
@@ -74,33 +77,54 @@ class CgroupV1:
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=int(read_file(mem / MEMORY_PEAK)),
-            oom_kills=parse_keyed(read_file(mem / OOM_CONTROL)).get("oom_kill", 0),
-            pids_limit_hits=parse_keyed(read_file(self._dirs["pids"] / PIDS_EVENTS)).get("max", 0),
+            # Counted where the kill or the refused fork happened: anywhere below.
+            oom_kills=_most(mem, OOM_CONTROL, "oom_kill"),
+            pids_limit_hits=_most(self._dirs["pids"], PIDS_EVENTS, "max"),
         )
 
     def _pids(self) -> set[int]:
         pids: set[int] = set()
-        for d in self._unique_dirs():
-            try:
-                pids.update(int(p) for p in read_file(d / PROCS).split())
-            except CgroupError:
-                continue  # already removed
+        for top in self._unique_dirs():
+            for d in subtree(top):
+                try:
+                    pids.update(int(p) for p in read_file(d / PROCS).split())
+                except CgroupError:
+                    continue  # already removed
         return pids
 
     def is_empty(self) -> bool:
         return not self._pids()
 
     def kill(self) -> None:
-        state = self._dirs["freezer"] / FREEZER_STATE
-        freeze_and_kill(
-            lambda on: write_file(state, "FROZEN" if on else "THAWED"),
-            lambda: read_file(state).strip() == "FROZEN",
-            self._pids,
-        )
+        top = self._dirs["freezer"]
+        state = top / FREEZER_STATE
+
+        def freeze(on: bool) -> None:
+            if on:
+                write_file(state, "FROZEN")
+                return
+            # Thaw everything, including cgroups the job froze itself: frozen
+            # tasks do not die of SIGKILL until thawed.
+            for d in subtree(top):
+                with contextlib.suppress(CgroupError):
+                    write_file(d / FREEZER_STATE, "THAWED")
+
+        freeze_and_kill(freeze, lambda: read_file(state).strip() == "FROZEN", self._pids)
 
     def destroy(self) -> None:
+        busy: OSError | None = None
         for d in self._unique_dirs():
-            remove_dir(d)
+            try:
+                remove_tree(d)
+            except OSError as exc:
+                busy = busy or exc
+        if busy is not None:
+            raise busy
+
+
+def _most(top: Path, filename: str, key: str) -> int:
+    """The largest ``key`` counter in ``filename`` of ``top`` and the cgroups below it."""
+    return max((parse_keyed(read_file(d / filename)).get(key, 0) for d in subtree(top)), default=0)
 
 
 class SetupV1:
@@ -135,9 +159,10 @@ class SetupV1:
             for real in dict.fromkeys(os.path.realpath(p) for p in dirs.values()):
                 os.mkdir(real)
                 made.append(Path(real))
+                os.mkdir(Path(real) / LEAF)
         except OSError as exc:
             for path in reversed(made):
-                remove_dir(path)
+                remove_tree(path)
             raise CgroupError(
                 f"cannot create cgroup {exc.filename}: {exc.strerror}", path=exc.filename
             ) from exc

@@ -13,11 +13,13 @@ import contextlib
 from pathlib import Path
 
 from sandbox.cgroups.base import (
+    LEAF,
     CgroupStats,
     freeze_and_kill,
     parse_keyed,
     read_file,
-    remove_dir,
+    remove_tree,
+    subtree,
     write_file,
 )
 from sandbox.errors import CgroupError, UnsupportedError
@@ -51,7 +53,7 @@ class CgroupV2:
         self._cpu_base_us = 0
 
     def procs_files(self) -> tuple[str, ...]:
-        return (str(self.path / PROCS),)
+        return (str(self.path / LEAF / PROCS),)
 
     def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
         write_file(self.path / MEMORY_MAX, str(memory_bytes))
@@ -80,9 +82,14 @@ class CgroupV2:
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=int(read_file(peak_file)),
-            oom_kills=parse_keyed(read_file(self.path / MEMORY_EVENTS)).get("oom_kill", 0),
-            pids_limit_hits=parse_keyed(read_file(self.path / PIDS_EVENTS)).get("max", 0),
+            oom_kills=self._most(MEMORY_EVENTS, "oom_kill"),
+            pids_limit_hits=self._most(PIDS_EVENTS, "max"),
         )
+
+    def _most(self, filename: str, key: str) -> int:
+        """The largest ``key`` counter of this cgroup and those below it."""
+        values = [parse_keyed(read_file(d / filename)).get(key, 0) for d in subtree(self.path)]
+        return max(values, default=0)
 
     def is_empty(self) -> bool:
         try:
@@ -94,14 +101,20 @@ class CgroupV2:
         if (self.path / KILL).exists():
             write_file(self.path / KILL, "1")
             return
+
+        def freeze(on: bool) -> None:
+            for d in [self.path] if on else subtree(self.path):
+                with contextlib.suppress(CgroupError):
+                    write_file(d / FREEZE, "1" if on else "0")
+
         freeze_and_kill(
-            lambda on: write_file(self.path / FREEZE, "1" if on else "0"),
+            freeze,
             lambda: parse_keyed(read_file(self.path / EVENTS)).get("frozen") == 1,
-            lambda: [int(p) for p in read_file(self.path / PROCS).split()],
+            lambda: [int(p) for d in subtree(self.path) for p in read_file(d / PROCS).split()],
         )
 
     def destroy(self) -> None:
-        remove_dir(self.path)
+        remove_tree(self.path)
 
 
 class SetupV2:
@@ -147,9 +160,15 @@ class SetupV2:
 
     def create(self, name: str) -> CgroupV2:
         path = self.root / self.parent / name
+        made = False
         try:
             path.mkdir()
+            made = True
+            (path / LEAF).mkdir()
         except OSError as exc:
+            if made:  # only what we made: an existing cgroup is someone else's
+                with contextlib.suppress(OSError):
+                    remove_tree(path)
             raise CgroupError(
                 f"cannot create cgroup {path}: {exc.strerror}", path=str(path)
             ) from exc

@@ -94,10 +94,11 @@ print('allocated', len(chunks), flush=True)
 
 @pytest.mark.parametrize("capabilities", [NOBODY, ROOT])
 async def test_job_cannot_raise_its_memory_limit(runtime, capabilities):
-    """Writing its own memory limit (to twice the original) fails; 1.5x the limit is OOM-killed.
+    """Raising its own memory limit does not help: 1.5x the limit is still OOM-killed.
 
-    Fails today for a job with capabilities: as uid 0 it owns its cgroup's
-    files, and with its own user and cgroup namespaces it may mount them.
+    A job with capabilities is uid 0 and, with its own user and cgroup
+    namespaces, may mount cgroupfs and write the limit files it sees: those of
+    its leaf cgroup. The limit that holds is set one level up, out of its view.
     """
     limit = 64 * MiB
     result, _ = await run(
@@ -107,8 +108,6 @@ async def test_job_cannot_raise_its_memory_limit(runtime, capabilities):
         capabilities=capabilities,
         limits={"memory": limit},
     )
-    report = json.loads(result.stdout.splitlines()[0])
-    assert "written" not in report.values(), f"the job rewrote its memory limit: {report}"
     assert result.oom_killed, result
     assert result.status is Status.MEMORY_LIMIT
     assert result.memory_peak <= limit + MiB
@@ -139,9 +138,9 @@ print('forked', len(children), flush=True)
 
 @pytest.mark.parametrize("capabilities", [NOBODY, ROOT])
 async def test_job_cannot_raise_its_pids_limit(runtime, capabilities):
-    """Writing its own pids.max (to twice the original) fails; forks stop below the cap.
+    """Raising its own pids.max does not help: forks still stop below the cap.
 
-    Fails today for a job with capabilities (see the module doc).
+    What the job can write is its leaf's pids.max; the cap is its parent's.
     """
     pids = 32
     result, _ = await run(
@@ -152,9 +151,7 @@ async def test_job_cannot_raise_its_pids_limit(runtime, capabilities):
         limits={"pids": pids},
     )
     assert result.status is Status.OK, result
-    report = json.loads(result.stdout.splitlines()[0])
     forked = int(result.stdout.split()[-1])
-    assert "written" not in report.values(), f"the job rewrote its pids limit: {report}"
     assert forked < pids
     assert result.pids_limit_hit
     await assert_host_healthy(runtime)
@@ -279,7 +276,8 @@ async def test_cgroups_made_by_the_job_do_not_break_cleanup(runtime, settings, c
 
 async def test_probe_mounts_the_job_cgroup(runtime):
     """The attack's first step works as described, unprivileged: its own namespaces and a
-    cgroupfs mount whose root is the job's cgroup (so the tests above test something)."""
+    cgroupfs mount whose root is the job's leaf cgroup (so the tests above test
+    something), where the job's limit is not to be seen: it is set one level up."""
     code = MOUNT_OWN_CGROUP + (
         "if 'memory' in dirs:\n"
         "    name = 'memory.max' if v2 else 'memory.limit_in_bytes'\n"
@@ -294,7 +292,7 @@ async def test_probe_mounts_the_job_cgroup(runtime):
     if report["unshare"] != "ok":
         pytest.skip(f"user namespaces are refused here ({report['unshare']}): nothing to test")
     assert "memory" in report["mounted"], report
-    assert report["limit"] == limit, report
+    assert report["limit"] != limit, report
     await assert_host_healthy(runtime)
 
 
@@ -340,6 +338,12 @@ report()
 
 @pytest.mark.skipif(UNJOINED is None, reason="the job joins every cgroup hierarchy of this host")
 @pytest.mark.parametrize("capabilities", [NOBODY, ROOT])
+@pytest.mark.xfail(
+    strict=True,
+    reason="open, v1/hybrid hosts only: in hierarchies the job does not join its cgroup "
+    "namespace is rooted at the spawner's cgroup; fixed by the user namespace and the "
+    "seccomp filter against nested user namespaces of issue 5",
+)
 async def test_host_cgroups_outside_the_job_are_out_of_reach(runtime, capabilities):
     """A host cgroup (a decoy, made by the test) in a hierarchy the job was not moved into:
     the job can neither see it nor change it.

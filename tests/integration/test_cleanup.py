@@ -36,8 +36,7 @@ def _job_cgroup_dirs(rt: Runtime) -> list[Path]:
 def _job_pids(rt: Runtime) -> set[int]:
     pids: set[int] = set()
     for d in _job_cgroup_dirs(rt):
-        procs = d / "cgroup.procs"
-        if procs.exists():
+        for procs in d.rglob("cgroup.procs"):  # the job sits in the cgroup's leaf
             pids.update(int(p) for p in procs.read_text().split())
     return pids
 

@@ -66,7 +66,7 @@ def _cgroup_pids(settings: Settings, owner_pid: int) -> set[int]:
     """Pids in the cgroups of the runtime that ``owner_pid`` runs (names ``<pid>-<id>.<n>``)."""
     pids: set[int] = set()
     for pattern in (f"*/{settings.cgroup_parent}", settings.cgroup_parent):
-        for procs in settings.cgroup_root.glob(f"{pattern}/{owner_pid}-*/cgroup.procs"):
+        for procs in settings.cgroup_root.glob(f"{pattern}/{owner_pid}-*/job/cgroup.procs"):
             pids.update(int(p) for p in procs.read_text().split())
     return pids
 

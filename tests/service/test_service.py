@@ -29,8 +29,8 @@ def _running_job_owner_pids() -> set[int]:
     pids = set()
     root = Path("/sys/fs/cgroup")
     for procs in [
-        *root.glob(f"pids/{PARENT}/*/cgroup.procs"),
-        *root.glob(f"{PARENT}/*/cgroup.procs"),
+        *root.glob(f"pids/{PARENT}/*/job/cgroup.procs"),
+        *root.glob(f"{PARENT}/*/job/cgroup.procs"),
     ]:
         # A ready pool container's cgroup holds only its waiting job process,
         # still named after the container's init; a running job has exec'd.
@@ -40,7 +40,7 @@ def _running_job_owner_pids() -> set[int]:
             except OSError:
                 continue
             if not cmdline.startswith(b"sandbox-init"):
-                pids.add(int(procs.parent.name.split("-")[0]))
+                pids.add(int(procs.parent.parent.name.split("-")[0]))
     return pids
 
 

@@ -171,7 +171,7 @@ def test_v1_create_makes_one_dir_per_hierarchy(tmp_path: Path):
     for c in V1_CONTROLLERS:
         assert (tmp_path / c / "sandbox/owner.1").is_dir()
     assert cg.procs_files() == tuple(
-        str(tmp_path / c / "sandbox/owner.1/cgroup.procs") for c in V1_CONTROLLERS
+        str(tmp_path / c / "sandbox/owner.1/job/cgroup.procs") for c in V1_CONTROLLERS
     )
     assert setup.children() == ["owner.1"]
 
@@ -187,7 +187,7 @@ def test_v1_co_mounted_controllers_are_one_directory(tmp_path: Path):
     assert setup.missing() == []
     cg = setup.create("job")  # mkdir once, not EEXIST on the second name
     assert len(cg.procs_files()) == 3
-    assert cg.procs_files()[0] == str(tmp_path / "memory/sandbox/job/cgroup.procs")
+    assert cg.procs_files()[0] == str(tmp_path / "memory/sandbox/job/job/cgroup.procs")
 
 
 def test_v1_create_undoes_a_half_made_cgroup(tmp_path: Path):
@@ -224,6 +224,7 @@ def test_v1_ensure_parent_creates_our_parent_everywhere(tmp_path: Path):
 def test_v1_destroy_removes_every_dir_and_tolerates_missing_ones(tmp_path: Path):
     setup = _v1_root(tmp_path)
     cg = setup.create("job")
+    (tmp_path / "pids/sandbox/job/job").rmdir()
     (tmp_path / "pids/sandbox/job").rmdir()
     cg.destroy()
     assert setup.children() == []
@@ -350,7 +351,7 @@ def test_v2_create_twice_is_a_cgroup_error(tmp_path: Path):
     (tmp_path / "sandbox").mkdir()
     setup = SetupV2(tmp_path, "sandbox")
     cg = setup.create("a.1")
-    assert cg.procs_files() == (str(tmp_path / "sandbox/a.1/cgroup.procs"),)
+    assert cg.procs_files() == (str(tmp_path / "sandbox/a.1/job/cgroup.procs"),)
     with pytest.raises(CgroupError) as info:
         setup.create("a.1")
     assert info.value.path == str(tmp_path / "sandbox/a.1")

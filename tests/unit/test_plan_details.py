@@ -142,7 +142,7 @@ def test_an_image_without_binds_starts_with_proc(tmp_path: Path):
 
 def test_proc_and_dev_are_fresh_nosuid_noexec_filesystems(image: Image):
     mounts = {op.target: op for op in _plan(image).container.mounts if op.op == "mount"}
-    assert list(mounts) == ["/proc", "/dev", "/dev/pts", "/dev/shm"]
+    assert list(mounts) == ["/proc", "/dev", "/dev/pts"]
     for target in ("/proc", "/dev"):
         assert mounts[target].flags & sc.MS_NOSUID
         assert mounts[target].flags & sc.MS_NODEV
@@ -152,12 +152,14 @@ def test_proc_and_dev_are_fresh_nosuid_noexec_filesystems(image: Image):
     assert "newinstance" in (mounts["/dev/pts"].data or "")
 
 
-def test_shm_is_as_big_as_the_disk(image: Image):
-    spec = JobSpec(code="x", limits=Limits(disk="16M"))
-    ops = _plan(image, spec).container.mounts
-    (shm,) = [op for op in ops if op.op == "mount" and op.target == "/dev/shm"]
-    assert (shm.source, shm.fstype) == ("shm", "tmpfs")
-    assert f"size={16 * 2**20}" in (shm.data or "")
+def test_shm_shares_the_disk_tmpfs(image: Image):
+    """/dev/shm is bound from the job's disk tmpfs: limits.disk covers it too."""
+    ops = build_plan(JobSpec(code="x"), Settings(), image).container.mounts
+    (shm,) = [op for op in ops if op.target == "/dev/shm" and op.op == "bind"]
+    assert shm.source == "/run/sandbox/mnt/shm"
+    assert not shm.readonly
+    assert shm.flags & sc.MS_NOSUID
+    assert shm.flags & sc.MS_NODEV
 
 
 def test_each_device_is_a_file_then_a_bind_after_the_dev_tmpfs(image: Image):
@@ -172,7 +174,7 @@ def test_each_device_is_a_file_then_a_bind_after_the_dev_tmpfs(image: Image):
 
 def test_devices_are_bound_from_the_host_without_suid_or_exec(image: Image):
     binds = [op for op in _plan(image).container.mounts if op.op == "bind"]
-    devices = [op for op in binds if op.target.startswith("/dev/")]
+    devices = [op for op in binds if op.target.startswith("/dev/") and op.target != "/dev/shm"]
     assert [op.target for op in devices] == [f"/dev/{n}" for n in DEVICES]
     for op in devices:
         assert op.source == op.target

@@ -40,7 +40,7 @@ def _relative(root: Path, calls: list[Call]) -> list[tuple[object, ...]]:
 
 
 def test_a_whole_plan_mounts_in_order(tmp_path: Path):
-    fake = _apply(tmp_path, rootfs_mounts(("/usr",), 2**20))
+    fake = _apply(tmp_path, rootfs_mounts(("/usr",), "/run/sandbox/mnt"))
     expected: list[tuple[object, ...]] = [
         ("/usr", "/usr", None),
         (None, "/usr", None),
@@ -49,13 +49,14 @@ def test_a_whole_plan_mounts_in_order(tmp_path: Path):
     ]
     for name in DEVICES:
         expected += [(f"/dev/{name}", f"/dev/{name}", None), (None, f"/dev/{name}", None)]
-    expected += [("devpts", "/dev/pts", "devpts"), ("shm", "/dev/shm", "tmpfs")]
+    expected += [("devpts", "/dev/pts", "devpts")]
+    expected += [("/run/sandbox/mnt/shm", "/dev/shm", None), (None, "/dev/shm", None)]
     # /proc of tmp_path holds nothing to mask: those steps are skipped.
     assert _relative(tmp_path, fake.calls) == expected
 
 
 def test_a_whole_plan_builds_dev_and_tmp(tmp_path: Path):
-    _apply(tmp_path, rootfs_mounts((), 2**20))
+    _apply(tmp_path, rootfs_mounts((), "/run/sandbox/mnt"))
     for name in DEVICES:
         assert (tmp_path / "dev" / name).is_file()  # bind targets for the device nodes
     assert (tmp_path / "dev/pts").is_dir()
@@ -66,7 +67,7 @@ def test_a_whole_plan_builds_dev_and_tmp(tmp_path: Path):
 
 
 def test_binds_remount_with_their_flags(tmp_path: Path):
-    fake = _apply(tmp_path, rootfs_mounts(("/usr",), 2**20))
+    fake = _apply(tmp_path, rootfs_mounts(("/usr",), "/run/sandbox/mnt"))
     flags = {(c[1], c[2]): c[4] for c in fake.named("mount")}
     usr = str(tmp_path / "usr")
     null = str(tmp_path / "dev/null")
@@ -78,21 +79,20 @@ def test_binds_remount_with_their_flags(tmp_path: Path):
 
 
 def test_fresh_filesystems_get_their_type_flags_and_data(tmp_path: Path):
-    fake = _apply(tmp_path, rootfs_mounts((), 3 * 2**20))
+    fake = _apply(tmp_path, rootfs_mounts((), "/run/sandbox/mnt"))
     by_target = {c[2]: c for c in fake.named("mount") if c[3] is not None}
     nosuid_nodev_noexec = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     assert by_target[f"{tmp_path}/proc"][4] == nosuid_nodev_noexec
     dev = by_target[f"{tmp_path}/dev"]
     assert dev[4] == nosuid_nodev_noexec
     assert dev[5] == "mode=0755,size=64k,nr_inodes=64"
-    assert by_target[f"{tmp_path}/dev/shm"][5] == f"mode=1777,size={3 * 2**20}"
 
 
 def test_proc_files_present_on_the_kernel_are_masked_and_rebound(tmp_path: Path):
     (tmp_path / "proc/sys").mkdir(parents=True)
     (tmp_path / "proc/acpi").mkdir()
     (tmp_path / "proc/keys").touch()
-    fake = _apply(tmp_path, rootfs_mounts((), 2**20))
+    fake = _apply(tmp_path, rootfs_mounts((), "/run/sandbox/mnt"))
     proc = [c for c in fake.named("mount") if str(c[2]).startswith(f"{tmp_path}/proc/")]
     sys_dir = str(tmp_path / "proc/sys")
     assert proc == [
