@@ -1,0 +1,81 @@
+"""Deploy files stay consistent with the code (no Docker engine runs here to try them).
+
+The compose file is checked as YAML against the parts of the compose spec we
+use; environment names against the settings classes; the systemd unit and the
+Dockerfile against the files and commands they name. The entrypoint itself
+runs in tests/integration/test_deploy_entrypoint.py.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+
+import yaml
+
+from sandbox.settings import Settings
+from worker.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_KEYS = {
+    "image", "build", "command", "environment", "depends_on", "cap_add", "security_opt",
+    "cgroup", "volumes", "tmpfs", "stop_signal", "stop_grace_period", "privileged",
+}  # fmt: skip
+
+
+def _known_env() -> set[str]:
+    fields = set(Settings.model_fields) | set(WorkerSettings.model_fields)
+    return {f"SANDBOX_{name.upper()}" for name in fields}
+
+
+def test_compose_file_is_valid_and_scales_workers():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert set(compose) <= {"services", "volumes", "networks"}
+    services = compose["services"]
+    assert set(services) == {"redis", "worker"}
+    for name, service in services.items():
+        assert set(service) <= SERVICE_KEYS, name
+    worker = services["worker"]
+    assert "container_name" not in worker  # would forbid --scale
+    assert (ROOT / worker["build"]["context"] / worker["build"]["dockerfile"]).is_file()
+    assert set(worker["environment"]) <= _known_env()
+    assert worker["environment"]["SANDBOX_REDIS_URL"].startswith("redis://redis:")
+    assert {"SYS_ADMIN", "NET_ADMIN"} <= set(worker["cap_add"])
+    assert "privileged" not in worker  # the documented fallback, not the default
+    for volume in [*worker["volumes"], *services["redis"]["volumes"]]:
+        source = volume.split(":")[0]
+        assert source.startswith("/") or source in compose["volumes"]
+    assert "--appendonly" in services["redis"]["command"]
+
+
+def test_example_environment_names_are_settings():
+    names = set()
+    for line in (ROOT / "deploy/env.example").read_text().splitlines():
+        line = line.lstrip("# ").strip()
+        if re.match(r"^SANDBOX_[A-Z_]+=", line):
+            names.add(line.split("=", 1)[0])
+    assert names
+    assert names <= _known_env()
+
+
+def test_systemd_unit_runs_the_worker_with_a_warm_shutdown():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string((ROOT / "deploy/sandbox-worker.service").read_text())
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1:3] == ["worker", "--concurrency"]
+    assert service["ExecStartPre"].endswith("sandbox doctor")
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) > 300  # above the largest job limit
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_dockerfile_copies_what_exists_and_runs_the_entrypoint():
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    assert 'ENTRYPOINT ["sandbox-entrypoint"]' in dockerfile
+    assert "deploy/entrypoint.sh /usr/local/bin/sandbox-entrypoint" in dockerfile
+    assert "STOPSIGNAL SIGTERM" in dockerfile
