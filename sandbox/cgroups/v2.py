@@ -88,8 +88,9 @@ class CgroupV2:
 
     def _most(self, filename: str, key: str) -> int:
         """The largest ``key`` counter of this cgroup and those below it."""
-        values = [parse_keyed(read_file(d / filename)).get(key, 0) for d in subtree(self.path)]
-        return max(values, default=0)
+        # A cgroup below ours has the file only if a controller is enabled for it.
+        files = [d / filename for d in subtree(self.path) if (d / filename).exists()]
+        return max((parse_keyed(read_file(f)).get(key, 0) for f in files), default=0)
 
     def is_empty(self) -> bool:
         try:

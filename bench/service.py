@@ -1,0 +1,138 @@
+"""The whole path: client -> Redis -> Celery worker -> sandbox -> result.
+
+Starts its own redis-server and one worker (``bench.celery_bench``: the real
+app plus reference tasks) on this machine, then measures, in one run:
+
+- latency of one job at a time (p50, p99), and
+- throughput of N jobs submitted at once,
+
+for a no-op Celery task, a bare subprocess task (``sh -c 'exec /bin/true'``
+unsandboxed) and ``sandbox.run`` of the same program, so the sandbox's share
+of the cost shows as a ratio.
+
+    sudo .venv/bin/python bench/service.py [--jobs 1000] [--latency 200] [--concurrency 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs submitted at once")
+    parser.add_argument("--latency", type=int, default=200, help="jobs one at a time")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed (scripts/install installs it)")
+
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    os.environ["SANDBOX_REDIS_URL"] = url
+    tmp = tempfile.mkdtemp()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    _wait_port(port)
+    log = Path(tmp) / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "bench.celery_bench:app", "worker",
+                "--concurrency", str(args.concurrency), "--loglevel", "WARNING",
+                "--without-mingle", "--without-gossip", "--without-heartbeat",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )  # fmt: skip
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from bench.celery_bench import app
+        from worker.tasks import run
+
+        app.conf.update(broker_url=url, result_backend=url)
+        noop = app.signature("bench.noop")
+        bare = app.signature("bench.bare")
+        kinds = {
+            "noop task": lambda: noop.apply_async(),
+            "bare subprocess task": lambda: bare.apply_async(),
+            "sandbox.run": lambda: run.delay("exec /bin/true", language="sh"),
+        }
+        for send in kinds.values():  # warm up: worker processes, pools, caches
+            for _ in range(10):
+                send().get(timeout=60)  # type: ignore[no-untyped-call]
+        report: dict[str, Any] = {"concurrency": args.concurrency}
+        for label, send in kinds.items():
+            samples = []
+            for _ in range(args.latency):
+                start = time.perf_counter()
+                send().get(timeout=60)
+                samples.append((time.perf_counter() - start) * 1000)
+            samples.sort()
+            start = time.perf_counter()
+            pending = [send() for _ in range(args.jobs)]
+            for p in pending:
+                p.get(timeout=600)
+            elapsed = time.perf_counter() - start
+            report[label] = {
+                "p50_ms": statistics.median(samples),
+                "p99_ms": samples[int(0.99 * (len(samples) - 1))],
+                "jobs_per_s": args.jobs / elapsed,
+            }
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        redis.terminate()
+        redis.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    base = report["noop task"]
+    print(
+        f"{args.latency} jobs one at a time, {args.jobs} at once, "
+        f"worker concurrency {args.concurrency}"
+    )
+    print(f"{'task':22} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8} {'p50 vs noop':>12}")
+    for label in kinds:
+        row = report[label]
+        print(
+            f"{label:22} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['jobs_per_s']:8.0f} "
+            f"{row['p50_ms'] / base['p50_ms']:11.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
