@@ -254,6 +254,8 @@ def _submit(args: argparse.Namespace) -> int:
     try:
         data = pending.get(timeout=args.wait)
     except ResultTimeout:
+        with contextlib.suppress(Exception):  # stop listening now, not at interpreter exit
+            pending.backend.remove_pending_result(pending)
         return _fail(f"no result within {args.wait:g} s (are workers running?)", EXIT_SANDBOX)
     return _report(JobResult.model_validate(data), args.json)
 
@@ -446,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sandbox`` command."""
     from sandbox.errors import SandboxError
 
-    args = _parser().parse_args(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["worker"] and "-h" not in raw[1:2] and "--help" not in raw[1:2]:
+        # Everything after `worker` is celery's, options first included.
+        args = argparse.Namespace(command="worker", celery_args=raw[1:])
+    else:
+        args = _parser().parse_args(raw)
     commands = {
         "run": _run,
         "submit": _submit,
