@@ -38,7 +38,7 @@ from sandbox.syscalls import LINUX, PR_SET_CHILD_SUBREAPER, set_process_title
 __all__ = ["main"]
 
 MIN_FDS = 2
-MAX_FDS = 16
+MAX_FDS = 32  # job socket, plan, one cgroup.procs per hierarchy
 # Each live child C and our copy of its job socket. We close the copy only
 # once C is reaped, so the supervisor's EOF means "C is gone, not a zombie".
 _children: dict[int, int] = {}

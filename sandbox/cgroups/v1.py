@@ -38,6 +38,8 @@ PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
 CPU_USAGE = "cpuacct.usage"
 FREEZER_STATE = "freezer.state"
+CPUSET_CPUS = "cpuset.cpus"
+CPUSET_MEMS = "cpuset.mems"
 
 
 class CgroupV1:
@@ -127,20 +129,59 @@ def _most(top: Path, filename: str, key: str) -> int:
     return max((parse_keyed(read_file(d / filename)).get(key, 0) for d in subtree(top)), default=0)
 
 
+def mounted_hierarchies(root: Path, mountinfo: str = "/proc/self/mountinfo") -> dict[str, Path]:
+    """Every cgroup hierarchy mounted directly under ``root``, by directory name.
+
+    v1 hierarchies (``cgroup``) and, on a hybrid host, the cgroup2 tree
+    (``unified``). Read from the mount table, not guessed from names.
+    """
+    found: dict[str, Path] = {}
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        fstype = fields[fields.index("-") + 1]
+        point = Path(fields[4])
+        if fstype in ("cgroup", "cgroup2") and point.parent == root:
+            found[point.name] = point
+    return found
+
+
 class SetupV1:
-    """Our parent cgroup in each v1 hierarchy."""
+    """Our parent cgroup in each v1 hierarchy.
+
+    The job's limits need memory, pids, cpuacct and freezer. The job is also
+    given a cgroup of its own in every other hierarchy mounted under the root
+    (cpu, cpuset, blkio, devices, name=systemd, the hybrid cgroup2 tree...):
+    its cgroup namespace is rooted at its own cgroup in each of them, so even
+    a job that mounts cgroupfs sees no cgroup of the host.
+    """
 
     version = 1
 
     def __init__(self, root: Path, parent: str) -> None:
         self.root = root
         self.parent = parent
+        self._extra = [
+            name
+            for name, path in mounted_hierarchies(root).items()
+            if name not in CONTROLLERS
+            and os.path.realpath(path) not in {os.path.realpath(root / c) for c in CONTROLLERS}
+        ]
 
     def missing(self) -> list[str]:
         return [c for c in CONTROLLERS if not (self.root / c / PROCS).exists()]
 
+    def _hierarchies(self) -> list[str]:
+        return [*CONTROLLERS, *self._extra]
+
     def _dirs(self, name: str) -> dict[str, Path]:
-        return {c: self.root / c / self.parent / name for c in CONTROLLERS}
+        return {h: self.root / h / self.parent / name for h in self._hierarchies()}
 
     def ensure_parent(self) -> None:
         missing = self.missing()
@@ -149,8 +190,10 @@ class SetupV1:
                 f"cgroup v1 controller {missing[0]} is not mounted under {self.root}",
                 hint=f"mount it (mount -t cgroup -o {missing[0]} cgroup {self.root / missing[0]})",
             )
-        for c in CONTROLLERS:
-            (self.root / c / self.parent).mkdir(exist_ok=True)
+        for h in self._hierarchies():
+            parent = self.root / h / self.parent
+            parent.mkdir(exist_ok=True)
+            _inherit_cpuset(parent)
 
     def create(self, name: str) -> CgroupV1:
         dirs = self._dirs(name)
@@ -159,7 +202,9 @@ class SetupV1:
             for real in dict.fromkeys(os.path.realpath(p) for p in dirs.values()):
                 os.mkdir(real)
                 made.append(Path(real))
+                _inherit_cpuset(Path(real))
                 os.mkdir(Path(real) / LEAF)
+                _inherit_cpuset(Path(real) / LEAF)
         except OSError as exc:
             for path in reversed(made):
                 remove_tree(path)
@@ -173,8 +218,20 @@ class SetupV1:
 
     def children(self) -> list[str]:
         names: set[str] = set()
-        for c in CONTROLLERS:
-            base = self.root / c / self.parent
+        for h in self._hierarchies():
+            base = self.root / h / self.parent
             if base.is_dir():
                 names.update(p.name for p in base.iterdir() if p.is_dir())
         return sorted(names)
+
+
+def _inherit_cpuset(path: Path) -> None:
+    """A new cpuset cgroup has no CPUs or memory nodes: give it its parent's.
+
+    (Nothing can join an empty cpuset.) Other hierarchies need nothing.
+    """
+    cpus = path / CPUSET_CPUS
+    if not cpus.exists() or read_file(cpus).strip():
+        return
+    for filename in (CPUSET_CPUS, CPUSET_MEMS):
+        write_file(path / filename, read_file(path.parent / filename).strip() or "\n")

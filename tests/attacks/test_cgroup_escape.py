@@ -297,8 +297,8 @@ async def test_probe_mounts_the_job_cgroup(runtime):
 
 
 def _unjoined_v1_hierarchy(cgroup_root: Path) -> tuple[Path, str] | None:
-    """A v1 hierarchy the job is not moved into (so its cgroup there is the spawner's),
-    and the options that mount it."""
+    """A v1 hierarchy that carries none of the job's limits (where, before the fix,
+    its cgroup was the spawner's), and the options that mount it."""
     joined = {os.path.realpath(cgroup_root / c) for c in ("memory", "pids", "cpuacct", "freezer")}
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split() for line in f]
@@ -338,22 +338,16 @@ report()
 
 @pytest.mark.skipif(UNJOINED is None, reason="the job joins every cgroup hierarchy of this host")
 @pytest.mark.parametrize("capabilities", [NOBODY, ROOT])
-@pytest.mark.xfail(
-    strict=True,
-    reason="open, v1/hybrid hosts only: in hierarchies the job does not join its cgroup "
-    "namespace is rooted at the spawner's cgroup; fixed by the user namespace and the "
-    "seccomp filter against nested user namespaces of issue 5",
-)
 async def test_host_cgroups_outside_the_job_are_out_of_reach(runtime, capabilities):
     """A host cgroup (a decoy, made by the test) in a hierarchy the job was not moved into:
     the job can neither see it nor change it.
 
-    Fails today on a v1/hybrid host: the job joins its own cgroup in the memory,
-    pids, cpuacct and freezer hierarchies only, then unshares its cgroup
-    namespace; in every other hierarchy (cpu, blkio, cpuset, devices,
-    name=systemd) the namespace's root is the spawner's cgroup, here the
-    host's root. Mounted from a nested namespace, the whole host hierarchy is
-    in view, and writable to a job running as uid 0.
+    On a v1/hybrid host the job joins a cgroup of its own in every mounted
+    hierarchy, not only those that carry its limits (memory, pids, cpuacct,
+    freezer), before it unshares its cgroup namespace: mounted from a nested
+    namespace, each hierarchy shows only the job's own cgroup. (Before that
+    fix, cpu, blkio, cpuset, devices and name=systemd showed the host's tree,
+    writable to a job running as uid 0.)
     """
     assert UNJOINED is not None
     hierarchy, opts = UNJOINED
