@@ -477,7 +477,7 @@ class ImageStore:
                 pid = entry.name.split("-")[1]
                 if pid.isdigit() and Path(f"/proc/{pid}").exists():
                     continue  # an import or build in progress
-            elif not entry.name.startswith(".trash-"):
+            elif not entry.name.startswith((".trash-", ".host-old-")):  # .host-old-: 0.1's
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
