@@ -70,20 +70,25 @@ def _send(sock: socket.socket, event: str, **fields: object) -> None:
         sock.send(json.dumps({"event": event, **fields}).encode())
 
 
+def _send_error(sock: socket.socket, step: str, exc: BaseException) -> None:
+    """Report a failed setup step, with its errno and path, to the supervisor."""
+    _send(
+        sock,
+        "error",
+        step=step,
+        message=f"{step}: {exc}",
+        errno=getattr(exc, "errno", None),
+        path=getattr(exc, "filename", None),
+    )
+
+
 @contextlib.contextmanager
 def _step(sock: socket.socket, name: str) -> Iterator[None]:
     """Report a failure of this setup step to the supervisor, then give up."""
     try:
         yield
     except Exception as exc:
-        _send(
-            sock,
-            "error",
-            step=name,
-            message=f"{name}: {exc}",
-            errno=getattr(exc, "errno", None),
-            path=getattr(exc, "filename", None),
-        )
+        _send_error(sock, name, exc)
         raise _StepFailed from exc
 
 
@@ -237,14 +242,7 @@ def _job_process(sock: socket.socket, cgroup_fds: list[int]) -> NoReturn:
         os.close(code_fd)
         _exec_job(job, sock, stdin, stdout, stderr)
     except BaseException as exc:
-        _send(
-            sock,
-            "error",
-            step=step,
-            message=f"{step}: {exc}",
-            errno=getattr(exc, "errno", None),
-            path=getattr(exc, "filename", None),
-        )
+        _send_error(sock, step, exc)
         os._exit(127)
 
 
@@ -296,12 +294,5 @@ def _exec_job(job: JobPlan, sock: socket.socket, stdin: int, stdout: int, stderr
         _send(sock, "started", t=time.monotonic_ns())
         os.execve(job.argv[0], list(job.argv), env)
     except BaseException as exc:
-        _send(
-            sock,
-            "error",
-            step=step,
-            message=f"{step}: {exc}",
-            errno=getattr(exc, "errno", None),
-            path=getattr(exc, "filename", None),
-        )
+        _send_error(sock, step, exc)
     os._exit(127)
