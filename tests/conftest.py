@@ -158,7 +158,10 @@ def foreign_cgroups(settings: Settings, owner: str) -> set[str]:
     """Cgroups of other live runtimes on this host (say, a test run in another checkout)."""
     foreign = set()
     for path in cgroups(settings):
-        other = Path(path).name.rsplit(".", 1)[0]
+        parts = Path(path).parts
+        # <root>/<hierarchy>/<parent>/<owner>.<n>[/job...]: the name under our parent
+        name = parts[parts.index(settings.cgroup_parent) + 1]
+        other = name.rsplit(".", 1)[0]
         if other == owner:
             continue
         try:
