@@ -115,12 +115,16 @@ def mounts() -> set[str]:
 
 
 def cgroups(settings: Settings) -> set[str]:
+    """Every cgroup directory under our test parent, in every hierarchy.
+
+    os.walk, not rglob: another run's cgroups may vanish while we look.
+    """
     found: set[str] = set()
-    for base in settings.cgroup_root.glob(f"*/{settings.cgroup_parent}"):
-        found.update(str(p) for p in base.rglob("*") if p.is_dir())
-    direct = settings.cgroup_root / settings.cgroup_parent
-    if direct.is_dir():
-        found.update(str(p) for p in direct.rglob("*") if p.is_dir())
+    bases = [*settings.cgroup_root.glob(f"*/{settings.cgroup_parent}")]
+    bases.append(settings.cgroup_root / settings.cgroup_parent)
+    for base in bases:
+        for dirpath, dirnames, _ in os.walk(base, onerror=lambda _: None):
+            found.update(os.path.join(dirpath, d) for d in dirnames)
     return found
 
 
