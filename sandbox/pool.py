@@ -1,7 +1,8 @@
 """The warm pool: containers built ahead of demand, each used by one job only.
 
 For each :class:`~sandbox.plan.ContainerPlan` in use (an image, network off,
-a disk size), the pool keeps up to ``size`` containers ready: namespaces made,
+a disk size), the pool keeps up to ``size`` containers ready (``size_for``
+may set it per plan, e.g. per image): namespaces made,
 overlay and /proc and /dev mounted, pivoted, waiting for a job (go-sandbox's
 pre-forked containers; go-judge's ``env/pool``). :meth:`RootfsPool.take`
 hands one out (a hit) or spawns one on the spot (a miss, still correct), and
@@ -57,11 +58,13 @@ class RootfsPool:
         spawn: Callable[[ContainerPlan], Awaitable[Container]],
         size: int,
         *,
+        size_for: Callable[[ContainerPlan], int] | None = None,
         max_plans: int = 8,
         setup_timeout: float = 30.0,
     ) -> None:
         self._spawn = spawn
         self.size = size
+        self._size_for = size_for or (lambda plan: size)
         self.max_plans = max_plans
         self.setup_timeout = setup_timeout
         self._ready: dict[ContainerPlan, list[Container]] = {}
@@ -123,13 +126,14 @@ class RootfsPool:
         does not compete with the job for CPU (it would slow it down and
         perturb its timing, which judges care about).
         """
-        if self._closed or self.size <= 0:
+        size = self._size_for(plan)
+        if self._closed or size <= 0:
             return
         if plan not in self._ready and len(self._ready) >= self.max_plans:
             self._evict_oldest()
         ready = self._ready.pop(plan, [])
         self._ready[plan] = ready  # most recently used last
-        missing = self.size - len(ready) - self._building.get(plan, 0)
+        missing = size - len(ready) - self._building.get(plan, 0)
         for _ in range(missing):
             self._building[plan] = self._building.get(plan, 0) + 1
             task = asyncio.create_task(self._build(plan))

@@ -244,8 +244,12 @@ class Runtime:
         if self._pool is None or self._pool_loop is not loop:
             if self._pool is not None:
                 self._pool.discard()  # its loop is gone or elsewhere
+            sizes = self.settings.pool_sizes
             self._pool = RootfsPool(
-                self._spawn, self.pool_size, setup_timeout=self.settings.setup_timeout
+                self._spawn,
+                self.pool_size,
+                size_for=lambda plan: sizes.get(plan.image_id.split(":")[0], self.pool_size),
+                setup_timeout=self.settings.setup_timeout,
             )
             self._pool_loop = loop
         return self._pool.take

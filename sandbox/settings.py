@@ -78,3 +78,7 @@ class Settings(BaseSettings):
     pool_size: int = Field(
         2, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
     )
+    pool_sizes: dict[str, int] = Field(
+        default_factory=dict,
+        description='per image, overriding pool_size: SANDBOX_POOL_SIZES={"busybox": 0}',
+    )

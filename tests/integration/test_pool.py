@@ -132,3 +132,17 @@ def test_gc_command_reports_nothing_on_a_clean_host(settings: Settings):
     )
     report = json.loads(out.stdout)
     assert report["errors"] == []
+
+
+async def test_pool_size_per_image(settings):
+    """SANDBOX_POOL_SIZES sets the pool per image: here none for busybox, 1 for host."""
+    tuned = settings.model_copy(update={"pool_sizes": {"busybox": 0}, "pool_size": 1})
+    async with Runtime(tuned) as rt:
+        for _ in range(2):
+            await rt.execute(JobSpec(code="echo hi", language="sh", image="busybox"))
+            await rt.execute(JobSpec(code="print('hi')"))
+            await rt.pool_settled()
+        stats = rt.pool_stats()
+        assert stats is not None
+        assert stats.ready == 1  # one host container, no busybox one
+        assert (stats.hits, stats.misses) == (1, 3)  # host hit once; busybox always cold
