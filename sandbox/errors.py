@@ -11,7 +11,8 @@ the sandbox itself could not do its work::
     │   ├── NamespaceError
     │   ├── MountError
     │   ├── CgroupError
-    │   └── CapabilityError
+    │   ├── CapabilityError
+    │   └── SeccompError
     └── CleanupError             could not remove something; reclaimed at next start
 
 Messages are lowercase, without a final period, and name the path or value.
@@ -26,6 +27,7 @@ __all__ = [
     "MountError",
     "NamespaceError",
     "SandboxError",
+    "SeccompError",
     "SetupError",
     "SpecError",
     "UnsupportedError",
@@ -98,6 +100,10 @@ class CapabilityError(SetupError):
     """Dropping capabilities or switching user failed."""
 
 
+class SeccompError(SetupError):
+    """Building or loading the seccomp filter failed."""
+
+
 class CleanupError(SandboxError):
     """Something of a job could not be removed; the next start reclaims it."""
 
@@ -112,6 +118,7 @@ _STEP_ERRORS: dict[str, type[SetupError]] = {
     "cgroup": CgroupError,
     "capabilities": CapabilityError,
     "user": CapabilityError,
+    "seccomp": SeccompError,
 }
 
 

@@ -83,6 +83,16 @@ def _cgroups(settings: Settings) -> Check:
     return Check("cgroups", True, f"cgroup v{setup.version} at {settings.cgroup_root}")
 
 
+def _seccomp() -> Check:
+    from sandbox.seccomp import SeccompUnavailable, build_filter
+
+    try:
+        build_filter()
+    except (SeccompUnavailable, OSError) as exc:
+        return Check("seccomp", False, str(exc), "apt-get install libseccomp2")
+    return Check("seccomp", True, "libseccomp builds the default filter")
+
+
 def _python() -> Check:
     if os.access("/usr/bin/python3", os.X_OK):
         return Check("python3", True, "/usr/bin/python3 (the default image's python)")
@@ -122,6 +132,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         _overlay(),
         _cgroups(settings),
         _pidfd(),
+        _seccomp(),
         _state(settings),
         _python(),
     ]
@@ -133,6 +144,9 @@ def require_capable(settings: Settings) -> None:
     Raises:
         UnsupportedError: what is missing and how to fix it.
     """
-    for check in (_root(), _namespaces(), _overlay(), _pidfd()):
+    checks = [_root(), _namespaces(), _overlay(), _pidfd()]
+    if settings.seccomp:
+        checks.append(_seccomp())
+    for check in checks:
         if not check.ok:
             raise UnsupportedError(f"{check.name}: {check.detail}", hint=check.hint)

@@ -7,8 +7,9 @@ like ``runc init``. Three processes::
     spawner ── C (host pid ns)  unshare(mnt, pid, ipc, uts, net); fork; wait for I
                 └── I (pid 1)   rootfs, /proc, /dev, hostname, lo, pivot_root; fork;
                      │          reap everything; report the job's exit
-                     └── J      join the cgroup; unshare(cgroup); "ready"; wait for
-                                the job; write /box; rlimits; drop caps; "started"; execve
+                     └── J      join the cgroup; unshare(cgroup); build the seccomp
+                                filter; "ready"; wait for the job; write /box; rlimits;
+                                drop caps; load seccomp; "started"; execve
 
 Two phases, so that the warm pool can build containers before their jobs
 exist: C, I and J carry out the :class:`~sandbox.plan.ContainerPlan`, and J
@@ -45,7 +46,7 @@ import time
 from collections.abc import Iterator
 from typing import NoReturn
 
-from sandbox import caps, limits, namespaces, rootfs
+from sandbox import caps, limits, namespaces, rootfs, seccomp
 from sandbox.plan import ContainerPlan, JobPlan
 from sandbox.syscalls import (
     CLONE_NEWCGROUP,
@@ -178,7 +179,7 @@ def _container_init(
             rootfs.pivot_into(root)
         pid = os.fork()
         if pid == 0:
-            _job_process(sock, cgroup_fds)
+            _job_process(sock, cgroup_fds, plan.seccomp)
         for fd in cgroup_fds:
             os.close(fd)
         with _step(sock, "user"):
@@ -215,7 +216,7 @@ def _become_unprivileged(uid: int) -> None:
     LINUX.prctl(PR_SET_DUMPABLE, 1)
 
 
-def _job_process(sock: socket.socket, cgroup_fds: list[int]) -> NoReturn:
+def _job_process(sock: socket.socket, cgroup_fds: list[int], with_seccomp: bool) -> NoReturn:
     """Process J: join the cgroup, report ready, wait for the job, become it.
 
     Joining a cgroup (a write to cgroup.procs) can wait for an RCU grace
@@ -229,6 +230,8 @@ def _job_process(sock: socket.socket, cgroup_fds: list[int]) -> NoReturn:
             os.close(fd)
         step = "unshare"
         LINUX.unshare(CLONE_NEWCGROUP)
+        step = "seccomp"
+        syscall_filter = seccomp.build_filter() if with_seccomp else None  # loaded last
         _send(sock, "ready")
         msg, fds, _, _ = socket.recv_fds(sock, 16, JOB_FDS)
         if msg != b"run" or len(fds) != JOB_FDS:
@@ -240,7 +243,7 @@ def _job_process(sock: socket.socket, cgroup_fds: list[int]) -> NoReturn:
         step = "workdir"
         _write_source(job, code_fd)
         os.close(code_fd)
-        _exec_job(job, sock, stdin, stdout, stderr)
+        _exec_job(job, sock, stdin, stdout, stderr, syscall_filter)
     except BaseException as exc:
         _send_error(sock, step, exc)
         os._exit(127)
@@ -264,7 +267,14 @@ def _write_source(job: JobPlan, code_fd: int) -> None:
         os.close(out)
 
 
-def _exec_job(job: JobPlan, sock: socket.socket, stdin: int, stdout: int, stderr: int) -> NoReturn:
+def _exec_job(
+    job: JobPlan,
+    sock: socket.socket,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    syscall_filter: seccomp.Filter | None,
+) -> NoReturn:
     """Set up the job's process and execve. A failure is reported on the job socket."""
     step = "session"
     try:
@@ -289,6 +299,9 @@ def _exec_job(job: JobPlan, sock: socket.socket, stdin: int, stdout: int, stderr
         limits.apply_rlimits(job.rlimits)
         step = "capabilities"
         caps.drop_capabilities(job.capabilities, job.uid, job.gid, last_cap=job.last_cap)
+        if syscall_filter is not None:
+            step = "seccomp"
+            syscall_filter.load()  # last: from here on, only what the job may do
         step = "execve"
         env = dict(item.split("=", 1) for item in job.env)
         _send(sock, "started", t=time.monotonic_ns())

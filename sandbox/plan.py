@@ -84,6 +84,7 @@ class ContainerPlan:
 
     image_id: str
     init_uid: int
+    seccomp: bool
     namespaces: int
     hostname: str
     loopback: bool
@@ -300,6 +301,7 @@ def build_plan(
     container = ContainerPlan(
         image_id=image.id or image.name,
         init_uid=settings.init_uid,
+        seccomp=settings.seccomp,
         namespaces=namespaces,
         hostname=settings.hostname,
         loopback=not spec.network,

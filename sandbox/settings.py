@@ -70,6 +70,7 @@ class Settings(BaseSettings):
 
     job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")
     job_gid: int = Field(65534, ge=1)
+    seccomp: bool = Field(True, description="load the default seccomp filter (sandbox/seccomp.py)")
     init_uid: int = Field(
         65533, ge=1, description="uid of the container's init once the job runs: not the job's"
     )

@@ -33,6 +33,7 @@ import socket
 import sys
 
 from sandbox.init import run_container
+from sandbox.seccomp import SeccompUnavailable, preload
 from sandbox.syscalls import LINUX, PR_SET_CHILD_SUBREAPER, set_process_title
 
 __all__ = ["main"]
@@ -100,6 +101,8 @@ def main(argv: list[str]) -> int:
     control = socket.socket(fileno=int(argv[1]))
     me = os.getpid()
     set_process_title("sandbox-spawner")
+    with contextlib.suppress(SeccompUnavailable):
+        preload()  # a container that needs it and lacks it reports the error
     # Forked children touch as few pages as possible: no collector runs in
     # them (each run would write to every object header, copying the pages).
     gc.collect()

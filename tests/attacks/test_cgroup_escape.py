@@ -24,9 +24,36 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import CleanupError, JobSpec, Status
+from sandbox import CleanupError, JobSpec, Runtime, Status
 from tests.attacks.helpers import MiB, assert_host_healthy, limits, marker, run
 from tests.conftest import TEST_SETTINGS
+
+
+@pytest.fixture(scope="module")
+def runtime(settings):
+    """A runtime without the seccomp filter, which stops these attacks at their first
+    step (unshare of a user namespace): here they test the cgroup layer behind it."""
+    rt = Runtime(settings.model_copy(update={"seccomp": False}))
+    rt.open()
+    yield rt
+    loop = rt.pool_loop
+    if loop is not None and not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(rt.aclose())
+    rt.close()
+
+
+def test_seccomp_stops_the_first_step(settings):
+    """With the default filter, the attacks below fail at once: no user namespace."""
+
+    async def attempt():
+        async with Runtime(settings, pool_size=0) as rt:
+            return await rt.execute(JobSpec(code=MOUNT_OWN_CGROUP + "report()\n"))
+
+    result = asyncio.run(attempt())
+    assert result.status is Status.OK, result
+    report = json.loads(result.stdout)
+    assert report["unshare"] == "EPERM", report
+
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 

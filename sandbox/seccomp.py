@@ -1,0 +1,169 @@
+"""seccomp-bpf (seccomp(2), libseccomp): the syscalls a job never needs.
+
+The filter is built with libseccomp (through ctypes; Debian's libseccomp2 is
+on every host) and loaded by the job's process last, after its capabilities
+are dropped and ``no_new_privs`` is set, just before execve. Policy, in the
+spirit of Docker's default profile, allow by default and refuse with EPERM:
+
+- namespaces: unshare, setns, and clone with any CLONE_NEW* flag (so no
+  nested user namespace, the door to most kernel attack surface); clone3 is
+  answered ENOSYS, so libc falls back to clone, whose flags can be checked;
+- mounts: mount, umount2, pivot_root, and the new mount API;
+- kernel keyring, BPF, perf events, userfaultfd, io_uring;
+- tracing and other processes' memory: ptrace, process_vm_readv/writev;
+- the machine: kexec, modules, reboot, swap, acct, quotactl, clock setting,
+  open_by_handle_at, syslog;
+- personalities that turn address randomisation off or READ_IMPLIES_EXEC on
+  (which also refuses the 0xffffffff query; nothing a judged program needs).
+
+Other architectures (x32, i386 through int 0x80) kill the process: a filter
+only checks the native syscall numbers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as errno_codes
+import functools
+from dataclasses import dataclass
+
+from sandbox.syscalls import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
+
+__all__ = ["DENIED", "Filter", "SeccompUnavailable", "build_filter", "preload"]
+
+CLONE_NEWTIME = 0x00000080
+NAMESPACE_FLAGS = (
+    CLONE_NEWNS,
+    CLONE_NEWCGROUP,
+    CLONE_NEWUTS,
+    CLONE_NEWIPC,
+    CLONE_NEWUSER,
+    CLONE_NEWPID,
+    CLONE_NEWNET,
+    CLONE_NEWTIME,
+)
+DENIED = (
+    "unshare", "setns", "mount", "umount2", "pivot_root",
+    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "ptrace", "process_vm_readv", "process_vm_writev",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
+    "open_by_handle_at", "name_to_handle_at", "syslog", "lookup_dcookie",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "vhangup", "nfsservctl",
+)  # fmt: skip
+
+_SCMP_ACT_KILL_PROCESS = 0x80000000
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_ACT_ERRNO = 0x00050000
+_SCMP_FLTATR_ACT_BADARCH = 2
+_SCMP_CMP_MASKED_EQ = 7
+_ADDR_NO_RANDOMIZE = 0x0040000
+_READ_IMPLIES_EXEC = 0x0400000
+
+
+class SeccompUnavailable(Exception):
+    """libseccomp cannot be loaded on this host."""
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL:
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise SeccompUnavailable(f"cannot load libseccomp ({name}): {exc}") from exc
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ArgCmp),
+    ]
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+@dataclass
+class Filter:
+    """A built, not yet loaded, filter. :meth:`load` applies it to this process."""
+
+    _lib: ctypes.CDLL
+    _ctx: int
+
+    def load(self) -> None:
+        """Load the filter into the calling process (needs no_new_privs or CAP_SYS_ADMIN).
+
+        Raises:
+            OSError: the kernel refused it.
+        """
+        rc = self._lib.seccomp_load(self._ctx)
+        if rc < 0:
+            raise OSError(-rc, f"seccomp_load: {errno_codes.errorcode.get(-rc, rc)}")
+
+
+def preload() -> None:
+    """Load libseccomp now, in the spawner: its children build filters after
+    pivot_root, when the host's library directory may be out of sight."""
+    _lib()
+
+
+def _errno(code: int) -> int:
+    return _SCMP_ACT_ERRNO | (code & 0xFFFF)
+
+
+def build_filter() -> Filter:
+    """Build the default filter (see the module doc) for the native architecture.
+
+    Raises:
+        SeccompUnavailable: libseccomp is missing.
+        OSError: libseccomp refused a rule.
+    """
+    lib = _lib()
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    if not ctx:
+        raise OSError(errno_codes.ENOMEM, "seccomp_init failed")
+
+    def rule(action: int, name: str, *cmps: _ArgCmp) -> None:
+        number = lib.seccomp_syscall_resolve_name(name.encode())
+        if number < 0:
+            return  # this architecture or libseccomp has no such syscall
+        array = (_ArgCmp * len(cmps))(*cmps) if cmps else None
+        rc = lib.seccomp_rule_add_array(ctx, action, number, len(cmps), array)
+        if rc < 0:
+            raise OSError(-rc, f"seccomp rule for {name}")
+
+    lib.seccomp_attr_set(ctx, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_KILL_PROCESS)
+    for name in DENIED:
+        rule(_errno(errno_codes.EPERM), name)
+    for flag in NAMESPACE_FLAGS:  # clone(flags, ...): flags is argument 0 on x86_64
+        rule(_errno(errno_codes.EPERM), "clone", _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag))
+    rule(_errno(errno_codes.ENOSYS), "clone3")
+    # personality: refuse turning address randomisation off or READ_IMPLIES_EXEC on.
+    for bit in (_ADDR_NO_RANDOMIZE, _READ_IMPLIES_EXEC):
+        rule(_errno(errno_codes.EPERM), "personality", _ArgCmp(0, _SCMP_CMP_MASKED_EQ, bit, bit))
+    return Filter(lib, ctx)
