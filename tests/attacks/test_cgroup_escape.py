@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import CleanupError, JobSpec, Runtime, Status
+from sandbox import CleanupError, JobResult, JobSpec, Runtime, Status
 from tests.attacks.helpers import MiB, assert_host_healthy, limits, marker, run
 from tests.conftest import TEST_SETTINGS
 
@@ -45,7 +45,7 @@ def runtime(settings):
 def test_seccomp_stops_the_first_step(settings):
     """With the default filter, the attacks below fail at once: no user namespace."""
 
-    async def attempt():
+    async def attempt() -> JobResult:
         async with Runtime(settings, pool_size=0) as rt:
             return await rt.execute(JobSpec(code=MOUNT_OWN_CGROUP + "report()\n"))
 
