@@ -219,8 +219,12 @@ def remove_tree(path: Path) -> None:
     Raises:
         OSError: EBUSY while processes remain (after trying every directory).
     """
+    with contextlib.suppress(OSError):  # the usual case, without walking: leaf, then top
+        remove_dir(path / LEAF)
+        remove_dir(path)
+        return
     busy: OSError | None = None
-    for directory in subtree(path):
+    for directory in subtree(path):  # the job made cgroups below its leaf, or it is busy
         try:
             remove_dir(directory)
         except OSError as exc:
