@@ -24,6 +24,7 @@ import pytest
 
 from sandbox.runner import Runtime
 from sandbox.settings import Settings
+from tests.proc import descendants
 
 _MISSING = pytest.StashKey[str]()
 _LEAK_CHECKED = {"integration", "attacks"}
@@ -126,26 +127,6 @@ def cgroups(settings: Settings) -> set[str]:
         for dirpath, dirnames, _ in os.walk(base, onerror=lambda _: None):
             found.update(os.path.join(dirpath, d) for d in dirnames)
     return found
-
-
-def descendants(root_pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out: set[int] = set()
-    todo = [root_pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
 
 
 def open_fds() -> set[str]:

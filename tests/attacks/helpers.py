@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from sandbox import JobResult, JobSpec, Limits, Runtime, Status
+from tests.proc import alive, descendants, pids_with
 
 __all__ = [
     "JOB_UID",
@@ -58,15 +59,6 @@ async def probe(runtime: Runtime, code: str, **spec: Any) -> Any:
     return json.loads(result.stdout)
 
 
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists on the host and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 async def assert_host_healthy(runtime: Runtime) -> None:
     """The spawner lives and a normal job still runs, and quickly."""
     assert runtime.spawner_pid is not None
@@ -86,18 +78,7 @@ def marker() -> str:
 
 def host_pids_with(token: str) -> list[int]:
     """Live host processes whose command line contains ``token``."""
-    found = []
-    needle = token.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if needle in f.read() and alive(int(entry)):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return pids_with(token)
 
 
 def _uid(pid: int) -> int | None:
@@ -118,26 +99,13 @@ def job_uid_descendants(root_pid: int | None = None) -> list[int]:
     after a job has returned, any such process is a survivor of a job.
     """
     root_pid = os.getpid() if root_pid is None else root_pid
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
     ours = os.readlink("/proc/self/ns/pid")
     found = []
-    todo = [root_pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            todo.append(child)
-            try:
-                foreign = os.readlink(f"/proc/{child}/ns/pid") != ours
-            except OSError:
-                continue
-            if foreign and _uid(child) == JOB_UID and alive(child):
-                found.append(child)
+    for child in sorted(descendants(root_pid)):
+        try:
+            foreign = os.readlink(f"/proc/{child}/ns/pid") != ours
+        except OSError:
+            continue
+        if foreign and _uid(child) == JOB_UID and alive(child):
+            found.append(child)
     return found

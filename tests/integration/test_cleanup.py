@@ -16,6 +16,7 @@ import pytest
 
 from sandbox import JobSpec, Limits, Runtime, Status
 from sandbox.errors import NamespaceError, SetupError, SpecError
+from tests.proc import alive, pids_with
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -41,27 +42,9 @@ def _job_pids(rt: Runtime) -> set[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _host_processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    """Host pids whose command line contains ``marker``."""
+    return pids_with(marker)
 
 
 async def _wait_for_job_pids(rt: Runtime, count: int) -> set[int]:
@@ -116,7 +99,7 @@ async def test_cancellation_mid_job_kills_everything(runtime):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - start < 2
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert _job_cgroup_dirs(runtime) == []
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import JobSpec, Limits, Status
+from tests.proc import pids_with
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -32,17 +33,7 @@ def _host_files_named(name: str, under: Path) -> list[Path]:
 
 def _host_processes_with(marker: str) -> list[int]:
     """Host pids whose command line contains ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return pids_with(marker)
 
 
 async def test_memory_balloon_is_oom_killed(runtime):
