@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,23 +90,31 @@ def settings() -> Settings:
     return TEST_SETTINGS
 
 
-@pytest.fixture(scope="session")
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    """One runtime for the whole session, as in a worker: its spawner and warm pool are reused."""
+def open_runtime(settings: Settings) -> Iterator[Runtime]:
+    """An open runtime for a fixture; at the end its pool drains and it closes."""
     rt = Runtime(settings)
     rt.open()
     yield rt
-    loop = rt.pool_loop
-    if loop is not None and not loop.is_closed() and not loop.is_running():
-        loop.run_until_complete(rt.aclose())
+    _on_idle_loop(rt, rt.aclose)
     rt.close()
 
 
-def settle(runtime: Runtime) -> None:
-    """Let the warm pool finish refilling (between tests its loop is idle)."""
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """One runtime for the whole session, as in a worker: its spawner and warm pool are reused."""
+    yield from open_runtime(settings)
+
+
+def _on_idle_loop(runtime: Runtime, work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work`` on the runtime's pool loop, which is idle between tests."""
     loop = runtime.pool_loop
     if loop is not None and not loop.is_closed() and not loop.is_running():
-        loop.run_until_complete(runtime.pool_settled())
+        loop.run_until_complete(work())
+
+
+def settle(runtime: Runtime) -> None:
+    """Let the warm pool finish refilling (it refills after each job)."""
+    _on_idle_loop(runtime, runtime.pool_settled)
 
 
 def mounts() -> set[str]:

@@ -28,6 +28,7 @@ __all__ = [
     "Cgroup",
     "CgroupSetup",
     "CgroupStats",
+    "for_each",
     "freeze_and_kill",
     "read_file",
     "remove_tree",
@@ -223,11 +224,17 @@ def remove_tree(path: Path) -> None:
         remove_dir(path / LEAF)
         remove_dir(path)
         return
-    busy: OSError | None = None
-    for directory in subtree(path):  # the job made cgroups below its leaf, or it is busy
+    # The job made cgroups below its leaf, or it is busy: every directory, deepest first.
+    for_each(remove_dir, subtree(path))
+
+
+def for_each(action: Callable[[Path], None], paths: Iterable[Path]) -> None:
+    """Apply ``action`` to every path, then raise the first OSError if any failed."""
+    failed: OSError | None = None
+    for path in paths:
         try:
-            remove_dir(directory)
+            action(path)
         except OSError as exc:
-            busy = busy or exc
-    if busy is not None:
-        raise busy
+            failed = failed or exc
+    if failed is not None:
+        raise failed

@@ -16,6 +16,7 @@ from pathlib import Path
 from sandbox.cgroups.base import (
     LEAF,
     CgroupStats,
+    for_each,
     freeze_and_kill,
     parse_keyed,
     read_file,
@@ -114,14 +115,7 @@ class CgroupV1:
         freeze_and_kill(freeze, lambda: read_file(state).strip() == "FROZEN", self._pids)
 
     def destroy(self) -> None:
-        busy: OSError | None = None
-        for d in self._unique_dirs():
-            try:
-                remove_tree(d)
-            except OSError as exc:
-                busy = busy or exc
-        if busy is not None:
-            raise busy
+        for_each(remove_tree, self._unique_dirs())
 
 
 def _most(top: Path, filename: str, key: str) -> int:

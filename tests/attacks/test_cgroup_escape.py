@@ -26,20 +26,14 @@ import pytest
 
 from sandbox import CleanupError, JobResult, JobSpec, Runtime, Status
 from tests.attacks.helpers import MiB, assert_host_healthy, limits, marker, run
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, open_runtime
 
 
 @pytest.fixture(scope="module")
 def runtime(settings):
     """A runtime without the seccomp filter, which stops these attacks at their first
     step (unshare of a user namespace): here they test the cgroup layer behind it."""
-    rt = Runtime(settings.model_copy(update={"seccomp": False}))
-    rt.open()
-    yield rt
-    loop = rt.pool_loop
-    if loop is not None and not loop.is_closed() and not loop.is_running():
-        loop.run_until_complete(rt.aclose())
-    rt.close()
+    yield from open_runtime(settings.model_copy(update={"seccomp": False}))
 
 
 def test_seccomp_stops_the_first_step(settings):
