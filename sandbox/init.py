@@ -4,8 +4,10 @@ Synchronous, no event loop, no pydantic: it runs in forks of the spawner
 (:mod:`sandbox.spawner`) and reads its plans from inherited file descriptors,
 like ``runc init``. Three processes::
 
-    spawner ── C (host pid ns)  unshare(mnt, pid, ipc, uts, net); fork; wait for I
-                └── I (pid 1)   rootfs, /proc, /dev, hostname, lo, pivot_root; fork;
+    spawner ── C (host pid ns)  user ns; unshare(mnt); rootfs, /dev, binds (as host
+                │               root); join the user ns; unshare(mnt, pid, ipc, uts,
+                │               net); fork; wait for I
+                └── I (pid 1)   /proc, hostname, lo, pivot_root; fork;
                      │          reap everything; report the job's exit
                      └── J      join the cgroup; unshare(cgroup); build the seccomp
                                 filter; "ready"; wait for the job; write /box; rlimits;
@@ -50,6 +52,7 @@ from sandbox import caps, limits, namespaces, rootfs, seccomp
 from sandbox.plan import ContainerPlan, JobPlan
 from sandbox.syscalls import (
     CLONE_NEWCGROUP,
+    CLONE_NEWNS,
     LINUX,
     PR_SET_DUMPABLE,
     PR_SET_PDEATHSIG,
@@ -131,6 +134,7 @@ def run_container(job_fd: int, plan_fd: int, cgroup_fds: list[int], spawner_pid:
             os.lseek(plan_fd, 0, os.SEEK_SET)
             plan = ContainerPlan.from_json(_read_all(plan_fd))
             os.close(plan_fd)
+        _build_root(plan, sock, spawner_pid)
         with _step(sock, "unshare"):
             namespaces.enter_new_namespaces(plan.namespaces)
         lifeline, keep = os.pipe2(os.O_CLOEXEC)
@@ -157,6 +161,33 @@ def run_container(job_fd: int, plan_fd: int, cgroup_fds: list[int], spawner_pid:
         os._exit(1)
 
 
+def _build_root(plan: ContainerPlan, sock: socket.socket, spawner_pid: int) -> None:
+    """In C, with the host's privileges: the root filesystem, then the user namespace.
+
+    The mounts are made in a mount namespace of C's own; C then joins the
+    container's user namespace, and its next unshare copies them into one
+    owned by that namespace (``plan.namespaces`` has CLONE_NEWNS then).
+    """
+    userns = None
+    if plan.userns:
+        with _step(sock, "userns"):
+            userns = namespaces.new_user_namespace(*plan.userns)
+    with _step(sock, "unshare"):
+        namespaces.enter_new_namespaces(CLONE_NEWNS)
+    with _step(sock, "rootfs"):
+        root = rootfs.mount_overlay(
+            plan.mount_base, plan.lower_dirs, plan.disk_bytes, plan.disk_inodes, plan.root_owner
+        )
+    with _step(sock, "mount"):
+        rootfs.apply_mounts(root, plan.mounts, plan.root_owner)
+    if userns is not None:
+        with _step(sock, "userns"):
+            namespaces.enter_user_namespace(userns)
+            LINUX.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != spawner_pid:
+                os._exit(1)  # the spawner died while the signal was off
+
+
 def _container_init(
     plan: ContainerPlan, sock: socket.socket, cgroup_fds: list[int], lifeline: int
 ) -> NoReturn:
@@ -164,12 +195,12 @@ def _container_init(
     try:
         _die_with_parent(lifeline)
         set_process_title("sandbox-init")  # what the job sees as pid 1, not a host path
-        with _step(sock, "rootfs"):
-            root = rootfs.mount_overlay(
-                plan.mount_base, plan.lower_dirs, plan.disk_bytes, plan.disk_inodes
-            )
+        root = rootfs.root_of(plan.mount_base)
+        if plan.userns:
+            with _step(sock, "rootfs"):
+                rootfs.unlock_root(root)
         with _step(sock, "mount"):
-            rootfs.apply_mounts(root, plan.mounts)
+            rootfs.apply_mounts(root, plan.proc_mounts)
         with _step(sock, "hostname"):
             namespaces.set_hostname(plan.hostname)
         if plan.loopback:

@@ -85,6 +85,7 @@ class ContainerPlan:
     image_id: str
     init_uid: int
     seccomp: bool
+    userns: tuple[int, int] | None
     namespaces: int
     hostname: str
     loopback: bool
@@ -93,6 +94,12 @@ class ContainerPlan:
     disk_bytes: int
     disk_inodes: int
     mounts: tuple[MountOp, ...]
+    proc_mounts: tuple[MountOp, ...]
+
+    @property
+    def root_owner(self) -> int:
+        """Host uid and gid of the container's root: what it creates shows as root inside."""
+        return self.userns[0] if self.userns else 0
 
     def to_json(self) -> bytes:
         """Serialise for the child."""
@@ -103,6 +110,8 @@ class ContainerPlan:
         """Parse what :meth:`to_json` wrote."""
         data: dict[str, Any] = json.loads(raw)
         data["mounts"] = tuple(MountOp(**m) for m in data["mounts"])
+        data["proc_mounts"] = tuple(MountOp(**m) for m in data["proc_mounts"])
+        data["userns"] = tuple(data["userns"]) if data["userns"] else None
         data["lower_dirs"] = tuple(data["lower_dirs"])
         return cls(**data)
 
@@ -158,20 +167,30 @@ def _check_max(name: str, value: float, maximum: float) -> None:
         )
 
 
-def rootfs_mounts(binds: tuple[str, ...], mount_base: str) -> tuple[MountOp, ...]:
-    """The ordered mounts on top of the image: host binds, /proc, /dev, /tmp.
+def rootfs_mounts(
+    binds: tuple[str, ...], mount_base: str, owner: int = 0
+) -> tuple[tuple[MountOp, ...], tuple[MountOp, ...]]:
+    """The ordered mounts on top of the image, in two parts.
 
     Args:
         binds: host directories bound read-only at the same path (e.g. /usr).
-        disk_bytes: size of /dev/shm, like the writable layer.
+        mount_base: where the job's disk tmpfs is mounted (/dev/shm lives there).
+        owner: host uid (and gid) of the container's root: what it creates
+            shows as root's inside the user namespace.
+
+    Returns:
+        ``(mounts, proc_mounts)``: the root filesystem (host binds, /dev,
+        /tmp, mount points), made with the host's privileges before the user
+        namespace exists; then /proc with its masked and read-only parts,
+        mounted inside the new pid namespace.
     """
     ro = sc.MS_NOSUID | sc.MS_NODEV
+    owned = f",uid={owner},gid={owner}" if owner else ""
     ops: list[MountOp] = [
         MountOp("bind", path, source=path, flags=ro, readonly=True) for path in binds
     ]
     ops += [
         MountOp("mkdir", "/proc"),
-        MountOp("mount", "/proc", source="proc", fstype="proc", flags=ro | sc.MS_NOEXEC),
         MountOp("mkdir", "/dev"),
         MountOp(
             "mount",
@@ -179,7 +198,7 @@ def rootfs_mounts(binds: tuple[str, ...], mount_base: str) -> tuple[MountOp, ...
             source="tmpfs",
             fstype="tmpfs",
             flags=ro | sc.MS_NOEXEC,
-            data="mode=0755,size=64k,nr_inodes=64",
+            data=f"mode=0755,size=64k,nr_inodes=64{owned}",
         ),
     ]
     for name in DEVICES:
@@ -209,12 +228,14 @@ def rootfs_mounts(binds: tuple[str, ...], mount_base: str) -> tuple[MountOp, ...
         MountOp("symlink", "/dev/stdout", source="/proc/self/fd/1"),
         MountOp("symlink", "/dev/stderr", source="/proc/self/fd/2"),
         MountOp("mkdir", "/tmp", mode=0o1777),
+        MountOp("mkdir", WORKDIR),
     ]
-    ops += [MountOp("mask", path) for path in PROC_MASKED]
-    ops += [
+    proc = [MountOp("mount", "/proc", source="proc", fstype="proc", flags=ro | sc.MS_NOEXEC)]
+    proc += [MountOp("mask", path) for path in PROC_MASKED]
+    proc += [
         MountOp("rebind", path, flags=ro | sc.MS_NOEXEC, readonly=True) for path in PROC_READONLY
     ]
-    return tuple(ops)
+    return tuple(ops), tuple(proc)
 
 
 def build_plan(
@@ -275,10 +296,16 @@ def build_plan(
             value=True,
         )
 
-    namespaces = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    # The root filesystem is built in a mount namespace of its own with the
+    # host's privileges; then, with a user namespace, the container enters it
+    # and unshares the rest, a copy of the mounts included, owned by it.
+    # CLONE_NEWCGROUP is unshared by the job itself, once it sits in its cgroup.
+    userns = (settings.userns_base, settings.userns_size) if settings.userns else None
+    namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    if userns:
+        namespaces |= sc.CLONE_NEWNS
     if not spec.network:
         namespaces |= sc.CLONE_NEWNET
-    # CLONE_NEWCGROUP is unshared by the job itself, once it sits in its cgroup.
 
     lang = LANGUAGES[spec.language]
     privileged = bool(spec.capabilities)
@@ -298,10 +325,14 @@ def build_plan(
         "PYTHONDONTWRITEBYTECODE": "1",
         **spec.env,
     }
+    mounts, proc_mounts = rootfs_mounts(
+        image.binds, str(settings.run_dir / "mnt"), userns[0] if userns else 0
+    )
     container = ContainerPlan(
         image_id=image.id or image.name,
         init_uid=settings.init_uid,
         seccomp=settings.seccomp,
+        userns=userns,
         namespaces=namespaces,
         hostname=settings.hostname,
         loopback=not spec.network,
@@ -309,7 +340,8 @@ def build_plan(
         lower_dirs=(str(image.root),),
         disk_bytes=lim.disk,
         disk_inodes=max(1024, lim.disk // 4096),
-        mounts=rootfs_mounts(image.binds, str(settings.run_dir / "mnt")),
+        mounts=mounts,
+        proc_mounts=proc_mounts,
     )
     job = JobPlan(
         workdir=WORKDIR,

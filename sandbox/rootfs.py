@@ -2,15 +2,19 @@
 
 Man pages: mount(2), pivot_root(2), mount_namespaces(7), overlayfs docs.
 
-Everything here runs in the container's init, inside its new mount namespace,
-so every mount is private to the job and vanishes with the namespace: the
-kernel itself guarantees that nothing of a job stays mounted on the host, even
-if the supervisor is killed.
+Everything here runs in a new mount namespace of the container's own, so
+every mount is private to the job and vanishes with the namespace: the kernel
+itself guarantees that nothing of a job stays mounted on the host, even if the
+supervisor is killed. The root is built with the host's privileges (the
+overlay's copy-up then works whoever owns the image's files), before the
+container enters its user namespace, whose copy of these mounts is locked:
+the job cannot unmount one to see what lies beneath.
 
 Layout, built under ``mount_base`` (the same empty host directory for every
 job; each job mounts over it in its own namespace)::
 
     mount_base/           tmpfs, size=limits.disk: all the job can write
+      lower0/             the image (a bind: the overlay's options name no host path)
       upper/ work/        the overlay's writable layer
       shm/                bound at /dev/shm
       root/               overlay: image (read-only) + upper -> the new /
@@ -38,7 +42,7 @@ from sandbox.syscalls import (
     Syscalls,
 )
 
-__all__ = ["apply_mounts", "mount_overlay", "pivot_into"]
+__all__ = ["apply_mounts", "mount_overlay", "pivot_into", "root_of", "unlock_root"]
 
 
 def mount_overlay(
@@ -46,10 +50,14 @@ def mount_overlay(
     lower_dirs: tuple[str, ...],
     disk_bytes: int,
     disk_inodes: int,
+    owner: int = 0,
     *,
     sys: Syscalls = LINUX,
 ) -> str:
     """Make mounts private, then mount a tmpfs at ``base`` and the overlay inside it.
+
+    ``owner`` (host uid and gid of the container's root) owns the new root
+    directory and /dev/shm, so that root inside a user namespace may write there.
 
     Returns:
         The path of the new root.
@@ -69,19 +77,44 @@ def mount_overlay(
         os.mkdir(f"{base}/{name}", 0o755)
     os.mkdir(f"{base}/shm")  # bound at /dev/shm: the same size cap as the rest
     os.chmod(f"{base}/shm", 0o1777)
-    root = f"{base}/root"
-    sys.mount(
-        "overlay",
-        root,
-        "overlay",
-        MS_NOSUID | MS_NODEV,
-        f"lowerdir={':'.join(lower_dirs)},upperdir={base}/upper,workdir={base}/work",
-    )
+    if owner:
+        os.chown(f"{base}/upper", owner, owner)  # the merged root takes the upper's owner
+        os.chown(f"{base}/shm", owner, owner)
+    # Relative names, so the job's /proc/self/mountinfo shows no host path:
+    # the image directories are bound into the tmpfs as lower0, lower1...
+    lowers = []
+    for i, lower in enumerate(lower_dirs):
+        os.mkdir(f"{base}/lower{i}", 0o755)
+        sys.mount(lower, f"{base}/lower{i}", None, MS_BIND, None)
+        lowers.append(f"lower{i}")
+    root = root_of(base)
+    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    os.chdir(base)
+    try:
+        sys.mount(
+            "overlay",
+            root,
+            "overlay",
+            MS_NOSUID | MS_NODEV,
+            f"lowerdir={':'.join(lowers)},upperdir=upper,workdir=work",
+        )
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
     return root
 
 
-def apply_mounts(root: str, ops: tuple[MountOp, ...], *, sys: Syscalls = LINUX) -> None:
+def root_of(base: str) -> str:
+    """Where :func:`mount_overlay` mounts the new root."""
+    return f"{base}/root"
+
+
+def apply_mounts(
+    root: str, ops: tuple[MountOp, ...], owner: int = 0, *, sys: Syscalls = LINUX
+) -> None:
     """Carry out the plan's mount steps, in order, under ``root``.
+
+    What the steps create (directories, files, links) belongs to ``owner``.
 
     Raises:
         OSError: a step was refused.
@@ -91,11 +124,15 @@ def apply_mounts(root: str, ops: tuple[MountOp, ...], *, sys: Syscalls = LINUX) 
         if op.op == "mkdir":
             os.makedirs(target, exist_ok=True)
             os.chmod(target, op.mode)
+            if owner:
+                os.chown(target, owner, owner)
         elif op.op == "file":
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, op.mode))
         elif op.op == "symlink":
             assert op.source is not None
             os.symlink(op.source, target)
+            if owner:
+                os.lchown(target, owner, owner)
         elif op.op == "bind":
             sys.mount(op.source, target, None, MS_BIND | MS_REC, None)
             # Bind flags only take effect on a remount of the bind.
@@ -115,6 +152,16 @@ def apply_mounts(root: str, ops: tuple[MountOp, ...], *, sys: Syscalls = LINUX) 
             sys.mount(op.source, target, op.fstype, op.flags, op.data)
         else:
             raise ValueError(f"unknown mount step {op.op!r}")
+
+
+def unlock_root(root: str, *, sys: Syscalls = LINUX) -> None:
+    """Bind ``root`` onto itself, so that it can become the root of a user namespace's mounts.
+
+    Mounts copied into a less privileged mount namespace are locked, and a
+    locked mount cannot be pivot_root's new root; a bind made inside is not
+    locked itself (what is under it stays locked to it).
+    """
+    sys.mount(root, root, None, MS_BIND | MS_REC, None)
 
 
 def pivot_into(root: str, *, sys: Syscalls = LINUX) -> None:

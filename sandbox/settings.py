@@ -10,12 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.spec import normalise_capabilities, parse_size
 
-__all__ = ["DOCKER_DEFAULT_CAPABILITIES", "Settings"]
+__all__ = ["DOCKER_DEFAULT_CAPABILITIES", "USERNS_BASE", "Settings"]
+
+# 0x70000000: host uids from here to 0x7000FFFF are the jobs' (uid 65534 inside is
+# 0x7000FFFE outside). systemd leaves 0x70000000-0x7FFDFFFF unallocated
+# (docs/UIDS-GIDS.md); check /etc/subuid and /etc/passwd give none of it away.
+USERNS_BASE = 0x70000000
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -71,6 +76,16 @@ class Settings(BaseSettings):
     job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")
     job_gid: int = Field(65534, ge=1)
     seccomp: bool = Field(True, description="load the default seccomp filter (sandbox/seccomp.py)")
+    userns: bool = Field(
+        True, description="run each container in its own user namespace (root inside is not root)"
+    )
+    userns_base: int = Field(
+        USERNS_BASE,
+        ge=1,
+        le=2**32 - 2**16 - 2,
+        description="first host uid and gid of the range reserved for jobs: uid 0 inside maps here",
+    )
+    userns_size: int = Field(65536, ge=2, le=2**16, description="ids mapped, from 0 inside")
     init_uid: int = Field(
         65533, ge=1, description="uid of the container's init once the job runs: not the job's"
     )
@@ -83,3 +98,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='per image, overriding pool_size: SANDBOX_POOL_SIZES={"busybox": 0}',
     )
+
+    def host_id(self, inside: int) -> int:
+        """The host uid (or gid) of id ``inside`` a job's user namespace."""
+        return self.userns_base + inside if self.userns else inside
+
+    @model_validator(mode="after")
+    def _ids_mapped(self) -> Settings:
+        if self.userns:
+            for name in ("job_uid", "job_gid", "init_uid"):
+                if getattr(self, name) >= self.userns_size:
+                    raise ValueError(
+                        f"{name} {getattr(self, name)} is not mapped into the user namespace "
+                        f"(SANDBOX_USERNS_SIZE={self.userns_size})"
+                    )
+        return self

@@ -7,7 +7,7 @@ object, :data:`LINUX` by default, so that unit tests can record the order and
 arguments of the calls with a fake. A fake never proves isolation: the
 integration tests on the real kernel do.
 
-Python 3.11's :mod:`os` lacks ``unshare``, ``mount``, ``pivot_root``,
+Python 3.11's :mod:`os` lacks ``unshare``, ``setns``, ``mount``, ``pivot_root``,
 ``capset`` and ``prctl``, hence ctypes. Everything else (fork, setresuid,
 setrlimit, pidfd_open) uses :mod:`os`, :mod:`resource` and :mod:`signal`.
 """
@@ -92,6 +92,7 @@ class Syscalls(Protocol):
     """The kernel calls the container setup needs, as a seam for tests."""
 
     def unshare(self, flags: int) -> None: ...
+    def setns(self, fd: int, nstype: int) -> None: ...
     def mount(
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
     ) -> None: ...
@@ -107,6 +108,9 @@ class LinuxSyscalls:
 
     def unshare(self, flags: int) -> None:
         _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+    def setns(self, fd: int, nstype: int) -> None:
+        _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
 
     def mount(
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None

@@ -1,6 +1,6 @@
 """Shared test setup: host probes for markers, a runtime, and the leak check.
 
-The autouse ``no_leaks`` fixture, for tests under integration/ and attacks/,
+The autouse ``no_leaks`` fixture, for tests under integration/ and security/,
 snapshots before and after each test: the mount table, the cgroups under our
 test parent (every hierarchy), this process's descendants other than the
 runtime's spawner, our open file descriptors, and the per-job mount point;
@@ -27,7 +27,7 @@ from sandbox.settings import Settings
 from tests.proc import descendants
 
 _MISSING = pytest.StashKey[str]()
-_LEAK_CHECKED = {"integration", "attacks"}
+_LEAK_CHECKED = {"integration", "security"}
 
 TEST_SETTINGS = Settings(
     run_dir=Path("/run/sandbox-test"),

@@ -26,6 +26,9 @@ class RecordingSyscalls:
     def unshare(self, flags: int) -> None:
         self.calls.append(("unshare", flags))
 
+    def setns(self, fd: int, nstype: int) -> None:
+        self.calls.append(("setns", fd, nstype))
+
     def mount(
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
     ) -> None:

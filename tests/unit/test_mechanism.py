@@ -21,7 +21,7 @@ def test_mount_overlay_makes_everything_private_first(tmp_path: Path):
     fake = RecordingSyscalls()
     root = rootfs.mount_overlay(str(tmp_path), ("/img",), 1 << 20, 256, sys=fake)
     assert root == f"{tmp_path}/root"
-    first, tmpfs, overlay = fake.named("mount")
+    first, tmpfs, lower, overlay = fake.named("mount")
     flags, data = int(tmpfs[4]), str(tmpfs[5])
     assert first == ("mount", None, "/", None, sc.MS_REC | sc.MS_PRIVATE, None)
     assert tmpfs[1:4] == ("tmpfs", str(tmp_path), "tmpfs")
@@ -29,9 +29,21 @@ def test_mount_overlay_makes_everything_private_first(tmp_path: Path):
     assert flags & sc.MS_NODEV
     assert "size=1048576" in data
     assert "nr_inodes=256" in data
+    assert lower == ("mount", "/img", f"{tmp_path}/lower0", None, sc.MS_BIND, None)
     assert overlay[1:4] == ("overlay", root, "overlay")
-    assert overlay[5] == (f"lowerdir=/img,upperdir={tmp_path}/upper,workdir={tmp_path}/work")
-    assert all((tmp_path / d).is_dir() for d in ("upper", "work", "root"))
+    # Relative to base: the job's mountinfo names no host path.
+    assert overlay[5] == "lowerdir=lower0,upperdir=upper,workdir=work"
+    assert all((tmp_path / d).is_dir() for d in ("upper", "work", "root", "lower0"))
+
+
+def test_mount_overlay_gives_the_root_to_the_container_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """With a user namespace, the merged root (the upper dir) and /dev/shm are its root's."""
+    chowned: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid: chowned.append((path, uid, gid)))
+    rootfs.mount_overlay(str(tmp_path), ("/img",), 1 << 20, 256, 5000, sys=RecordingSyscalls())
+    assert chowned == [(f"{tmp_path}/upper", 5000, 5000), (f"{tmp_path}/shm", 5000, 5000)]
 
 
 def test_readonly_bind_is_a_bind_then_a_remount(tmp_path: Path):

@@ -127,14 +127,17 @@ def test_commands_per_language():
 
 
 def test_mount_order():
-    ops = plan(JobSpec(code="x")).container.mounts
+    container = plan(JobSpec(code="x")).container
+    ops = container.mounts + container.proc_mounts
     steps = [(op.op, op.target) for op in ops]
     index = {step: i for i, step in enumerate(steps)}
     assert steps[0] == ("bind", "/usr")
     assert ops[0].readonly
     assert ops[0].flags & sc.MS_NOSUID
     assert ops[0].flags & sc.MS_NODEV
-    assert index[("mount", "/proc")] < index[("mount", "/dev")]
+    # /proc is mounted from inside the new pid namespace, after the rest.
+    assert steps[len(container.mounts)] == ("mount", "/proc")
+    assert all(op.target.startswith("/proc") for op in container.proc_mounts)
     assert index[("mount", "/dev")] < index[("bind", "/dev/null")]
     assert index[("file", "/dev/null")] < index[("bind", "/dev/null")]
     assert index[("mount", "/dev")] < index[("mount", "/dev/pts")]

@@ -36,8 +36,13 @@ def _env(plan: Plan) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in plan.job.env)
 
 
+def _ops(plan: Plan) -> tuple[MountOp, ...]:
+    """Every mount step, in order: the root's, then /proc's."""
+    return plan.container.mounts + plan.container.proc_mounts
+
+
 def _steps(plan: Plan) -> list[tuple[str, str]]:
-    return [(op.op, op.target) for op in plan.container.mounts]
+    return [(op.op, op.target) for op in _ops(plan)]
 
 
 # -- refusals ----------------------------------------------------------------
@@ -141,8 +146,8 @@ def test_an_image_without_binds_starts_with_proc(tmp_path: Path):
 
 
 def test_proc_and_dev_are_fresh_nosuid_noexec_filesystems(image: Image):
-    mounts = {op.target: op for op in _plan(image).container.mounts if op.op == "mount"}
-    assert list(mounts) == ["/proc", "/dev", "/dev/pts"]
+    mounts = {op.target: op for op in _ops(_plan(image)) if op.op == "mount"}
+    assert list(mounts) == ["/dev", "/dev/pts", "/proc"]
     for target in ("/proc", "/dev"):
         assert mounts[target].flags & sc.MS_NOSUID
         assert mounts[target].flags & sc.MS_NODEV
@@ -204,7 +209,7 @@ def test_world_writable_dirs_are_sticky(image: Image):
 
 
 def test_proc_is_masked_and_made_read_only_last(image: Image):
-    ops = _plan(image).container.mounts
+    ops = _ops(_plan(image))
     first_proc_step = min(i for i, op in enumerate(ops) if op.op in ("mask", "rebind"))
     assert all(op.op in ("mask", "rebind") for op in ops[first_proc_step:])
     assert {op.target for op in ops if op.op == "mask"} >= {"/proc/kcore", "/proc/keys"}

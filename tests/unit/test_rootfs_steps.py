@@ -28,6 +28,12 @@ def _apply(root: Path, ops: tuple[MountOp, ...]) -> RecordingSyscalls:
     return fake
 
 
+def _whole(binds: tuple[str, ...], owner: int = 0) -> tuple[MountOp, ...]:
+    """A plan's mount steps in the order they run: the root's, then /proc's."""
+    mounts, proc = rootfs_mounts(binds, "/run/sandbox/mnt", owner)
+    return mounts + proc
+
+
 def _relative(root: Path, calls: list[Call]) -> list[tuple[object, ...]]:
     """(source, target under root, fstype) of each mount call."""
     prefix = str(root)
@@ -40,23 +46,23 @@ def _relative(root: Path, calls: list[Call]) -> list[tuple[object, ...]]:
 
 
 def test_a_whole_plan_mounts_in_order(tmp_path: Path):
-    fake = _apply(tmp_path, rootfs_mounts(("/usr",), "/run/sandbox/mnt"))
+    fake = _apply(tmp_path, _whole(("/usr",)))
     expected: list[tuple[object, ...]] = [
         ("/usr", "/usr", None),
         (None, "/usr", None),
-        ("proc", "/proc", "proc"),
         ("tmpfs", "/dev", "tmpfs"),
     ]
     for name in DEVICES:
         expected += [(f"/dev/{name}", f"/dev/{name}", None), (None, f"/dev/{name}", None)]
     expected += [("devpts", "/dev/pts", "devpts")]
     expected += [("/run/sandbox/mnt/shm", "/dev/shm", None), (None, "/dev/shm", None)]
+    expected += [("proc", "/proc", "proc")]
     # /proc of tmp_path holds nothing to mask: those steps are skipped.
     assert _relative(tmp_path, fake.calls) == expected
 
 
 def test_a_whole_plan_builds_dev_and_tmp(tmp_path: Path):
-    _apply(tmp_path, rootfs_mounts((), "/run/sandbox/mnt"))
+    _apply(tmp_path, _whole(()))
     for name in DEVICES:
         assert (tmp_path / "dev" / name).is_file()  # bind targets for the device nodes
     assert (tmp_path / "dev/pts").is_dir()
@@ -67,7 +73,7 @@ def test_a_whole_plan_builds_dev_and_tmp(tmp_path: Path):
 
 
 def test_binds_remount_with_their_flags(tmp_path: Path):
-    fake = _apply(tmp_path, rootfs_mounts(("/usr",), "/run/sandbox/mnt"))
+    fake = _apply(tmp_path, _whole(("/usr",)))
     flags = {(c[1], c[2]): c[4] for c in fake.named("mount")}
     usr = str(tmp_path / "usr")
     null = str(tmp_path / "dev/null")
@@ -79,7 +85,7 @@ def test_binds_remount_with_their_flags(tmp_path: Path):
 
 
 def test_fresh_filesystems_get_their_type_flags_and_data(tmp_path: Path):
-    fake = _apply(tmp_path, rootfs_mounts((), "/run/sandbox/mnt"))
+    fake = _apply(tmp_path, _whole(()))
     by_target = {c[2]: c for c in fake.named("mount") if c[3] is not None}
     nosuid_nodev_noexec = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     assert by_target[f"{tmp_path}/proc"][4] == nosuid_nodev_noexec
@@ -88,11 +94,27 @@ def test_fresh_filesystems_get_their_type_flags_and_data(tmp_path: Path):
     assert dev[5] == "mode=0755,size=64k,nr_inodes=64"
 
 
+def test_with_a_user_namespace_the_container_root_owns_what_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """/dev's tmpfs, the mount points and links belong to the container's root (a host uid)."""
+    chowned: list[tuple[str, int]] = []
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid: chowned.append((path, uid)))
+    monkeypatch.setattr(os, "lchown", lambda path, uid, gid: chowned.append((path, uid)))
+    mounts, _ = rootfs_mounts((), "/run/sandbox/mnt", 7000)
+    fake = RecordingSyscalls()
+    rootfs.apply_mounts(str(tmp_path), mounts, 7000, sys=fake)
+    dev = [c for c in fake.named("mount") if c[2] == f"{tmp_path}/dev"][0]
+    assert dev[5] == "mode=0755,size=64k,nr_inodes=64,uid=7000,gid=7000"
+    owned = {path[len(str(tmp_path)) :] for path, uid in chowned if uid == 7000}
+    assert {"/proc", "/dev", "/tmp", "/box", "/dev/shm", "/dev/ptmx"} <= owned
+
+
 def test_proc_files_present_on_the_kernel_are_masked_and_rebound(tmp_path: Path):
     (tmp_path / "proc/sys").mkdir(parents=True)
     (tmp_path / "proc/acpi").mkdir()
     (tmp_path / "proc/keys").touch()
-    fake = _apply(tmp_path, rootfs_mounts((), "/run/sandbox/mnt"))
+    fake = _apply(tmp_path, _whole(()))
     proc = [c for c in fake.named("mount") if str(c[2]).startswith(f"{tmp_path}/proc/")]
     sys_dir = str(tmp_path / "proc/sys")
     assert proc == [
@@ -153,7 +175,7 @@ def test_overlay_dirs_are_made_inside_the_tmpfs(tmp_path: Path):
 
     fake = Watching()
     root = rootfs.mount_overlay(str(tmp_path), ("/a", "/b"), 2**20, 1024, sys=fake)
-    assert seen == [False, False, True]
+    assert seen == [False, False, True, True, True]
     overlay = fake.named("mount")[-1]
     assert overlay == (
         "mount",
@@ -161,7 +183,7 @@ def test_overlay_dirs_are_made_inside_the_tmpfs(tmp_path: Path):
         root,
         "overlay",
         sc.MS_NOSUID | sc.MS_NODEV,
-        f"lowerdir=/a:/b,upperdir={tmp_path}/upper,workdir={tmp_path}/work",
+        "lowerdir=lower0:lower1,upperdir=upper,workdir=work",
     )
 
 

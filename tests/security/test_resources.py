@@ -14,7 +14,7 @@ import resource
 import pytest
 
 from sandbox import Status
-from tests.attacks.helpers import (
+from tests.security.helpers import (
     MiB,
     assert_host_healthy,
     host_pids_with,

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from sandbox import Status
-from tests.attacks.helpers import (
+from tests.security.helpers import (
     alive,
     assert_host_healthy,
     host_pids_with,

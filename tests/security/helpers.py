@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 from sandbox import JobResult, JobSpec, Limits, Runtime, Status
+from tests.conftest import TEST_SETTINGS
 from tests.proc import alive, descendants, pids_with
 
 __all__ = [
+    "HOST_JOB_UID",
     "JOB_UID",
     "MiB",
     "alive",
@@ -30,7 +32,8 @@ __all__ = [
 ]
 
 MiB = 2**20
-JOB_UID = 65534
+JOB_UID = TEST_SETTINGS.job_uid  # as the job sees itself
+HOST_JOB_UID = TEST_SETTINGS.host_id(JOB_UID)  # as the host sees it (user namespace)
 
 # Bounded limits, so that the whole suite stays short on a 2-core host.
 DEFAULT_LIMITS: dict[str, Any] = {"wall_time": 5, "cpu_time": 5, "memory": "128M", "pids": 32}
@@ -106,6 +109,6 @@ def job_uid_descendants(root_pid: int | None = None) -> list[int]:
             foreign = os.readlink(f"/proc/{child}/ns/pid") != ours
         except OSError:
             continue
-        if foreign and _uid(child) == JOB_UID and alive(child):
+        if foreign and _uid(child) == HOST_JOB_UID and alive(child):
             found.append(child)
     return found

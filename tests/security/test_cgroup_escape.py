@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import CleanupError, JobResult, JobSpec, Runtime, Status
-from tests.attacks.helpers import MiB, assert_host_healthy, limits, marker, run
+from tests.security.helpers import MiB, assert_host_healthy, limits, marker, run
 from tests.conftest import TEST_SETTINGS, open_runtime
 
 

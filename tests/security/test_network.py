@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox import Status
-from tests.attacks.helpers import assert_host_healthy, probe, run
+from tests.security.helpers import assert_host_healthy, probe, run
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
