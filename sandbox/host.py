@@ -93,6 +93,66 @@ def _seccomp() -> Check:
     return Check("seccomp", True, "libseccomp builds the default filter")
 
 
+def _userns(settings: Settings) -> Check:
+    if not settings.userns:
+        return Check(
+            "user namespace",
+            False,
+            "off (SANDBOX_USERNS=false): a job granted capabilities is the host's root "
+            "inside its namespaces",
+            "unset SANDBOX_USERNS to map root inside to an unprivileged host uid",
+            essential=False,
+        )
+    from sandbox.namespaces import new_user_namespace
+
+    first, size = settings.userns_base, settings.userns_size
+    try:
+        os.close(new_user_namespace(first, size))
+    except OSError as exc:
+        return Check(
+            "user namespace",
+            False,
+            f"cannot create one: {exc.strerror or exc}",
+            "check sysctl user.max_user_namespaces (> 0) and run as root; "
+            "or set SANDBOX_USERNS=false to run without this layer",
+        )
+    clash = _ids_in_use(first, first + size)
+    if clash:
+        return Check(
+            "user namespace",
+            False,
+            f"host ids {first}-{first + size - 1} are not free: {clash}",
+            "set SANDBOX_USERNS_BASE to a range nobody else uses",
+            essential=False,
+        )
+    return Check("user namespace", True, f"root inside is host uid {first} ({size} ids)")
+
+
+def _ids_in_use(first: int, end: int, etc: Path = Path("/etc")) -> str:
+    """Who on this host already owns a uid or gid in ``[first, end)``, if anyone."""
+    for path in (etc / "passwd", etc / "group"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    fields = line.split(":")
+                    if len(fields) > 2 and fields[2].isdigit() and first <= int(fields[2]) < end:
+                        return f"{fields[0]} in {path}"
+        except OSError:
+            continue
+    for path in (etc / "subuid", etc / "subgid"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    fields = line.strip().split(":")
+                    if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                        start, count = int(fields[1]), int(fields[2])
+                        if start < end and first < start + count:
+                            return f"{fields[0]}'s range in {path}"
+        except OSError:
+            continue
+    return ""
+
+
 def _python() -> Check:
     if os.access("/usr/bin/python3", os.X_OK):
         return Check("python3", True, "/usr/bin/python3 (the default image's python)")
@@ -133,6 +193,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         _cgroups(settings),
         _pidfd(),
         _seccomp(),
+        _userns(settings),
         _state(settings),
         _python(),
     ]
@@ -147,6 +208,8 @@ def require_capable(settings: Settings) -> None:
     checks = [_root(), _namespaces(), _overlay(), _pidfd()]
     if settings.seccomp:
         checks.append(_seccomp())
+    if settings.userns:
+        checks.append(_userns(settings))
     for check in checks:
-        if not check.ok:
+        if not check.ok and check.essential:
             raise UnsupportedError(f"{check.name}: {check.detail}", hint=check.hint)

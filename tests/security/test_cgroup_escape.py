@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import CleanupError, JobResult, JobSpec, Runtime, Status
-from tests.security.helpers import MiB, assert_host_healthy, limits, marker, run
 from tests.conftest import TEST_SETTINGS, open_runtime
+from tests.security.helpers import MiB, assert_host_healthy, limits, marker, run
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def test_with_a_user_namespace_the_container_root_owns_what_is_made(
     mounts, _ = rootfs_mounts((), "/run/sandbox/mnt", 7000)
     fake = RecordingSyscalls()
     rootfs.apply_mounts(str(tmp_path), mounts, 7000, sys=fake)
-    dev = [c for c in fake.named("mount") if c[2] == f"{tmp_path}/dev"][0]
+    dev = next(c for c in fake.named("mount") if c[2] == f"{tmp_path}/dev")
     assert dev[5] == "mode=0755,size=64k,nr_inodes=64,uid=7000,gid=7000"
     owned = {path[len(str(tmp_path)) :] for path, uid in chowned if uid == 7000}
     assert {"/proc", "/dev", "/tmp", "/box", "/dev/shm", "/dev/ptmx"} <= owned

@@ -1,0 +1,73 @@
+"""The user namespace layer as policy: settings, the plan, the doctor's range check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sandbox import syscalls as sc
+from sandbox.host import _ids_in_use
+from sandbox.image import Image
+from sandbox.plan import ContainerPlan, build_plan
+from sandbox.settings import USERNS_BASE, Settings
+from sandbox.spec import JobSpec
+
+
+def _container(**settings: object) -> ContainerPlan:
+    image = Image("host", root=Path("/img"), binds=("/usr",))
+    return build_plan(JobSpec(code="x"), Settings(**settings), image).container  # type: ignore[arg-type]
+
+
+def test_on_by_default_with_the_reserved_range():
+    container = _container()
+    assert container.userns == (USERNS_BASE, 65536)
+    assert container.root_owner == USERNS_BASE
+    # The root is built before the user namespace; the container copies it into its own.
+    assert container.namespaces & sc.CLONE_NEWNS
+    assert not container.namespaces & sc.CLONE_NEWUSER  # joined with setns, not unshared
+
+
+def test_off_leaves_the_host_ids_and_one_mount_namespace():
+    container = _container(userns=False)
+    assert container.userns is None
+    assert container.root_owner == 0
+    assert not container.namespaces & sc.CLONE_NEWNS
+    dev = next(op for op in container.mounts if op.target == "/dev" and op.op == "mount")
+    assert "uid=" not in (dev.data or "")
+
+
+def test_dev_belongs_to_the_container_root():
+    dev = next(op for op in _container().mounts if op.target == "/dev" and op.op == "mount")
+    assert f"uid={USERNS_BASE},gid={USERNS_BASE}" in (dev.data or "")
+
+
+def test_the_plan_round_trips_through_json():
+    container = _container(userns_base=200000)
+    assert ContainerPlan.from_json(container.to_json()) == container
+
+
+def test_host_id():
+    assert Settings().host_id(65534) == USERNS_BASE + 65534
+    assert Settings(userns=False).host_id(65534) == 65534
+
+
+@pytest.mark.parametrize("field", ["job_uid", "job_gid", "init_uid"])
+def test_ids_the_namespace_does_not_map_are_refused(field: str):
+    with pytest.raises(ValidationError, match=f"{field} 70000 is not mapped"):
+        Settings(**{field: 70000})  # type: ignore[arg-type]
+    Settings(**{field: 70000, "userns": False})  # type: ignore[arg-type]
+
+
+def test_the_range_must_fit_below_the_invalid_uid():
+    with pytest.raises(ValidationError, match="userns_base"):
+        Settings(userns_base=2**32 - 10)
+
+
+def test_range_clashes_are_named(tmp_path: Path):
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\nbob:x:100005:100:::\n")
+    (tmp_path / "subuid").write_text("alice:165536:65536\n")
+    assert _ids_in_use(100000, 165536, tmp_path) == f"bob in {tmp_path}/passwd"
+    assert _ids_in_use(200000, 200001, tmp_path) == f"alice's range in {tmp_path}/subuid"
+    assert _ids_in_use(USERNS_BASE, USERNS_BASE + 65536, tmp_path) == ""
