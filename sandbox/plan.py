@@ -265,6 +265,7 @@ def build_plan(
     lim = spec.limits
     _check_max("wall_time", lim.wall_time, settings.max_wall_time)
     _check_max("cpu_time", lim.cpu_time, settings.max_cpu_time)
+    _check_max("cpus", lim.cpus, settings.max_cpus)
     _check_max("memory", lim.memory, settings.max_memory)
     _check_max("pids", lim.pids, settings.max_pids)
     _check_max("output", lim.output, settings.max_output)

@@ -34,8 +34,9 @@ from pathlib import Path
 from sandbox import host, reclaim
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
+from sandbox.cpus import CpuSlots, parse_cpu_list
 from sandbox.container import Container, memfd, within
-from sandbox.errors import CleanupError, SetupError
+from sandbox.errors import CleanupError, SetupError, UnsupportedError
 from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
@@ -121,6 +122,7 @@ class Runtime:
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._stats_written = 0.0
         self._last_cap = last_capability()
+        self._cpus: CpuSlots | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -141,6 +143,8 @@ class Runtime:
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)
         self._images.ensure_host()
+        if s.pin_cpus:
+            self._cpus = CpuSlots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
         self._start_spawner()
 
     def close(self) -> None:
@@ -315,15 +319,22 @@ class Runtime:
         image = self._image(spec.image or LANGUAGES[spec.language].image)
         plan = build_plan(spec, self.settings, image, last_cap=self._last_cap)
         container = await self._container_source()(plan.container)
+        slot = None
         try:
-            return await self._run(container, plan.job, spec)
+            if self._cpus is not None:
+                slot = await self._cpus.acquire()
+            return await self._run(container, plan.job, spec, str(slot.cpu) if slot else "")
         finally:
+            if slot is not None:
+                slot.release()
             await asyncio.shield(container.remove())
             if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
                 self._pool.refill(plan.container)
                 self._publish_stats()
 
-    async def _run(self, container: Container, job: JobPlan, spec: JobSpec) -> JobResult:
+    async def _run(
+        self, container: Container, job: JobPlan, spec: JobSpec, cpuset: str
+    ) -> JobResult:
         lim = spec.limits
         cgroup = container.cgroup
         child_fds: list[int] = []
@@ -345,7 +356,9 @@ class Runtime:
                 memfd("code", spec.code.encode()),
                 memfd("stdin", spec.stdin.encode()),
             ]
-            cgroup.set_limits(memory_bytes=lim.memory, pids_max=lim.pids)
+            cgroup.set_limits(
+                memory_bytes=lim.memory, pids_max=lim.pids, cpus=lim.cpus, cpuset=cpuset
+            )
             cgroup.reset_accounting()
             # init.JOB_FDS order: job plan, code, stdin, stdout, stderr.
             await container.run([*child_fds[2:5], out_w, err_w])
@@ -436,6 +449,23 @@ async def _wait_gone(job: Container, streams: list[_Stream]) -> None:
         job.kill("cleanup")
         if not await within(waits, _KILL_GRACE):
             raise CleanupError("a killed container did not end within its grace period")
+
+
+def _pinnable(cpu_list: str) -> tuple[int, ...]:
+    """The CPUs of ``cpu_list`` (SANDBOX_PIN_CPUS), all of which we may run on.
+
+    Raises:
+        UnsupportedError: a CPU this process may not use.
+    """
+    cpus = parse_cpu_list(cpu_list)
+    usable = os.sched_getaffinity(0)
+    foreign = [c for c in cpus if c not in usable]
+    if foreign:
+        raise UnsupportedError(
+            f"SANDBOX_PIN_CPUS names CPU {foreign[0]}, which this host does not let us use",
+            hint=f"choose among {sorted(usable)}",
+        )
+    return cpus
 
 
 async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) -> None:

@@ -7,12 +7,14 @@ settings bound them. Every field can be set from the environment, e.g.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sandbox.cpus import parse_cpu_list
 from sandbox.spec import normalise_capabilities, parse_size
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "USERNS_BASE", "Settings"]
@@ -66,6 +68,9 @@ class Settings(BaseSettings):
     max_output: Size = Field(64 * 2**20, ge=0)
     max_disk: Size = Field(2**30, gt=0)
     max_open_files: int = Field(4096, gt=0)
+    max_cpus: float = Field(
+        float(os.cpu_count() or 1), gt=0, description="CPUs one job may use at once (CFS quota)"
+    )
     max_input: Size = Field(64 * 2**20, gt=0, description="bytes of code plus stdin")
 
     allowed_capabilities: Annotated[frozenset[str], BeforeValidator(normalise_capabilities)] = (
@@ -89,6 +94,10 @@ class Settings(BaseSettings):
     init_uid: int = Field(
         65533, ge=1, description="uid of the container's init once the job runs: not the job's"
     )
+    pin_cpus: str = Field(
+        "",
+        description="pin each job to one CPU of this list, none shared (e.g. '2-3'); empty: off",
+    )
     hostname: str = "sandbox"
     setup_timeout: float = Field(30.0, gt=0, description="seconds to build a container")
     pool_size: int = Field(
@@ -98,6 +107,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='per image, overriding pool_size: SANDBOX_POOL_SIZES={"busybox": 0}',
     )
+
+    @field_validator("pin_cpus")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        parse_cpu_list(value)
+        return value
 
     def host_id(self, inside: int) -> int:
         """The host uid (or gid) of id ``inside`` a job's user namespace."""

@@ -68,6 +68,9 @@ class Limits(BaseModel):
 
     wall_time: float = Field(10.0, gt=0, le=86400, description="wall-clock seconds")
     cpu_time: float = Field(10.0, gt=0, le=86400, description="CPU seconds, all processes")
+    cpus: float = Field(
+        1.0, ge=0.01, le=1024, description="CPUs used at once, at most (CFS bandwidth quota)"
+    )
     memory: Size = Field(256 * 2**20, ge=4 * 2**20, description="bytes of RAM, no swap")
     pids: int = Field(64, ge=1, le=2**22, description="processes and threads at once")
     output: Size = Field(2**20, ge=0, description="bytes kept per stream (stdout, stderr)")

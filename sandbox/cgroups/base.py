@@ -24,10 +24,12 @@ from typing import Protocol
 from sandbox.errors import CgroupError
 
 __all__ = [
+    "CPU_PERIOD_US",
     "LEAF",
     "Cgroup",
     "CgroupSetup",
     "CgroupStats",
+    "cpu_quota_us",
     "for_each",
     "freeze_and_kill",
     "read_file",
@@ -42,6 +44,13 @@ __all__ = [
 # the limits above it are out of its reach, and whatever it creates below is
 # removed with the rest.
 LEAF = "job"
+# The CFS bandwidth period: a job with ``cpus`` = 1 runs at most 100 ms per 100 ms.
+CPU_PERIOD_US = 100_000
+
+
+def cpu_quota_us(cpus: float) -> int:
+    """The CFS quota for ``cpus`` CPUs per :data:`CPU_PERIOD_US` (the kernel's minimum is 1 ms)."""
+    return max(1000, round(cpus * CPU_PERIOD_US))
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,19 @@ class Cgroup(Protocol):
         """The ``cgroup.procs`` files a process writes ``0`` to, to join."""
         ...
 
-    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
-        """Cap memory (swap disabled) and the number of tasks."""
+    def set_limits(
+        self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
+    ) -> None:
+        """Cap memory (swap disabled) and the number of tasks; share and pin CPUs.
+
+        Args:
+            memory_bytes: RAM, no swap.
+            pids_max: processes and threads at once.
+            cpus: CPU bandwidth, in CPUs (CFS quota per :data:`CPU_PERIOD_US`);
+                None: no cap.
+            cpuset: CPUs the job may run on, in cpuset list syntax ("3",
+                "0-1"); empty: all of ours.
+        """
         ...
 
     def reset_accounting(self) -> None:

@@ -1,6 +1,7 @@
 """cgroup v1 (legacy and hybrid hosts): one directory per controller.
 
-We use the memory, pids, cpuacct and freezer hierarchies. Memory is capped by
+We use the memory, pids, cpu, cpuacct and freezer hierarchies (and cpuset to
+pin a job). CPU bandwidth: ``cpu.cfs_quota_us`` per ``cpu.cfs_period_us``. Memory is capped by
 ``memory.limit_in_bytes`` and, where swap accounting exists, by an equal
 ``memory.memsw.limit_in_bytes`` (no swap); ``memory.swappiness`` is set to 0
 as well. v1 has no ``cgroup.kill``: :meth:`CgroupV1.kill` freezes the cgroup,
@@ -14,8 +15,10 @@ import os
 from pathlib import Path
 
 from sandbox.cgroups.base import (
+    CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    cpu_quota_us,
     for_each,
     freeze_and_kill,
     parse_keyed,
@@ -28,7 +31,7 @@ from sandbox.errors import CgroupError, UnsupportedError
 
 __all__ = ["CgroupV1", "SetupV1"]
 
-CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
+CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
 PROCS = "cgroup.procs"
 MEMORY_LIMIT = "memory.limit_in_bytes"
 MEMSW_LIMIT = "memory.memsw.limit_in_bytes"
@@ -38,6 +41,8 @@ OOM_CONTROL = "memory.oom_control"
 PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
 CPU_USAGE = "cpuacct.usage"
+CFS_PERIOD = "cpu.cfs_period_us"
+CFS_QUOTA = "cpu.cfs_quota_us"
 FREEZER_STATE = "freezer.state"
 CPUSET_CPUS = "cpuset.cpus"
 CPUSET_MEMS = "cpuset.mems"
@@ -59,7 +64,9 @@ class CgroupV1:
     def procs_files(self) -> tuple[str, ...]:
         return tuple(str(d / LEAF / PROCS) for d in self._unique_dirs())
 
-    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+    def set_limits(
+        self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
+    ) -> None:
         mem = self._dirs["memory"]
         write_file(mem / MEMORY_LIMIT, str(memory_bytes))
         if (mem / MEMSW_LIMIT).exists():
@@ -67,6 +74,15 @@ class CgroupV1:
         if (mem / SWAPPINESS).exists():
             write_file(mem / SWAPPINESS, "0")
         write_file(self._dirs["pids"] / PIDS_MAX, str(pids_max))
+        if cpus is not None:
+            write_file(self._dirs["cpu"] / CFS_PERIOD, str(CPU_PERIOD_US))
+            write_file(self._dirs["cpu"] / CFS_QUOTA, str(cpu_quota_us(cpus)))
+        if cpuset:
+            if "cpuset" not in self._dirs:
+                raise CgroupError("no cpuset hierarchy is mounted: cannot pin a job")
+            # On v1 a child's CPUs must stay within its parent's: narrow the leaf,
+            # where the job runs (it holds no other process).
+            write_file(self._dirs["cpuset"] / LEAF / CPUSET_CPUS, cpuset)
 
     def reset_accounting(self) -> None:
         write_file(self._dirs["cpuacct"] / CPU_USAGE, "0")

@@ -2,7 +2,8 @@
 
 Controllers are enabled in our parent's ``cgroup.subtree_control``; the
 parent itself holds no process (the "no internal processes" rule), jobs are
-leaves. Memory: ``memory.max`` and ``memory.swap.max`` = 0; the peak from
+leaves. CPU bandwidth: ``cpu.max``; pinning: ``cpuset.cpus`` (when the
+cpuset controller is available). Memory: ``memory.max`` and ``memory.swap.max`` = 0; the peak from
 ``memory.peak``; OOM kills from ``memory.events``. ``cgroup.kill`` (Linux
 5.14+) kills every member atomically; without it we freeze, kill, thaw.
 """
@@ -13,8 +14,10 @@ import contextlib
 from pathlib import Path
 
 from sandbox.cgroups.base import (
+    CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    cpu_quota_us,
     freeze_and_kill,
     parse_keyed,
     read_file,
@@ -26,8 +29,8 @@ from sandbox.errors import CgroupError, UnsupportedError
 
 __all__ = ["CgroupV2", "SetupV2"]
 
-REQUIRED = ("memory", "pids")
-OPTIONAL = ("cpu",)
+REQUIRED = ("memory", "pids", "cpu")
+OPTIONAL = ("cpuset",)
 PROCS = "cgroup.procs"
 CONTROLLERS_FILE = "cgroup.controllers"
 SUBTREE_CONTROL = "cgroup.subtree_control"
@@ -42,6 +45,8 @@ MEMORY_EVENTS = "memory.events"
 PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
 CPU_STAT = "cpu.stat"
+CPU_MAX = "cpu.max"
+CPUSET_CPUS = "cpuset.cpus"
 
 
 class CgroupV2:
@@ -55,11 +60,19 @@ class CgroupV2:
     def procs_files(self) -> tuple[str, ...]:
         return (str(self.path / LEAF / PROCS),)
 
-    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+    def set_limits(
+        self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
+    ) -> None:
         write_file(self.path / MEMORY_MAX, str(memory_bytes))
         if (self.path / SWAP_MAX).exists():
             write_file(self.path / SWAP_MAX, "0")
         write_file(self.path / PIDS_MAX, str(pids_max))
+        if cpus is not None:
+            write_file(self.path / CPU_MAX, f"{cpu_quota_us(cpus)} {CPU_PERIOD_US}")
+        if cpuset:
+            if not (self.path / CPUSET_CPUS).exists():
+                raise CgroupError("the cpuset controller is not enabled: cannot pin a job")
+            write_file(self.path / CPUSET_CPUS, cpuset)
 
     def reset_accounting(self) -> None:
         # cpu.stat cannot be reset: remember where the job starts.

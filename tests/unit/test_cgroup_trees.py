@@ -20,7 +20,7 @@ from sandbox.cgroups.v1 import SetupV1
 from sandbox.cgroups.v2 import SetupV2
 from sandbox.errors import CgroupError, SandboxError, SetupError, UnsupportedError
 
-V1_CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
 
 
 def _files(base: Path, files: dict[str, str]) -> None:
@@ -181,8 +181,10 @@ def test_v1_co_mounted_controllers_are_one_directory(tmp_path: Path):
     _files(tmp_path, {"memory,pids/cgroup.procs": "", "memory,pids/sandbox/.keep": ""})
     os.symlink("memory,pids", tmp_path / "memory")
     os.symlink("memory,pids", tmp_path / "pids")
-    for c in ("cpuacct", "freezer"):
-        _files(tmp_path, {f"{c}/cgroup.procs": "", f"{c}/sandbox/.keep": ""})
+    _files(tmp_path, {"cpu,cpuacct/cgroup.procs": "", "cpu,cpuacct/sandbox/.keep": ""})
+    os.symlink("cpu,cpuacct", tmp_path / "cpu")
+    os.symlink("cpu,cpuacct", tmp_path / "cpuacct")
+    _files(tmp_path, {"freezer/cgroup.procs": "", "freezer/sandbox/.keep": ""})
     setup = SetupV1(tmp_path, "sandbox")
     assert setup.missing() == []
     cg = setup.create("job")  # mkdir once, not EEXIST on the second name
@@ -196,12 +198,12 @@ def test_v1_create_undoes_a_half_made_cgroup(tmp_path: Path):
     with pytest.raises(CgroupError) as info:
         setup.create("job")
     assert info.value.path == str(tmp_path / "freezer/sandbox/job")
-    for c in ("memory", "pids", "cpuacct"):
+    for c in ("memory", "pids", "cpu", "cpuacct"):
         assert not (tmp_path / c / "sandbox/job").exists()
 
 
 def test_v1_ensure_parent_names_a_missing_controller(tmp_path: Path):
-    for c in ("memory", "pids", "freezer"):
+    for c in ("memory", "pids", "cpu", "freezer"):
         _files(tmp_path / c, {"cgroup.procs": ""})
     setup = SetupV1(tmp_path, "sandbox")
     assert setup.missing() == ["cpuacct"]
@@ -323,7 +325,7 @@ def test_v2_controller_missing_from_the_kernel(tmp_path: Path):
 
 
 def test_v2_unreadable_root_misses_everything(tmp_path: Path):
-    assert SetupV2(tmp_path, "sandbox").missing() == ["memory", "pids"]
+    assert SetupV2(tmp_path, "sandbox").missing() == ["memory", "pids", "cpu"]
 
 
 def test_v2_ensure_parent_enables_controllers_for_jobs(tmp_path: Path):
@@ -333,11 +335,18 @@ def test_v2_ensure_parent_enables_controllers_for_jobs(tmp_path: Path):
     assert (tmp_path / "sandbox/cgroup.subtree_control").read_text() == "+memory +pids +cpu"
 
 
-def test_v2_ensure_parent_leaves_cpu_out_when_the_root_does(tmp_path: Path):
+def test_v2_cpu_not_delegated_by_the_root_is_refused(tmp_path: Path):
+    """Without the cpu controller a job could starve its neighbours: no silent fallback."""
     setup = _v2_root(tmp_path, "cpu memory pids\n", "memory pids\n")
-    _files(tmp_path, {"sandbox/cgroup.subtree_control": "pids\n"})
+    with pytest.raises(UnsupportedError, match="cpu is not enabled"):
+        setup.ensure_parent()
+
+
+def test_v2_ensure_parent_enables_cpuset_when_the_root_does(tmp_path: Path):
+    setup = _v2_root(tmp_path, "cpuset cpu memory pids\n", "cpuset cpu memory pids\n")
+    _files(tmp_path, {"sandbox/cgroup.subtree_control": "memory pids cpu\n"})
     setup.ensure_parent()
-    assert (tmp_path / "sandbox/cgroup.subtree_control").read_text() == "+memory"
+    assert (tmp_path / "sandbox/cgroup.subtree_control").read_text() == "+cpuset"
 
 
 def test_v2_ensure_parent_writes_nothing_when_all_is_enabled(tmp_path: Path):

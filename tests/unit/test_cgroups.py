@@ -54,8 +54,10 @@ def _v1_tree(root: Path, name: str = "job") -> dict[str, Path]:
             "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         },
         "pids": {"pids.max": "max", "pids.events": "max 7\n"},
+        "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1"},
         "cpuacct": {"cpuacct.usage": "1500000000"},
         "freezer": {"freezer.state": "THAWED"},
+        "cpuset": {"cpuset.cpus": "0-1", "job/cpuset.cpus": "0-1"},
     }
     dirs = {}
     for controller, entries in files.items():
@@ -63,6 +65,7 @@ def _v1_tree(root: Path, name: str = "job") -> dict[str, Path]:
         d.mkdir(parents=True)
         (d / "cgroup.procs").write_text("")
         for fname, text in entries.items():
+            (d / fname).parent.mkdir(exist_ok=True)
             (d / fname).write_text(text)
         dirs[controller] = d
     return dirs
@@ -87,7 +90,29 @@ def test_v1_limits_stats_and_reset(tmp_path: Path):
     assert (dirs["cpuacct"] / "cpuacct.usage").read_text() == "0"
     assert (dirs["memory"] / "memory.max_usage_in_bytes").read_text() == "0"
     assert cg.is_empty()
-    assert len(cg.procs_files()) == 4
+    assert len(cg.procs_files()) == 6
+
+
+def test_v1_cpu_quota_and_pinning(tmp_path: Path):
+    dirs = _v1_tree(tmp_path)
+    cg = CgroupV1("job", dirs)
+    cg.set_limits(memory_bytes=1 << 20, pids_max=1)
+    assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "-1"  # no cpus: no cap
+    cg.set_limits(memory_bytes=1 << 20, pids_max=1, cpus=1.5, cpuset="1")
+    assert (dirs["cpu"] / "cpu.cfs_period_us").read_text() == "100000"
+    assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "150000"
+    # The leaf is pinned (v1 wants a child's CPUs within its parent's).
+    assert (dirs["cpuset"] / "job/cpuset.cpus").read_text() == "1"
+    assert (dirs["cpuset"] / "cpuset.cpus").read_text() == "0-1"
+    cg.set_limits(memory_bytes=1 << 20, pids_max=1, cpus=0.001)
+    assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "1000"  # the kernel's minimum
+
+
+def test_v1_pinning_without_a_cpuset_hierarchy_is_an_error(tmp_path: Path):
+    dirs = _v1_tree(tmp_path)
+    del dirs["cpuset"]
+    with pytest.raises(CgroupError, match="cpuset"):
+        CgroupV1("job", dirs).set_limits(memory_bytes=1 << 20, pids_max=1, cpuset="0")
 
 
 def test_v1_without_swap_accounting(tmp_path: Path):
@@ -102,7 +127,8 @@ def test_v1_children_and_missing_controllers(tmp_path: Path):
     _v1_tree(tmp_path, "b.2")
     setup = SetupV1(tmp_path, "sandbox")
     assert setup.children() == ["a.1", "b.2"]
-    assert setup.missing() == ["memory", "pids", "cpuacct", "freezer"]  # no root procs files
+    # no root procs files
+    assert setup.missing() == ["memory", "pids", "cpu", "cpuacct", "freezer"]
 
 
 def _v2_tree(root: Path) -> Path:
@@ -113,6 +139,7 @@ def _v2_tree(root: Path) -> Path:
         "memory.swap.max": "max",
         "pids.max": "max",
         "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        "cpu.max": "max 100000",
         "memory.peak": "7654321",
         "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
         "pids.events": "max 0\n",
@@ -121,6 +148,17 @@ def _v2_tree(root: Path) -> Path:
     }.items():
         (d / fname).write_text(text)
     return d
+
+
+def test_v2_cpu_quota_and_pinning(tmp_path: Path):
+    d = _v2_tree(tmp_path)
+    cg = CgroupV2("job", d)
+    with pytest.raises(CgroupError, match="cpuset controller is not enabled"):
+        cg.set_limits(memory_bytes=1 << 20, pids_max=1, cpuset="0")
+    (d / "cpuset.cpus").write_text("")
+    cg.set_limits(memory_bytes=1 << 20, pids_max=1, cpus=2, cpuset="3")
+    assert (d / "cpu.max").read_text() == "200000 100000"
+    assert (d / "cpuset.cpus").read_text() == "3"
 
 
 def test_v2_limits_stats_and_cpu_baseline(tmp_path: Path):
