@@ -84,6 +84,7 @@ class CpuSlots:
 
     async def acquire(self) -> CpuSlot:
         """Wait for a free CPU (cancellable)."""
-        while (slot := self.try_acquire()) is None:
+        # flock has no asynchronous wait: poll, a few milliseconds apart.
+        while (slot := self.try_acquire()) is None:  # noqa: ASYNC110
             await asyncio.sleep(self._poll)
         return slot

@@ -34,8 +34,8 @@ from pathlib import Path
 from sandbox import host, reclaim
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
-from sandbox.cpus import CpuSlots, parse_cpu_list
 from sandbox.container import Container, memfd, within
+from sandbox.cpus import CpuSlots, parse_cpu_list
 from sandbox.errors import CleanupError, SetupError, UnsupportedError
 from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, build_plan

@@ -42,13 +42,15 @@ def test_slots_are_exclusive_across_holders(tmp_path: Path):
     one, two = CpuSlots(tmp_path, (0, 1)), CpuSlots(tmp_path, (0, 1))
     a = one.try_acquire()
     b = two.try_acquire()
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert {a.cpu, b.cpu} == {0, 1}
     assert one.try_acquire() is None
     assert two.try_acquire() is None
     a.release()
     c = two.try_acquire()
-    assert c is not None and c.cpu == a.cpu
+    assert c is not None
+    assert c.cpu == a.cpu
     a.release()  # twice: harmless
     b.release()
     c.release()
