@@ -271,6 +271,9 @@ def _job_process(sock: socket.socket, cgroup_fds: list[int], with_seccomp: bool)
         step = "plan"
         job = JobPlan.from_json(_read_all(job_fd))
         os.close(job_fd)
+        if syscall_filter is not None and job.seccomp_profile != "default":
+            step = "seccomp"
+            syscall_filter = seccomp.build_filter(job.seccomp_profile)
         step = "workdir"
         _write_source(job, code_fd)
         os.close(code_fd)

@@ -127,6 +127,7 @@ class JobPlan:
     capabilities: int
     last_cap: int
     rlimits: tuple[tuple[int, int, int], ...]
+    seccomp_profile: str
     argv: tuple[str, ...]
     env: tuple[str, ...]
 
@@ -302,6 +303,21 @@ def build_plan(
     # and unshares the rest, a copy of the mounts included, owned by it.
     # CLONE_NEWCGROUP is unshared by the job itself, once it sits in its cgroup.
     userns = (settings.userns_base, settings.userns_size) if settings.userns else None
+    profile = spec.seccomp_profile
+    if profile not in settings.allowed_seccomp_profiles:
+        raise SpecError(
+            f"seccomp profile {profile} is not allowed on this host "
+            "(add it to SANDBOX_ALLOWED_SECCOMP_PROFILES to allow it)",
+            field="seccomp_profile",
+            value=profile,
+        )
+    if profile != "default" and not settings.seccomp:
+        raise SpecError(
+            f"seccomp profile {profile} asked, but seccomp is off on this host (SANDBOX_SECCOMP)",
+            field="seccomp_profile",
+            value=profile,
+        )
+
     namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
     if userns:
         namespaces |= sc.CLONE_NEWNS
@@ -352,6 +368,7 @@ def build_plan(
         capabilities=capability_mask(spec.capabilities),
         last_cap=last_cap,
         rlimits=rlimits,
+        seccomp_profile=profile,
         argv=(*lang.command, *spec.argv),
         env=tuple(f"{k}={v}" for k, v in env.items()),
     )

@@ -17,7 +17,20 @@ spirit of Docker's default profile, allow by default and refuse with EPERM:
   (which also refuses the 0xffffffff query; nothing a judged program needs).
 
 Other architectures (x32, i386 through int 0x80) kill the process: a filter
-only checks the native syscall numbers.
+only checks the native syscall numbers. EPERM elsewhere, not a kill: a
+program that probes a feature (many runtimes try io_uring, clone3, keyrings)
+falls back instead of dying, and the job's result shows an ordinary error.
+
+A job may ask for another named profile (``JobSpec.seccomp_profile``), never
+for a list of syscalls; the operator chooses which names a job may ask for
+(``SANDBOX_ALLOWED_SECCOMP_PROFILES``). :data:`PROFILES`:
+
+- ``default``: the filter above;
+- ``strict``: the default, and no sockets but Unix ones (a judged program
+  computes; it has no network to reach anyway);
+- ``ptrace``: the default, less ptrace, process_vm_readv/writev and turning
+  address randomisation off: what gdb and strace need, for teaching sites.
+  The job traces only its own processes (its pid namespace, its uids).
 """
 
 from __future__ import annotations
@@ -38,7 +51,15 @@ from sandbox.syscalls import (
     CLONE_NEWUTS,
 )
 
-__all__ = ["DENIED", "Filter", "SeccompUnavailable", "build_filter", "preload"]
+__all__ = [
+    "DENIED",
+    "PROFILES",
+    "Filter",
+    "Profile",
+    "SeccompUnavailable",
+    "build_filter",
+    "preload",
+]
 
 CLONE_NEWTIME = 0x00000080
 NAMESPACE_FLAGS = (
@@ -63,11 +84,34 @@ DENIED = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "vhangup", "nfsservctl",
 )  # fmt: skip
 
+
+@dataclass(frozen=True)
+class Profile:
+    """A named variation of the default filter."""
+
+    description: str
+    allow: frozenset[str] = frozenset()  # taken off DENIED
+    unix_sockets_only: bool = False
+    allow_no_randomize: bool = False
+
+
+PROFILES = {
+    "default": Profile("no namespaces, mounts, keyrings, BPF, tracing, machine control"),
+    "strict": Profile("default, and no sockets but Unix ones", unix_sockets_only=True),
+    "ptrace": Profile(
+        "default, but ptrace and process_vm_* allowed (gdb, strace)",
+        allow=frozenset({"ptrace", "process_vm_readv", "process_vm_writev"}),
+        allow_no_randomize=True,
+    ),
+}
+
 _SCMP_ACT_KILL_PROCESS = 0x80000000
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_ERRNO = 0x00050000
 _SCMP_FLTATR_ACT_BADARCH = 2
+_SCMP_CMP_NE = 1
 _SCMP_CMP_MASKED_EQ = 7
+_AF_UNIX = 1
 _ADDR_NO_RANDOMIZE = 0x0040000
 _READ_IMPLIES_EXEC = 0x0400000
 
@@ -136,13 +180,15 @@ def _errno(code: int) -> int:
     return _SCMP_ACT_ERRNO | (code & 0xFFFF)
 
 
-def build_filter() -> Filter:
-    """Build the default filter (see the module doc) for the native architecture.
+def build_filter(profile: str = "default") -> Filter:
+    """Build the filter of a named profile (see the module doc) for the native architecture.
 
     Raises:
+        KeyError: no such profile.
         SeccompUnavailable: libseccomp is missing.
         OSError: libseccomp refused a rule.
     """
+    chosen = PROFILES[profile]
     lib = _lib()
     ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not ctx:
@@ -159,11 +205,19 @@ def build_filter() -> Filter:
 
     lib.seccomp_attr_set(ctx, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_KILL_PROCESS)
     for name in DENIED:
-        rule(_errno(errno_codes.EPERM), name)
+        if name not in chosen.allow:
+            rule(_errno(errno_codes.EPERM), name)
     for flag in NAMESPACE_FLAGS:  # clone(flags, ...): flags is argument 0 on x86_64
         rule(_errno(errno_codes.EPERM), "clone", _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag))
     rule(_errno(errno_codes.ENOSYS), "clone3")
     # personality: refuse turning address randomisation off or READ_IMPLIES_EXEC on.
-    for bit in (_ADDR_NO_RANDOMIZE, _READ_IMPLIES_EXEC):
+    bits = (
+        (_READ_IMPLIES_EXEC,)
+        if chosen.allow_no_randomize
+        else (_ADDR_NO_RANDOMIZE, _READ_IMPLIES_EXEC)
+    )
+    for bit in bits:
         rule(_errno(errno_codes.EPERM), "personality", _ArgCmp(0, _SCMP_CMP_MASKED_EQ, bit, bit))
+    if chosen.unix_sockets_only:  # socket(domain, ...): domain is argument 0
+        rule(_errno(errno_codes.EACCES), "socket", _ArgCmp(0, _SCMP_CMP_NE, _AF_UNIX, 0))
     return Filter(lib, ctx)

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         DOCKER_DEFAULT_CAPABILITIES
     )
     allow_network: bool = Field(False, description="let jobs share the host's network")
+    allowed_seccomp_profiles: frozenset[str] = Field(
+        frozenset({"default", "strict"}),
+        description='seccomp profiles a job may ask for, e.g. ["default", "strict", "ptrace"]',
+    )
 
     job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")
     job_gid: int = Field(65534, ge=1)

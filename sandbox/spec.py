@@ -42,6 +42,8 @@ def parse_size(value: object) -> object:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 Language = Literal["python", "sh"]
+# Names of sandbox.seccomp.PROFILES: a job picks a named profile, never syscalls.
+SeccompProfile = Literal["default", "strict", "ptrace"]
 
 
 class LanguageInfo(BaseModel):
@@ -100,6 +102,10 @@ class JobSpec(BaseModel):
         frozenset(), description="capability names to grant; non-empty runs the job as root"
     )
     network: bool = Field(False, description="share the host's network (operator must allow)")
+    seccomp_profile: SeccompProfile = Field(
+        "default",
+        description="named syscall filter (docs/security.md); the operator allows which",
+    )
 
     @field_validator("argv")
     @classmethod

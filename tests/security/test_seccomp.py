@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
-from sandbox import JobSpec, Status
+from sandbox import JobSpec, Runtime, SpecError, Status
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -83,3 +84,90 @@ async def test_clone3_says_enosys_so_libc_falls_back_and_threads_still_work(runt
     assert result.status is Status.OK, result
     outcome = json.loads(result.stdout)
     assert outcome == {"clone3": "ENOSYS", "thread": "ok", "subprocess": 0, "seccomp": "2"}
+
+
+# -- named profiles -------------------------------------------------------------
+
+SOCKETS = """
+import errno, json, socket
+out = {}
+for name, family, kind in (
+    ("inet", socket.AF_INET, socket.SOCK_STREAM),
+    ("inet6", socket.AF_INET6, socket.SOCK_DGRAM),
+    ("netlink", socket.AF_NETLINK, socket.SOCK_RAW),
+    ("packet", socket.AF_PACKET, socket.SOCK_RAW),
+    ("unix", socket.AF_UNIX, socket.SOCK_STREAM),
+):
+    try:
+        socket.socket(family, kind).close()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode[e.errno]
+a, b = socket.socketpair()
+a.sendall(b"x")
+out["socketpair"] = b.recv(1).decode()
+print(json.dumps(out))
+"""
+
+
+async def test_strict_profile_allows_unix_sockets_only(runtime):
+    result = await runtime.execute(JobSpec(code=SOCKETS, seccomp_profile="strict"))
+    assert result.status is Status.OK, result
+    seen = json.loads(result.stdout)
+    for family in ("inet", "inet6", "netlink", "packet"):
+        assert seen[family] == "EACCES", (family, seen)
+    assert (seen["unix"], seen["socketpair"]) == ("ok", "x")
+    # The default profile leaves sockets to the network namespace (loopback only).
+    default = json.loads((await runtime.execute(JobSpec(code=SOCKETS))).stdout)
+    assert default["inet"] == "ok"
+
+
+TRACE_CHILD = """
+import ctypes, errno, json, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+child = os.fork()
+if child == 0:
+    signal.pause()
+    os._exit(0)
+out = {}
+rc = libc.ptrace(ctypes.c_long(PTRACE_ATTACH), ctypes.c_long(child), None, None)
+out["attach child"] = "ok" if rc == 0 else errno.errorcode[ctypes.get_errno()]
+if rc == 0:
+    os.waitpid(child, os.WUNTRACED)
+    libc.ptrace(ctypes.c_long(PTRACE_DETACH), ctypes.c_long(child), None, None)
+rc = libc.ptrace(ctypes.c_long(PTRACE_ATTACH), ctypes.c_long(1), None, None)
+out["attach init"] = "ok" if rc == 0 else errno.errorcode[ctypes.get_errno()]
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+print(json.dumps(out))
+"""
+
+
+async def test_ptrace_profile_traces_the_jobs_own_processes_only(settings):
+    """For gdb and strace: a job may trace its child, never the container's init."""
+    allowed = settings.allowed_seccomp_profiles | {"ptrace"}
+    tracing = settings.model_copy(update={"allowed_seccomp_profiles": allowed})
+    async with Runtime(tracing, pool_size=0) as rt:
+        result = await rt.execute(JobSpec(code=TRACE_CHILD, seccomp_profile="ptrace"))
+    assert result.status is Status.OK, result
+    seen = json.loads(result.stdout)
+    assert seen["attach child"] == "ok", seen
+    assert seen["attach init"] == "EPERM", seen  # init is another uid, and not dumpable by it
+
+
+async def test_ptrace_is_refused_by_the_default_profile(runtime):
+    result = await runtime.execute(JobSpec(code=TRACE_CHILD))
+    assert json.loads(result.stdout)["attach child"] == "EPERM"
+
+
+async def test_profiles_the_operator_did_not_allow_are_refused(runtime):
+    with pytest.raises(SpecError, match="seccomp profile ptrace is not allowed"):
+        await runtime.execute(JobSpec(code="", seccomp_profile="ptrace"))
+
+
+def test_a_job_cannot_send_its_own_syscall_list():
+    with pytest.raises(ValidationError):
+        JobSpec(code="", seccomp_profile="allow-everything")
+    with pytest.raises(ValidationError):
+        JobSpec(code="", seccomp={"allow": ["mount"]})  # type: ignore[call-arg]

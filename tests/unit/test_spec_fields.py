@@ -154,3 +154,35 @@ def test_every_language_has_a_source_file_and_a_command():
         assert "/" not in info.source
         assert info.command[0].startswith("/")
         assert info.command[-1] == info.source
+
+
+def test_seccomp_profiles_named_in_the_spec_are_the_filters():
+    """The spec's Literal and sandbox.seccomp.PROFILES name the same profiles."""
+    from typing import get_args
+
+    from sandbox.seccomp import DENIED, PROFILES
+    from sandbox.spec import SeccompProfile
+
+    assert set(get_args(SeccompProfile)) == set(PROFILES)
+    assert PROFILES["ptrace"].allow <= set(DENIED)
+    assert not PROFILES["default"].allow
+    assert not PROFILES["strict"].allow
+
+
+def test_a_profile_the_operator_did_not_allow_is_refused_by_the_plan(tmp_path):
+    from sandbox.errors import SpecError
+    from sandbox.image import Image
+    from sandbox.plan import build_plan
+    from sandbox.settings import Settings
+
+    image = Image("host", root=tmp_path, binds=())
+    spec = JobSpec(code="x", seccomp_profile="ptrace")
+    with pytest.raises(SpecError, match="SANDBOX_ALLOWED_SECCOMP_PROFILES") as info:
+        build_plan(spec, Settings(), image)
+    assert info.value.field == "seccomp_profile"
+    allowed = Settings(allowed_seccomp_profiles=frozenset({"default", "ptrace"}))
+    assert build_plan(spec, allowed, image).job.seccomp_profile == "ptrace"
+    off = Settings(seccomp=False, allowed_seccomp_profiles=frozenset({"default", "ptrace"}))
+    with pytest.raises(SpecError, match="seccomp is off"):
+        build_plan(spec, off, image)
+    assert build_plan(JobSpec(code="x"), off, image).job.seccomp_profile == "default"
