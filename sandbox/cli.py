@@ -121,6 +121,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pids", type=int, metavar="N", help="max processes and threads")
     parser.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit in seconds")
     parser.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU time limit in seconds")
+    parser.add_argument("--cpus", type=float, metavar="N", help="CPUs used at once (default 1)")
     parser.add_argument("--output", metavar="SIZE", help="max bytes kept per output stream")
     parser.add_argument("--disk", metavar="SIZE", help="writable space in the container")
     parser.add_argument("--open-files", type=int, metavar="N", help="max open files per process")
@@ -130,6 +131,12 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
     parser.add_argument(
         "--network", action="store_true", help="share the host network (if allowed)"
+    )
+    parser.add_argument(
+        "--seccomp-profile",
+        choices=["default", "strict", "ptrace"],
+        default="default",
+        help="named syscall filter (docs/security.md)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
@@ -172,6 +179,7 @@ def _spec(args: argparse.Namespace) -> JobSpec:
             "pids": args.pids,
             "wall_time": args.time,
             "cpu_time": args.cpu_time,
+            "cpus": args.cpus,
             "output": args.output,
             "disk": args.disk,
             "open_files": args.open_files,
@@ -194,6 +202,7 @@ def _spec(args: argparse.Namespace) -> JobSpec:
             limits=limits,
             capabilities=args.cap,
             network=args.network,
+            seccomp_profile=args.seccomp_profile,
             image=args.image,
         )
     except ValidationError as exc:

@@ -168,6 +168,36 @@ def _check_max(name: str, value: float, maximum: float) -> None:
         )
 
 
+# execve(2): one string may be at most MAX_ARG_STRLEN (32 pages, NUL included);
+# argv and environment together at most a quarter of the stack limit (2 MiB by
+# default). Refused here, with the field named, not as E2BIG from the job.
+MAX_ARG_STRLEN = 32 * 4096
+MAX_EXEC_BYTES = 2**20
+
+
+def _check_exec_size(spec: JobSpec) -> None:
+    total = 0
+    for field, strings in (
+        ("argv", list(spec.argv)),
+        ("env", [f"{k}={v}" for k, v in spec.env.items()]),
+    ):
+        for text in strings:
+            size = len(text.encode()) + 1
+            if size > MAX_ARG_STRLEN:
+                raise SpecError(
+                    f"{field} has a string of {size} bytes; execve takes at most {MAX_ARG_STRLEN}",
+                    field=field,
+                    value=size,
+                )
+            total += size
+    if total > MAX_EXEC_BYTES:
+        raise SpecError(
+            f"argv and env are {total} bytes together, more than the {MAX_EXEC_BYTES} allowed",
+            field="argv",
+            value=total,
+        )
+
+
 def rootfs_mounts(
     binds: tuple[str, ...], mount_base: str, owner: int = 0
 ) -> tuple[tuple[MountOp, ...], tuple[MountOp, ...]]:
@@ -279,6 +309,7 @@ def build_plan(
             field="code",
             value=size,
         )
+    _check_exec_size(spec)
 
     unknown = sorted(c for c in spec.capabilities if c not in CAPABILITIES)
     if unknown:

@@ -34,6 +34,7 @@ from sandbox.syscalls import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
+    MS_NOEXEC,
     MS_NOSUID,
     MS_PRIVATE,
     MS_RDONLY,
@@ -41,6 +42,9 @@ from sandbox.syscalls import (
     MS_REMOUNT,
     Syscalls,
 )
+
+# A file is masked by a read-only bind of /dev/null: it reads empty, takes no write.
+MASK_FLAGS = MS_RDONLY | MS_NOSUID | MS_NOEXEC
 
 __all__ = ["apply_mounts", "mount_overlay", "pivot_into", "root_of", "unlock_root"]
 
@@ -148,6 +152,7 @@ def apply_mounts(
                 sys.mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=0")
             elif os.path.lexists(target):
                 sys.mount("/dev/null", target, None, MS_BIND, None)
+                sys.mount(None, target, None, MS_BIND | MS_REMOUNT | MASK_FLAGS, None)
         elif op.op == "mount":
             sys.mount(op.source, target, op.fstype, op.flags, op.data)
         else:

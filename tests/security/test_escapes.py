@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import JobSpec, SpecError, Status
+from sandbox.plan import DEVICES
 from tests.security.helpers import JOB_UID, assert_host_healthy, probe, run
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -46,6 +47,9 @@ print(json.dumps({
     'state': attempt(os.listdir, '/var/lib/sandbox'),
     'run': attempt(os.listdir, '/run'),
     'ssh': attempt(os.listdir, '/etc/ssh'),
+    'config': attempt(read, '/etc/sandbox-worker/env'),
+    'config dir': attempt(os.listdir, '/etc/sandbox-worker'),
+    'unit': attempt(read, '/etc/systemd/system/sandbox-worker.service'),
     'top': sorted(os.listdir('/')),
 }))
 """
@@ -58,6 +62,8 @@ async def test_host_files_are_out_of_reach(runtime, settings, capabilities):
     """/etc/shadow, /root, the project's source, the state dir: not there, or the image's own."""
     seen = await probe(runtime, READ_HOST_FILES, capabilities=capabilities)
     for key in ("shadow", "gshadow", "source", "work", "state", "ssh"):
+        assert seen[key][0] == "ENOENT", (key, seen[key])
+    for key in ("config", "config dir", "unit"):  # the worker's configuration
         assert seen[key][0] == "ENOENT", (key, seen[key])
     with open("/etc/passwd") as f:
         host_passwd = f.read()
@@ -283,6 +289,9 @@ paths = [
     '/proc/sys/vm/drop_caches', '/proc/sys/vm/overcommit_memory', '/proc/sys/fs/file-max',
     '/proc/sys/kernel/hostname', '/proc/sysrq-trigger',
     *sorted(glob.glob('/proc/irq/*/smp_affinity'))[:2],
+    # No /sys at all: a job has no business with the host's devices and drivers.
+    '/sys/kernel/mm/transparent_hugepage/enabled', '/sys/power/state',
+    '/sys/fs/cgroup/cgroup.procs', '/sys/kernel/uevent_helper',
 ]
 out = {}
 for path in paths:
@@ -310,11 +319,12 @@ print(json.dumps(out))
     ],
 )
 async def test_kernel_tunables_are_not_writable(runtime, capabilities):
-    """/proc/sys and /proc/sysrq-trigger cannot be opened for writing, even by a root job.
+    """/proc/sys, /proc/sysrq-trigger and /sys cannot be opened for writing, even by a root job.
 
-    Without a user namespace a root job is the host's uid 0, which the kernel
-    lets write most of /proc/sys (core_pattern runs a program as host root);
-    only a read-only /proc/sys stands between them. Masked files read empty.
+    A root job is root of its user namespace only, which the kernel does not
+    let write the host's /proc/sys (core_pattern runs a program as host root);
+    and /proc/sys is read-only besides (the layer that holds with
+    SANDBOX_USERNS=false). There is no /sys. Masked files read empty.
     """
     seen = await probe(runtime, KERNEL_TUNABLES, capabilities=capabilities)
     for path, value in seen.items():
@@ -323,6 +333,7 @@ async def test_kernel_tunables_are_not_writable(runtime, capabilities):
         else:
             assert value in ("EACCES", "EROFS", "EPERM", "ENOENT"), (path, value)
     assert seen["/proc/sys/kernel/core_pattern"] != "ENOENT"
+    assert seen["/sys/power/state"] == "ENOENT"
     await assert_host_healthy(runtime)
 
 
@@ -546,3 +557,26 @@ def test_image_name_cannot_name_a_path(image):
 
     with pytest.raises(ValidationError):
         JobSpec(code="print(1)", image=image)
+
+
+MOUNTINFO = """
+import json
+print(json.dumps([line.split() for line in open('/proc/self/mountinfo')]))
+"""
+
+
+async def test_every_writable_mount_is_nosuid_nodev_and_names_no_host_path(runtime, settings):
+    """What the job sees of its mounts: nothing writable carries setuid bits or device
+    nodes (devpts and the bound device nodes aside), and no host path of ours shows."""
+    lines = await probe(runtime, MOUNTINFO, capabilities=("CAP_CHOWN",))
+    for fields in lines:
+        point, options = fields[4], set(fields[5].split(","))
+        fstype = fields[fields.index("-") + 1]
+        assert "nosuid" in options, (point, options)
+        devices = fstype == "devpts" or point in {f"/dev/{n}" for n in DEVICES}
+        if "rw" in options and not devices:
+            assert "nodev" in options, (point, options)
+    text = " ".join(" ".join(fields) for fields in lines)
+    for host_path in (str(settings.run_dir), str(settings.state_dir), "/var/lib/sandbox"):
+        assert host_path not in text, host_path
+    await assert_host_healthy(runtime)

@@ -94,6 +94,21 @@ async def test_host_loopback_listener_is_unreachable(runtime):
     await assert_host_healthy(runtime)
 
 
+async def test_redis_port_on_the_host_loopback_is_unreachable(runtime):
+    """127.0.0.1:6379 and [::1]:6379, where a worker's Redis usually listens: nothing
+    answers in the job's own loopback. (A listener is put there if the port is free; if
+    a real Redis holds it, the job must not reach that one either.)"""
+    with contextlib.ExitStack() as stack:
+        host_side = []
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with contextlib.suppress(OSError):
+                host_side.append(stack.enter_context(listener(family, (address, 6379))))
+        seen = await probe(runtime, CONNECT, argv=("inet:127.0.0.1:6379", "inet6:[::1]:6379"))
+        assert set(seen.values()) <= {"ECONNREFUSED", "EADDRNOTAVAIL"}, seen
+        assert all(accepted_nothing(sock) for sock in host_side)
+    await assert_host_healthy(runtime)
+
+
 def _host_addresses() -> list[str]:
     """The host's own non-loopback IPv4 addresses (from its routes; no traffic sent)."""
     found = []

@@ -13,13 +13,15 @@ import resource
 
 import pytest
 
-from sandbox import Status
+from sandbox import JobSpec, SpecError, Status
 from tests.security.helpers import (
     MiB,
     assert_host_healthy,
     host_pids_with,
     job_uid_descendants,
+    limits,
     marker,
+    probe,
     run,
 )
 
@@ -465,4 +467,51 @@ async def test_result_does_not_wait_for_stdout_held_by_a_sleeper(runtime):
     assert result.stdout == "main done\n"
     assert elapsed < 2
     assert host_pids_with(token) == []
+    await assert_host_healthy(runtime)
+
+
+# -- huge argv and environment ---------------------------------------------------
+
+EXEC_HUGE = """
+import errno, json, os
+out = {}
+for name, argv, env in (
+    ("one huge argument", ["/bin/true", "x" * (1 << 20)], {}),
+    ("many arguments", ["/bin/true"] + ["y" * 1000] * 20000, {}),
+    ("huge environment", ["/bin/true"], {"HUGE": "z" * (1 << 20)}),
+):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(argv[0], argv, env)
+        except OSError as e:
+            os._exit(100 + e.errno)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    out[name] = errno.errorcode.get(code - 100, code) if code >= 100 else code
+print(json.dumps(out))
+"""
+
+
+async def test_huge_argv_and_env_inside_the_job_fail_alone(runtime):
+    """execve with megabytes of arguments or environment: E2BIG, for the job alone."""
+    seen = await probe(runtime, EXEC_HUGE, limits=limits(memory="256M"))
+    assert set(seen.values()) == {"E2BIG"}, seen
+    await assert_host_healthy(runtime)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"argv": ("x" * 200_000,)}, "argv"),
+        ({"argv": tuple("y" * 100_000 for _ in range(12))}, "argv"),
+        ({"env": {"HUGE": "z" * 200_000}}, "env"),
+    ],
+    ids=["one-huge-argument", "many-arguments", "huge-environment"],
+)
+async def test_huge_argv_and_env_from_the_client_are_refused(runtime, spec, field):
+    """The same from the submitter: a SpecError naming the field, before any container."""
+    with pytest.raises(SpecError) as info:
+        await runtime.execute(JobSpec(code="", **spec))
+    assert info.value.field == field
     await assert_host_healthy(runtime)

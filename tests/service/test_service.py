@@ -56,6 +56,31 @@ def test_run_delay_returns_the_job_result(client, start_worker):
     assert set(result) >= {"stderr", "signal", "timed_out", "wall_time", "cpu_time", "memory_peak"}
 
 
+REACH_REDIS = """
+import errno, json, socket, sys
+out = {}
+for host in ("127.0.0.1", "::1", "localhost"):
+    try:
+        socket.create_connection((host, int(sys.argv[1])), timeout=2).close()
+        out[host] = "connected"
+    except OSError as e:
+        out[host] = errno.errorcode.get(e.errno, str(e))
+print(json.dumps(out))
+"""
+
+
+def test_a_job_cannot_reach_the_workers_redis(client, start_worker, redis_server):
+    """The attack the people we build for fear most: the job dials the broker the worker
+    uses, on the host's loopback. The job's loopback is its own; nothing answers there."""
+    start_worker()
+    r = sandbox.run.delay(REACH_REDIS, argv=[str(redis_server.port)], limits={"wall_time": 10})
+    result = r.get(timeout=60)
+    assert result["status"] == "ok", result
+    seen = json.loads(result["stdout"])
+    assert set(seen.values()) <= {"ECONNREFUSED", "EADDRNOTAVAIL", "ENETUNREACH"}, seen
+    assert redis_server.llen("sandbox") == 0  # and the broker is as it was
+
+
 def test_bad_call_raises_on_the_client_and_sends_nothing(client, redis_server):
     """Arguments are validated before sending: pydantic's message, an empty queue."""
     before = redis_server.llen("sandbox")

@@ -29,12 +29,14 @@ RUN_FLAGS = (
     "--pids",
     "--time",
     "--cpu-time",
+    "--cpus",
     "--output",
     "--disk",
     "--open-files",
     "--cap",
     "--env",
     "--network",
+    "--seccomp-profile",
     "--json",
 )
 
@@ -167,6 +169,7 @@ def test_every_flag_reaches_the_spec(specs, tmp_path: Path):
         "--pids", "8",
         "--time", "2.5",
         "--cpu-time", "1",
+        "--cpus", "0.5",
         "--output", "1K",
         "--disk", "2M",
         "--open-files", "32",
@@ -175,6 +178,7 @@ def test_every_flag_reaches_the_spec(specs, tmp_path: Path):
         "--env", "A=1=2",
         "--env", "B=",
         "--network",
+        "--seccomp-profile", "strict",
         "--image", "busybox",
         "--stdin", str(stdin),
         str(source), "x", "--not-ours",
@@ -193,12 +197,14 @@ def test_every_flag_reaches_the_spec(specs, tmp_path: Path):
                 pids=8,
                 wall_time=2.5,
                 cpu_time=1,
+                cpus=0.5,
                 output=1024,
                 disk=2 * 2**20,
                 open_files=32,
             ),
             capabilities=frozenset({"CAP_NET_BIND_SERVICE", "CAP_CHOWN"}),
             network=True,
+            seccomp_profile="strict",
         )
     ]
 

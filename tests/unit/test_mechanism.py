@@ -75,9 +75,11 @@ def test_files_dirs_links_and_masks(tmp_path: Path):
     assert os.readlink(tmp_path / "dev/fd") == "/proc/self/fd"
     mounts = fake.named("mount")
     assert mounts[0] == ("mount", "/dev/null", f"{tmp_path}/proc/kcore", None, sc.MS_BIND, None)
-    assert mounts[1][1:4] == ("tmpfs", f"{tmp_path}/proc/acpi", "tmpfs")
+    assert mounts[1][2] == f"{tmp_path}/proc/kcore"  # the bind made read-only
     assert int(mounts[1][4]) & sc.MS_RDONLY
-    assert len(mounts) == 2
+    assert mounts[2][1:4] == ("tmpfs", f"{tmp_path}/proc/acpi", "tmpfs")
+    assert int(mounts[2][4]) & sc.MS_RDONLY
+    assert len(mounts) == 3
 
 
 def test_unknown_mount_step_is_an_error(tmp_path: Path):

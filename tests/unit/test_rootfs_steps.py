@@ -127,6 +127,14 @@ def test_proc_files_present_on_the_kernel_are_masked_and_rebound(tmp_path: Path)
             "size=0",
         ),
         ("mount", "/dev/null", str(tmp_path / "proc/keys"), None, sc.MS_BIND, None),
+        (
+            "mount",
+            None,
+            str(tmp_path / "proc/keys"),
+            None,
+            REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NOEXEC,
+            None,
+        ),
         ("mount", sys_dir, sys_dir, None, BIND, None),
         (
             "mount",

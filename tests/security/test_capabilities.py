@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox import JobSpec, Runtime, Status
+from tests.security.helpers import assert_host_healthy
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -45,6 +46,7 @@ print(open('/proc/self/status').read())
 async def _run(runtime: Runtime, code: str, caps: list[str]) -> str:
     result = await runtime.execute(JobSpec(code=code, capabilities=caps))
     assert result.status is Status.OK, result
+    await assert_host_healthy(runtime)
     return result.stdout
 
 
