@@ -140,11 +140,17 @@ class Runtime:
             path.mkdir(parents=True, exist_ok=True)
         self._cgroups = detect_setup(s.cgroup_root, s.cgroup_parent)
         self._cgroups.ensure_parent()
+        if s.pin_cpus:
+            if not self._cgroups.can_pin():
+                raise UnsupportedError(
+                    "SANDBOX_PIN_CPUS is set, but the cpuset controller is not available to us",
+                    hint="enable cpuset (cgroup v2: echo +cpuset > "
+                    f"{s.cgroup_root}/cgroup.subtree_control) or unset SANDBOX_PIN_CPUS",
+                )
+            self._cpus = CpuSlots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)
         self._images.ensure_host()
-        if s.pin_cpus:
-            self._cpus = CpuSlots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
         self._start_spawner()
 
     def close(self) -> None:

@@ -142,6 +142,10 @@ class CgroupSetup(Protocol):
         """Controllers we need that this host does not offer."""
         ...
 
+    def can_pin(self) -> bool:
+        """True if job cgroups can be pinned to CPUs (a cpuset controller of ours)."""
+        ...
+
 
 def read_file(path: Path) -> str:
     """Read a cgroupfs file.

@@ -187,6 +187,9 @@ class SetupV1:
     def missing(self) -> list[str]:
         return [c for c in CONTROLLERS if not (self.root / c / PROCS).exists()]
 
+    def can_pin(self) -> bool:
+        return "cpuset" in self._extra
+
     def _hierarchies(self) -> list[str]:
         return [*CONTROLLERS, *self._extra]
 

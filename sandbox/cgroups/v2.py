@@ -150,6 +150,13 @@ class SetupV2:
             return list(REQUIRED)
         return [c for c in REQUIRED if c not in available]
 
+    def can_pin(self) -> bool:
+        try:
+            enabled = read_file(self.root / self.parent / SUBTREE_CONTROL).split()
+        except CgroupError:
+            return False
+        return "cpuset" in enabled
+
     def ensure_parent(self) -> None:
         missing = self.missing()
         if missing:

@@ -15,6 +15,7 @@ import pytest
 
 from sandbox import JobSpec, Limits, Status
 from sandbox.cgroups import detect_setup
+from sandbox.errors import UnsupportedError
 from sandbox.runner import Runtime
 from sandbox.settings import Settings
 
@@ -32,6 +33,14 @@ except OSError as e:
     print('fork failed after', n, e.errno)
 """
 SPIN = "while True:\n    pass\n"
+SPINNERS = """
+import os, time
+for _ in range(2):
+    os.fork()
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    pass
+"""
 
 
 def _parent_dirs(settings: Settings) -> list[Path]:
@@ -101,6 +110,29 @@ class TestCgroupV2:
         result = await runtime.execute(spec)
         assert result.status is Status.TIMEOUT
         assert result.cpu_time >= 1
+
+    async def test_cpu_quota(self, runtime):
+        """cpu.max holds: four spinners with cpus=0.5 get half a CPU second per second."""
+        spec = JobSpec(code=SPINNERS, limits=Limits(cpus=0.5, wall_time=30))
+        result = await runtime.execute(spec)
+        assert result.status is Status.OK, result
+        assert result.cpu_time < 0.7 * result.wall_time, result
+
+    async def test_pinning(self, settings):
+        """cpuset.cpus pins a job to one CPU, when the host delegates cpuset to us."""
+        parent = settings.cgroup_root / settings.cgroup_parent
+        if "cpuset" not in (parent / "cgroup.subtree_control").read_text().split():
+            async with Runtime(settings, pool_size=0):  # enables what the root allows
+                pass
+        pinned = settings.model_copy(update={"pin_cpus": "0"})
+        if "cpuset" not in (parent / "cgroup.subtree_control").read_text().split():
+            with pytest.raises(UnsupportedError, match="SANDBOX_PIN_CPUS"):
+                Runtime(pinned, pool_size=0).open()
+            return
+        async with Runtime(pinned, pool_size=0) as rt:
+            code = "import os\nprint(sorted(os.sched_getaffinity(0)))"
+            result = await rt.execute(JobSpec(code=code))
+        assert result.stdout == "[0]\n", result
 
 
 @pytest.mark.cgroup_v1
