@@ -57,7 +57,7 @@ def test_run_delay_returns_the_job_result(client, start_worker):
 
 
 REACH_REDIS = """
-import errno, json, socket, sys
+import errno, json, os, socket, sys
 out = {}
 for host in ("127.0.0.1", "::1", "localhost"):
     try:
@@ -65,18 +65,23 @@ for host in ("127.0.0.1", "::1", "localhost"):
         out[host] = "connected"
     except OSError as e:
         out[host] = errno.errorcode.get(e.errno, str(e))
+out["fds"] = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+out["env"] = sorted(os.environ)
 print(json.dumps(out))
 """
 
 
 def test_a_job_cannot_reach_the_workers_redis(client, start_worker, redis_server):
     """The attack the people we build for fear most: the job dials the broker the worker
-    uses, on the host's loopback. The job's loopback is its own; nothing answers there."""
+    uses, on the host's loopback. The job's loopback is its own; nothing answers there.
+    Nor does the worker's Redis connection or environment come in with the job."""
     start_worker()
     r = sandbox.run.delay(REACH_REDIS, argv=[str(redis_server.port)], limits={"wall_time": 10})
     result = r.get(timeout=60)
     assert result["status"] == "ok", result
     seen = json.loads(result["stdout"])
+    assert seen.pop("fds") == [0, 1, 2, 3]  # stdio, and the listing's own descriptor
+    assert not {"SANDBOX_REDIS_URL", "SANDBOX_CGROUP_PARENT"} & set(seen.pop("env"))
     assert set(seen.values()) <= {"ECONNREFUSED", "EADDRNOTAVAIL", "ENETUNREACH"}, seen
     assert redis_server.llen("sandbox") == 0  # and the broker is as it was
 
