@@ -37,7 +37,29 @@ __all__ = ["main"]
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
 EXIT_SANDBOX = 125
-_EXTENSIONS = {".py": "python", ".sh": "sh"}
+
+
+def _known_language(name: str) -> str:
+    from sandbox import languages
+
+    try:
+        languages.get(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return name
+
+
+def _language_of(path: str, lang: str | None) -> str:
+    """``--lang``, else the language whose extensions include the file's, else python."""
+    if lang:
+        return lang
+    from sandbox import languages
+
+    suffix = Path(path).suffix
+    for name, info in languages.known().items():
+        if suffix in info.extensions:
+            return name
+    return "python"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
-    parser.add_argument("--lang", choices=["python", "sh"], help="default: from the extension")
+    parser.add_argument(
+        "--lang",
+        type=_known_language,
+        metavar="NAME",
+        help="a language of `sandbox languages` (default: from the extension)",
+    )
     parser.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
     parser.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
     parser.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M (no swap)")
@@ -171,7 +198,7 @@ def _spec(args: argparse.Namespace) -> JobSpec:
 
     code = _read(args.file, "source file")
     stdin = _read(args.stdin, "stdin file") if args.stdin else ""
-    language = args.lang or _EXTENSIONS.get(Path(args.file).suffix, "python")
+    language = _language_of(args.file, args.lang)
     limits = {
         key: value
         for key, value in {

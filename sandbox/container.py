@@ -79,11 +79,14 @@ class Container:
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.started: asyncio.Future[int] = self.loop.create_future()
         self.done: asyncio.Future[None] = self.loop.create_future()
+        # The job's main process is gone (exit event), or the whole container is.
+        self.exited: asyncio.Future[None] = self.loop.create_future()
         self.spawned_at = time.monotonic()
         self.ready_at: float | None = None
         self.pidfd = -1
         self.init_pidfd = -1
         self.pid: int | None = None  # of process C, for diagnostics; kill via pidfd only
+        self.init_pid: int | None = None  # of process I, host pid ns; alive until released
         self.exit: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self.ended_ns: int | None = None
@@ -140,7 +143,7 @@ class Container:
 
     def _eof(self) -> None:
         self.loop.remove_reader(self.sock.fileno())
-        for future in (self.done, self.ready):
+        for future in (self.done, self.ready, self.exited):
             if not future.done():
                 future.set_result(None)
         if not self.started.done():
@@ -156,6 +159,7 @@ class Container:
                 self.kill(self.kill_reason)
         elif kind == "init" and fds:
             self.init_pidfd = fds.pop(0)
+            self.init_pid = int(event.get("pid", 0)) or None
             if self._kill_pending:
                 self.kill(self.kill_reason)
         elif kind == "ready" and not self.ready.done():
@@ -166,6 +170,10 @@ class Container:
         elif kind == "exit":
             self.exit = event
             self.ended_ns = int(event["t"])
+            if not self.exited.done():
+                self.exited.set_result(None)
+            if not self.started.done():  # the job failed before its execve
+                self.started.set_result(0)
         elif kind == "error" and self.error is None:
             self.error = event
         for fd in fds:
@@ -210,6 +218,27 @@ class Container:
     async def run(self, fds: list[int]) -> None:
         """Hand the container its job: the ``run`` message and its descriptors."""
         await _send_fds(self.sock, b"run", fds)
+
+    def root_fd(self) -> int:
+        """An O_PATH descriptor of the container's root, while its init waits for release.
+
+        Raises:
+            OSError: the init is gone.
+        """
+        if self.init_pid is None or self.init_pidfd < 0:
+            raise OSError(errno.ESRCH, "the container's init is not known")
+        fd = os.open(f"/proc/{self.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            signal.pidfd_send_signal(self.init_pidfd, 0)  # still ours: the pid was not reused
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def release(self) -> None:
+        """Let the init exit after the job's exit: the container ends."""
+        with contextlib.suppress(OSError):
+            self.sock.send(b"release")
 
     # -- ending ----------------------------------------------------------------
 

@@ -61,8 +61,8 @@ from sandbox.syscalls import (
 
 __all__ = ["JOB_FDS", "run_container"]
 
-# The run message's descriptors: job plan, code, stdin, stdout, stderr.
-JOB_FDS = 5
+# The run message's descriptors: job plan, code, files, stdin, stdout, stderr.
+JOB_FDS = 6
 
 
 class _StepFailed(Exception):
@@ -150,7 +150,9 @@ def run_container(job_fd: int, plan_fd: int, cgroup_fds: list[int], spawner_pid:
         # when the spawner has reaped us every process of the container is gone.
         init_pidfd = os.pidfd_open(pid)
         with contextlib.suppress(OSError):
-            socket.send_fds(sock, [b'{"event": "init"}'], [init_pidfd])
+            socket.send_fds(
+                sock, [json.dumps({"event": "init", "pid": pid}).encode()], [init_pidfd]
+            )
         os.close(init_pidfd)
         _, status = os.waitpid(pid, 0)
         os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 1)
@@ -224,6 +226,10 @@ def _container_init(
             _send(sock, "exit", signal=os.WTERMSIG(status), t=ended)
         else:
             _send(sock, "exit", exit_code=os.WEXITSTATUS(status), t=ended)
+        # The supervisor may read the job's files through our root before it
+        # lets us go: "release", or EOF.
+        with contextlib.suppress(OSError):
+            sock.recv(16)
         os._exit(0)  # the kernel now kills whatever is left in the namespace
     except _StepFailed:
         os._exit(1)
@@ -267,7 +273,7 @@ def _job_process(sock: socket.socket, cgroup_fds: list[int], with_seccomp: bool)
         msg, fds, _, _ = socket.recv_fds(sock, 16, JOB_FDS)
         if msg != b"run" or len(fds) != JOB_FDS:
             os._exit(0)  # not needed after all (the pool drains)
-        job_fd, code_fd, stdin, stdout, stderr = fds
+        job_fd, code_fd, files_fd, stdin, stdout, stderr = fds
         step = "plan"
         job = JobPlan.from_json(_read_all(job_fd))
         os.close(job_fd)
@@ -277,10 +283,36 @@ def _job_process(sock: socket.socket, cgroup_fds: list[int], with_seccomp: bool)
         step = "workdir"
         _write_source(job, code_fd)
         os.close(code_fd)
+        step = "files"
+        _write_files(job, files_fd)
+        os.close(files_fd)
         _exec_job(job, sock, stdin, stdout, stderr, syscall_filter)
     except BaseException as exc:
         _send_error(sock, step, exc)
         os._exit(127)
+
+
+def _copy(src: int, dst: int, offset: int, size: int) -> None:
+    end = offset + size
+    while offset < end:
+        sent = os.sendfile(dst, src, offset, end - offset)
+        if sent == 0:
+            raise OSError(f"short input: {end - offset} bytes missing")
+        offset += sent
+
+
+def _write_files(job: JobPlan, files_fd: int) -> None:
+    """The job's extra files, from one memfd holding them back to back, into the workdir."""
+    offset = 0
+    for name, size, executable in job.files:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.open(f"{job.workdir}/{name}", flags, 0o755 if executable else 0o644)
+        try:
+            _copy(files_fd, out, offset, size)
+            os.fchown(out, job.uid, job.gid)
+        finally:
+            os.close(out)
+        offset += size
 
 
 def _write_source(job: JobPlan, code_fd: int) -> None:

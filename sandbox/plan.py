@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import resource
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,9 @@ from sandbox.errors import SpecError
 
 if TYPE_CHECKING:
     from sandbox.image import Image
+    from sandbox.languages import LanguageInfo
     from sandbox.settings import Settings
-    from sandbox.spec import JobSpec
+    from sandbox.spec import JobSpec, Limits
 
 __all__ = ["DEVICES", "ContainerPlan", "JobPlan", "MountOp", "Plan", "build_plan"]
 
@@ -128,6 +130,8 @@ class JobPlan:
     last_cap: int
     rlimits: tuple[tuple[int, int, int], ...]
     seccomp_profile: str
+    files: tuple[tuple[str, int, bool], ...]  # name, size, executable: in the files memfd
+    collect: tuple[str, ...]
     argv: tuple[str, ...]
     env: tuple[str, ...]
 
@@ -140,6 +144,8 @@ class JobPlan:
         """Parse what :meth:`to_json` wrote."""
         data: dict[str, Any] = json.loads(raw)
         data["rlimits"] = tuple(tuple(r) for r in data["rlimits"])
+        data["files"] = tuple(tuple(f) for f in data["files"])
+        data["collect"] = tuple(data["collect"])
         data["argv"] = tuple(data["argv"])
         data["env"] = tuple(data["env"])
         return cls(**data)
@@ -147,10 +153,15 @@ class JobPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything the child side needs to build a container and run one job in it."""
+    """Everything the child side needs to build a container and run one job in it.
+
+    ``limits`` are the job's effective limits (the language's adjustments
+    applied), which the supervisor enforces.
+    """
 
     container: ContainerPlan
     job: JobPlan
+    limits: Limits
 
 
 def _number(value: float) -> str:
@@ -291,8 +302,12 @@ def build_plan(
         SpecError: a limit beyond its maximum, a capability not allowed,
             network not allowed, or input too large.
     """
-    from sandbox.spec import LANGUAGES  # pydantic-free callers never reach here
+    from sandbox import languages  # pydantic-free callers never reach here
 
+    try:
+        lang = languages.get(spec.language)
+    except ValueError as exc:
+        raise SpecError(str(exc), field="language", value=spec.language) from exc
     lim = spec.limits
     _check_max("wall_time", lim.wall_time, settings.max_wall_time)
     _check_max("cpu_time", lim.cpu_time, settings.max_cpu_time)
@@ -302,12 +317,18 @@ def build_plan(
     _check_max("output", lim.output, settings.max_output)
     _check_max("disk", lim.disk, settings.max_disk)
     _check_max("open_files", lim.open_files, settings.max_open_files)
+    file_data = {name: file.data() for name, file in spec.files.items()}
     size = len(spec.code.encode()) + len(spec.stdin.encode())
+    size += sum(len(data) for data in file_data.values())
     if size > settings.max_input:
         raise SpecError(
-            f"code and stdin are {size} bytes, more than the {settings.max_input} allowed",
+            f"code, stdin and files are {size} bytes, more than the {settings.max_input} allowed",
             field="code",
             value=size,
+        )
+    if lang.source in spec.files:
+        raise SpecError(
+            f"files: {lang.source} is the source file's name", field="files", value=lang.source
         )
     _check_exec_size(spec)
 
@@ -355,7 +376,8 @@ def build_plan(
     if not spec.network:
         namespaces |= sc.CLONE_NEWNET
 
-    lang = LANGUAGES[spec.language]
+    argv, collect = _command(spec, lang)
+    lim = _adjusted(lim, lang, settings) if spec.step != "compile" else lim
     privileged = bool(spec.capabilities)
     cpu_seconds = math.ceil(lim.cpu_time)
     rlimits = (
@@ -400,7 +422,41 @@ def build_plan(
         last_cap=last_cap,
         rlimits=rlimits,
         seccomp_profile=profile,
-        argv=(*lang.command, *spec.argv),
+        files=tuple(
+            (name, len(file_data[name]), file.executable) for name, file in spec.files.items()
+        ),
+        collect=collect,
+        argv=argv,
         env=tuple(f"{k}={v}" for k, v in env.items()),
     )
-    return Plan(container=container, job=job)
+    return Plan(container=container, job=job, limits=lim)
+
+
+def _command(spec: JobSpec, lang: LanguageInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The job's argv for its step, and the files to collect after it."""
+    collect = tuple(spec.collect)
+    if lang.compile is None:
+        if spec.step == "compile":
+            raise SpecError(
+                f"language {spec.language} has no compile step", field="step", value=spec.step
+            )
+        return (*lang.run, *spec.argv), collect
+    if spec.step == "compile":
+        return lang.compile, tuple(dict.fromkeys((*lang.artifacts, *collect)))
+    if spec.step == "run":
+        return (*lang.run, *spec.argv), collect
+    script = f'{shlex.join(lang.compile)} && exec {shlex.join(lang.run)} "$@"'
+    return ("/bin/sh", "-c", script, spec.language, *spec.argv), collect
+
+
+def _adjusted(lim: Limits, lang: LanguageInfo, settings: Settings) -> Limits:
+    """A run's limits with the language's time factor and extra memory, within the maxima."""
+    if lang.time_factor == 1 and not lang.extra_memory:
+        return lim
+    return lim.model_copy(
+        update={
+            "cpu_time": min(lim.cpu_time * lang.time_factor, settings.max_cpu_time),
+            "wall_time": min(lim.wall_time * lang.time_factor, settings.max_wall_time),
+            "memory": min(lim.memory + lang.extra_memory, settings.max_memory),
+        }
+    )

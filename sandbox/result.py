@@ -11,6 +11,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.spec import File
+
 __all__ = ["JobResult", "Status"]
 
 
@@ -42,6 +44,12 @@ class JobResult(BaseModel):
     wall_time: float = Field(0.0, description="seconds from exec to exit")
     cpu_time: float = Field(0.0, description="CPU seconds of all the job's processes")
     memory_peak: int = Field(0, description="bytes, the cgroup's high-water mark")
+    files: dict[str, File] = Field(
+        default_factory=dict, description="the files asked for in JobSpec.collect"
+    )
+    files_skipped: dict[str, str] = Field(
+        default_factory=dict, description="files asked for but not returned, and why"
+    )
     error: str | None = Field(None, description="what went wrong, for internal_error")
 
     @classmethod

@@ -31,18 +31,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from sandbox import host, reclaim
+from sandbox import files, host, languages, reclaim
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, memfd, within
 from sandbox.cpus import CpuSlots, parse_cpu_list
 from sandbox.errors import CleanupError, SetupError, UnsupportedError
 from sandbox.image import Image, ImageStore
-from sandbox.plan import ContainerPlan, JobPlan, build_plan
+from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
 from sandbox.result import JobResult, Status
 from sandbox.settings import Settings
-from sandbox.spec import LANGUAGES, JobSpec
+from sandbox.spec import File, JobSpec, Limits
 
 __all__ = ["Runtime", "execute", "execute_sync"]
 
@@ -322,14 +322,14 @@ class Runtime:
             SetupError: the container could not be built.
         """
         self._control_socket()
-        image = self._image(spec.image or LANGUAGES[spec.language].image)
+        image = self._image(spec.image or languages.get(spec.language).image)
         plan = build_plan(spec, self.settings, image, last_cap=self._last_cap)
         container = await self._container_source()(plan.container)
         slot = None
         try:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
-            return await self._run(container, plan.job, spec, str(slot.cpu) if slot else "")
+            return await self._run(container, plan, spec, str(slot.cpu) if slot else "")
         finally:
             if slot is not None:
                 slot.release()
@@ -338,11 +338,10 @@ class Runtime:
                 self._pool.refill(plan.container)
                 self._publish_stats()
 
-    async def _run(
-        self, container: Container, job: JobPlan, spec: JobSpec, cpuset: str
-    ) -> JobResult:
-        lim = spec.limits
+    async def _run(self, container: Container, plan: Plan, spec: JobSpec, cpuset: str) -> JobResult:
+        lim, job = plan.limits, plan.job
         cgroup = container.cgroup
+        outputs: tuple[dict[str, bytes], dict[str, str]] = ({}, {})
         child_fds: list[int] = []
         streams: list[_Stream] = []
         cpu_task: asyncio.Task[None] | None = None
@@ -360,14 +359,15 @@ class Runtime:
             child_fds += [
                 memfd("job-plan", job.to_json()),
                 memfd("code", spec.code.encode()),
+                memfd("files", b"".join(file.data() for file in spec.files.values())),
                 memfd("stdin", spec.stdin.encode()),
             ]
             cgroup.set_limits(
                 memory_bytes=lim.memory, pids_max=lim.pids, cpus=lim.cpus, cpuset=cpuset
             )
             cgroup.reset_accounting()
-            # init.JOB_FDS order: job plan, code, stdin, stdout, stderr.
-            await container.run([*child_fds[2:5], out_w, err_w])
+            # init.JOB_FDS order: job plan, code, files, stdin, stdout, stderr.
+            await container.run([*child_fds[2:6], out_w, err_w])
             for fd in child_fds:
                 os.close(fd)
             child_fds.clear()
@@ -382,8 +382,11 @@ class Runtime:
                     _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill("cpu_time"))
                 )
                 remaining = lim.wall_time - (time.monotonic_ns() - started_ns) / 1e9
-                if not await within(container.done, max(remaining, 0)):
+                if not await within(container.exited, max(remaining, 0)):
                     container.kill("wall_time")
+            if job.collect:
+                outputs = await asyncio.to_thread(_collect, container, job, lim.output)
+            container.release()
             await _wait_gone(container, streams)
         except BaseException:
             container.kill("cancelled")
@@ -398,9 +401,15 @@ class Runtime:
             for stream in streams:
                 stream.close()
             container.close()
-        return self._result(container, streams, spec)
+        return self._result(container, streams, lim, outputs)
 
-    def _result(self, job: Container, streams: list[_Stream], spec: JobSpec) -> JobResult:
+    def _result(
+        self,
+        job: Container,
+        streams: list[_Stream],
+        lim: Limits,
+        outputs: tuple[dict[str, bytes], dict[str, str]],
+    ) -> JobResult:
         cgroup = job.cgroup
         if job.kill_reason == "setup":
             raise SetupError(
@@ -410,7 +419,6 @@ class Runtime:
         if job.exit is None and job.kill_reason is None:
             raise SetupError(f"container ended without a result (events: {job.events})")
         stats = cgroup.stats()
-        lim = spec.limits
         exit_code = job.exit.get("exit_code") if job.exit else None
         sig = job.exit.get("signal") if job.exit else signal.SIGKILL
         cpu_time = stats.cpu_ns / 1e9
@@ -445,7 +453,25 @@ class Runtime:
             wall_time=round(wall_time, 6),
             cpu_time=round(cpu_time, 6),
             memory_peak=stats.memory_peak,
+            files={name: File.of(data) for name, data in outputs[0].items()},
+            files_skipped=outputs[1],
         )
+
+
+def _collect(
+    container: Container, job: JobPlan, cap: int
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The files the job asked back, read through its init's root (see :mod:`sandbox.files`)."""
+    if container.exit is None or container.kill_reason is not None:
+        return {}, dict.fromkeys(job.collect, "the job did not exit by itself")
+    try:
+        root = container.root_fd()
+    except OSError as exc:
+        return {}, dict.fromkeys(job.collect, f"unreadable: {exc.strerror}")
+    try:
+        return files.collect(root, job.workdir, job.collect, cap)
+    finally:
+        os.close(root)
 
 
 async def _wait_gone(job: Container, streams: list[_Stream]) -> None:

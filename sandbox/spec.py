@@ -10,12 +10,13 @@ does: ``"64M"``, ``"64m"``, ``"64MiB"`` and ``"64MB"`` all mean 64 * 2**20.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-__all__ = ["LANGUAGES", "JobSpec", "Language", "Limits", "normalise_capabilities", "parse_size"]
+__all__ = ["File", "JobSpec", "Limits", "normalise_capabilities", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -41,26 +42,59 @@ def parse_size(value: object) -> object:
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
-Language = Literal["python", "sh"]
 # Names of sandbox.seccomp.PROFILES: a job picks a named profile, never syscalls.
 SeccompProfile = Literal["default", "strict", "ptrace"]
 
 
-class LanguageInfo(BaseModel):
-    """How a language's source file is named and run inside the container."""
-
-    model_config = ConfigDict(frozen=True)
-
-    source: str
-    command: tuple[str, ...]
-    image: str = "host"
+# A file of the job's working directory: a plain name, no path.
+def _not_dots(name: str) -> str:
+    if name in (".", ".."):
+        raise ValueError(f"{name!r} is not a file name")
+    return name
 
 
-# The command runs in the job's working directory; the source file is there.
-LANGUAGES: dict[str, LanguageInfo] = {
-    "python": LanguageInfo(source="main.py", command=("/usr/bin/python3", "main.py")),
-    "sh": LanguageInfo(source="main.sh", command=("/bin/sh", "main.sh")),
-}
+FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$"), AfterValidator(_not_dots)]
+MAX_FILES = 64
+
+
+class File(BaseModel):
+    """A file's content, JSON-safe: UTF-8 text as is, anything else base64.
+
+    In a JobSpec a plain string (text) or bytes stand for a File.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content: str
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    executable: bool = False
+
+    @classmethod
+    def of(cls, data: bytes, *, executable: bool = False) -> File:
+        """The File holding ``data``: text if it is valid UTF-8, else base64."""
+        try:
+            return cls(content=data.decode(), executable=executable)
+        except UnicodeDecodeError:
+            return cls(
+                content=base64.b64encode(data).decode(), encoding="base64", executable=executable
+            )
+
+    def data(self) -> bytes:
+        """The file's bytes."""
+        if self.encoding == "base64":
+            return base64.b64decode(self.content, validate=True)
+        return self.content.encode()
+
+
+def _file(value: object) -> object:
+    if isinstance(value, str):
+        return File(content=value)
+    if isinstance(value, bytes):
+        return File.of(value)
+    return value
+
+
+InputFile = Annotated[File, BeforeValidator(_file)]
 
 
 class Limits(BaseModel):
@@ -86,7 +120,9 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: str = Field(description="the program's source text")
-    language: Language = "python"
+    language: str = Field(
+        "python", description="a language of sandbox/languages.toml (or the deployer's file)"
+    )
     image: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -106,6 +142,40 @@ class JobSpec(BaseModel):
         "default",
         description="named syscall filter (docs/security.md); the operator allows which",
     )
+    files: dict[FileName, InputFile] = Field(
+        default_factory=dict,
+        max_length=MAX_FILES,
+        description="extra files for the working directory: name -> text, bytes or File",
+    )
+    collect: tuple[FileName, ...] = Field(
+        (),
+        max_length=MAX_FILES,
+        description="files of the working directory to return in the result (each up to "
+        "limits.output bytes)",
+    )
+    step: Literal["all", "compile", "run"] = Field(
+        "all",
+        description="for compiled languages: compile and run (all), only compile (its "
+        "artifacts come back in files), or only run (the artifacts given in files)",
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        from sandbox import languages
+
+        languages.get(value)  # raises ValueError listing the known ones
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files_decode(cls, value: dict[str, File]) -> dict[str, File]:
+        for name, file in value.items():
+            try:
+                file.data()
+            except ValueError as exc:
+                raise ValueError(f"file {name}: not valid base64") from exc
+        return value
 
     @field_validator("argv")
     @classmethod

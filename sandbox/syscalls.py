@@ -55,6 +55,10 @@ CGROUP_SUPER_MAGIC = 0x27E0EB
 TMPFS_MAGIC = 0x01021994
 
 _SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_OPENAT2 = 437
+# openat2(2) resolve flags
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -156,6 +160,30 @@ class LinuxSyscalls:
     def sethostname(self, name: str) -> None:
         raw = name.encode()
         _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname {name}")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2) (Linux 5.6): open ``path`` under ``dirfd`` with ``resolve`` rules.
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    how = _OpenHow(flags, 0, resolve)
+    return _check(
+        _libc.syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_int(dirfd),
+            _b(path),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        ),
+        "openat2",
+        path,
+    )
 
 
 def fs_magic(path: str) -> int:

@@ -309,7 +309,7 @@ def test_round_trip_keeps_tuples_and_equality(image: Image):
     plan = _plan(image, spec, allow_network=True)
     container = ContainerPlan.from_json(plan.container.to_json())
     job = JobPlan.from_json(plan.job.to_json())
-    assert Plan(container, job) == plan
+    assert Plan(container, job, plan.limits) == plan
     assert isinstance(container.mounts[0], MountOp)
     assert isinstance(job.rlimits[0], tuple)
     assert hash(container) == hash(plan.container)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sandbox.spec import LANGUAGES, JobSpec, Limits
+from sandbox import languages
+from sandbox.spec import JobSpec, Limits
 
 
 def _loc(info: pytest.ExceptionInfo[ValidationError]) -> tuple[int | str, ...]:
@@ -148,12 +149,24 @@ def test_only_known_languages(language: str):
     assert _loc(info) == ("language",)
 
 
-def test_every_language_has_a_source_file_and_a_command():
-    assert set(LANGUAGES) == {"python", "sh"}
-    for info in LANGUAGES.values():
+def test_shipped_languages_each_name_a_source_file_and_a_command():
+    shipped = languages.load(languages.SHIPPED)
+    assert set(shipped) >= {"python", "sh", "c", "cpp"}
+    for info in shipped.values():
         assert "/" not in info.source
-        assert info.command[0].startswith("/")
-        assert info.command[-1] == info.source
+        assert info.run[0].startswith(("/", "./"))
+        if info.compiled:
+            assert info.compile is not None
+            assert info.source in info.compile
+            assert info.artifacts
+            Limits.model_validate(info.compile_limits)
+        else:
+            assert info.run[-1] == info.source
+
+
+def test_unknown_language_lists_the_known_ones():
+    with pytest.raises(ValidationError, match=r"unknown language 'cobol'; known: c, cpp, python"):
+        JobSpec(code="x", language="cobol")
 
 
 def test_seccomp_profiles_named_in_the_spec_are_the_filters():
