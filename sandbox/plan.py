@@ -443,7 +443,8 @@ def _command(spec: JobSpec, lang: LanguageInfo) -> tuple[tuple[str, ...], tuple[
         return (*lang.run, *spec.argv), collect
     if spec.step == "compile":
         return lang.compile, tuple(dict.fromkeys((*lang.artifacts, *collect)))
-    if spec.step == "run":
+    if spec.step == "run" or not lang.artifacts:
+        # A compile step that leaves nothing (a syntax check) is for judge mode only.
         return (*lang.run, *spec.argv), collect
     script = f'{shlex.join(lang.compile)} && exec {shlex.join(lang.run)} "$@"'
     return ("/bin/sh", "-c", script, spec.language, *spec.argv), collect

@@ -285,6 +285,11 @@ class Runtime:
         """The warm pool's containers (ready or being built): not any job's."""
         return self._pool.containers() if self._pool is not None else []
 
+    @property
+    def slots(self) -> int:
+        """Jobs worth running at once: the pinned CPUs, or the CPUs this process may use."""
+        return len(self._cpus.cpus) if self._cpus else max(1, len(os.sched_getaffinity(0)))
+
     def pool_stats(self) -> PoolStats | None:
         """Counters of the warm pool, or None before its first job or when disabled."""
         return self._pool.stats() if self._pool is not None else None

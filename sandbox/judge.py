@@ -1,0 +1,406 @@
+"""Online-judge mode: compile once, run every test case in a fresh container, give verdicts.
+
+:func:`judge` takes a :class:`JudgeSpec` (a program, its language, test
+cases, limits, how to compare) and returns a :class:`JudgeResult`:
+
+1. **Compile** (languages with a compile step, sandbox/languages.toml) in a
+   sandbox of its own, with the language's compile limits. A failure is
+   ``compile_error`` with the compiler's output; no test runs. The artifacts
+   (a binary) come back as files and go into each test's container: nothing
+   is compiled twice.
+2. **Run** each case in a fresh container (from the warm pool), at most
+   ``parallel`` at once (the runtime's slots: its pinned CPUs, or the host's).
+   With ``stop_on_failure``, cases not yet started after a failure are
+   ``skipped``.
+3. **Verdict** per case: the sandbox's status (``time_limit``,
+   ``memory_limit``, ``output_limit``, ``runtime_error``), else the
+   comparison of stdout with the expected output (``accepted`` or
+   ``wrong_answer``), by a named rule or a checker program run sandboxed
+   itself. The submission's verdict is that of its first case, in order,
+   that was not accepted.
+
+Comparisons are pure functions (:func:`compare`), unit-tested apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sandbox import languages
+from sandbox.errors import SandboxError, SpecError
+from sandbox.result import JobResult, Status
+from sandbox.spec import File, FileName, InputFile, JobSpec, Limits
+
+if TYPE_CHECKING:
+    from sandbox.runner import Runtime
+
+__all__ = [
+    "CaseResult",
+    "Checker",
+    "CompileResult",
+    "JudgeResult",
+    "JudgeSpec",
+    "TestCase",
+    "Verdict",
+    "compare",
+    "judge",
+]
+
+Comparison = Literal["exact", "lines", "tokens", "float"]
+
+
+class Verdict(StrEnum):
+    """A test case's or a submission's outcome, as judges name them."""
+
+    ACCEPTED = "accepted"
+    WRONG_ANSWER = "wrong_answer"
+    TIME_LIMIT = "time_limit"  # CPU or wall time
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    RUNTIME_ERROR = "runtime_error"  # non-zero exit or a signal
+    COMPILE_ERROR = "compile_error"
+    INTERNAL_ERROR = "internal_error"  # the sandbox or the checker failed
+    SKIPPED = "skipped"  # not run: stop_on_failure
+
+
+_FROM_STATUS = {
+    Status.TIMEOUT: Verdict.TIME_LIMIT,
+    Status.MEMORY_LIMIT: Verdict.MEMORY_LIMIT,
+    Status.OUTPUT_LIMIT: Verdict.OUTPUT_LIMIT,
+    Status.RUNTIME_ERROR: Verdict.RUNTIME_ERROR,
+    Status.INTERNAL_ERROR: Verdict.INTERNAL_ERROR,
+}
+
+
+class TestCase(BaseModel):
+    """One test: the program's stdin and the output expected of it."""
+
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stdin: str = ""
+    expected: str | None = Field(None, description="None: any output is accepted")
+    name: str | None = None
+    files: dict[FileName, InputFile] = Field(default_factory=dict)
+
+
+class Checker(BaseModel):
+    """A program that judges an output: testlib's convention, run sandboxed.
+
+    It runs as ``<checker> input.txt output.txt answer.txt`` (files in its
+    working directory) and exits 0 for accepted, 1 or 2 for a wrong answer,
+    anything else for a failure of its own (``internal_error``). The first
+    line it prints is the case's message.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    language: str = "python"
+    limits: Limits = Field(default_factory=lambda: Limits(wall_time=10, cpu_time=5))
+
+    @field_validator("language")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        languages.get(value)
+        return value
+
+
+class JudgeSpec(BaseModel):
+    """A submission: a program, its language, test cases and how to judge them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    language: str = "python"
+    image: str | None = None
+    tests: list[TestCase] = Field(min_length=1, max_length=1000)
+    limits: Limits = Field(default_factory=Limits, description="each test run's limits")
+    compile_limits: Limits | None = Field(None, description="default: the language's")
+    compare: Comparison = "lines"
+    float_tolerance: float = Field(1e-6, gt=0, le=1)
+    checker: Checker | None = Field(None, description="judges outputs instead of `compare`")
+    stop_on_failure: bool = False
+    files: dict[FileName, InputFile] = Field(
+        default_factory=dict, description="extra files for every test run"
+    )
+    output_preview: int = Field(
+        4096, ge=0, le=2**20, description="bytes of each case's stdout and stderr kept"
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        languages.get(value)
+        return value
+
+
+class CompileResult(BaseModel):
+    """What the compile step did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Verdict  # accepted (compiled) or compile_error
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    wall_time: float = 0.0
+    cpu_time: float = 0.0
+    memory_peak: int = 0
+    message: str | None = None
+
+
+class CaseResult(BaseModel):
+    """One test case's verdict and measurements."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Verdict
+    name: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    wall_time: float = 0.0
+    cpu_time: float = 0.0
+    memory_peak: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    message: str | None = None
+
+
+class JudgeResult(BaseModel):
+    """The submission's verdict, its compile step and every case."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Verdict
+    compile: CompileResult | None = None
+    tests: list[CaseResult] = Field(default_factory=list)
+    error: str | None = None
+
+
+# -- comparisons ---------------------------------------------------------------
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[:width] + "...")
+
+
+def compare(
+    output: str, expected: str, how: Comparison, tolerance: float = 1e-6
+) -> tuple[bool, str | None]:
+    """Does ``output`` match ``expected`` by rule ``how``? With a message when not.
+
+    - ``exact``: byte for byte;
+    - ``lines``: line by line, trailing whitespace of each line and trailing
+      empty lines ignored;
+    - ``tokens``: the whitespace-separated tokens;
+    - ``float``: tokens, numbers equal within ``tolerance`` (absolute, or
+      relative for numbers above 1), other tokens exactly.
+    """
+    if how == "exact":
+        if output == expected:
+            return True, None
+        at = next(
+            (i for i, (a, b) in enumerate(zip(output, expected, strict=False)) if a != b),
+            min(len(output), len(expected)),
+        )
+        return False, f"differs at byte {at}"
+    if how == "lines":
+        got = [line.rstrip() for line in output.rstrip().splitlines()]
+        want = [line.rstrip() for line in expected.rstrip().splitlines()]
+        for number, (a, b) in enumerate(zip(got, want, strict=False), start=1):
+            if a != b:
+                return False, f"line {number}: expected {_clip(b)}, got {_clip(a)}"
+        if len(got) != len(want):
+            return False, f"expected {len(want)} lines, got {len(got)}"
+        return True, None
+    got, want = output.split(), expected.split()
+    for number, (a, b) in enumerate(zip(got, want, strict=False), start=1):
+        if a == b:
+            continue
+        if how == "float" and _close(a, b, tolerance):
+            continue
+        return False, f"token {number}: expected {_clip(b)}, got {_clip(a)}"
+    if len(got) != len(want):
+        return False, f"expected {len(want)} tokens, got {len(got)}"
+    return True, None
+
+
+def _close(a: str, b: str, tolerance: float) -> bool:
+    try:
+        x, y = float(a), float(b)
+    except ValueError:
+        return False
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return abs(x - y) <= tolerance * max(1.0, abs(y))
+
+
+# -- judging -------------------------------------------------------------------
+
+
+async def judge(spec: JudgeSpec, runtime: Runtime, parallel: int | None = None) -> JudgeResult:
+    """Judge a submission on ``runtime``.
+
+    Args:
+        spec: the submission.
+        runtime: an open runtime.
+        parallel: test runs at once (default: the runtime's slots).
+
+    Returns:
+        The verdicts; failures of the sandbox are ``internal_error``
+        verdicts, not exceptions. A spec beyond the host's limits raises.
+
+    Raises:
+        SpecError: a limit beyond what the host allows.
+    """
+    lang = languages.get(spec.language)
+    artifacts: dict[str, File] = {}
+    compiled: CompileResult | None = None
+    if lang.compiled:
+        compiled, artifacts = await _compile(spec, runtime)
+        if compiled.status is not Verdict.ACCEPTED:
+            return JudgeResult(status=compiled.status, compile=compiled, error=compiled.message)
+
+    slots = asyncio.Semaphore(parallel or runtime.slots)
+    failed = asyncio.Event()
+
+    async def one(case: TestCase) -> CaseResult:
+        async with slots:
+            if spec.stop_on_failure and failed.is_set():
+                return CaseResult(status=Verdict.SKIPPED, name=case.name)
+            result = await _run_case(spec, case, artifacts, runtime)
+            if result.status is not Verdict.ACCEPTED:
+                failed.set()
+            return result
+
+    cases = await asyncio.gather(*(one(case) for case in spec.tests))
+    verdict = next(
+        (c.status for c in cases if c.status not in (Verdict.ACCEPTED, Verdict.SKIPPED)),
+        Verdict.ACCEPTED,
+    )
+    return JudgeResult(status=verdict, compile=compiled, tests=list(cases))
+
+
+async def _compile(spec: JudgeSpec, runtime: Runtime) -> tuple[CompileResult, dict[str, File]]:
+    lang = languages.get(spec.language)
+    limits = spec.compile_limits or Limits.model_validate(lang.compile_limits)
+    job = JobSpec(
+        code=spec.code,
+        language=spec.language,
+        image=spec.image,
+        step="compile",
+        limits=limits,
+        files=spec.files,
+    )
+    try:
+        result = await runtime.execute(job)
+    except SpecError:
+        raise
+    except SandboxError as exc:
+        return CompileResult(status=Verdict.INTERNAL_ERROR, message=str(exc)), {}
+    fields = {
+        "stdout": _preview(result.stdout, spec.output_preview),
+        "stderr": _preview(result.stderr, spec.output_preview),
+        "exit_code": result.exit_code,
+        "wall_time": result.wall_time,
+        "cpu_time": result.cpu_time,
+        "memory_peak": result.memory_peak,
+    }
+    if result.status is Status.INTERNAL_ERROR:
+        return CompileResult(status=Verdict.INTERNAL_ERROR, message=result.error, **fields), {}
+    if result.status is not Status.OK:
+        why = {
+            Status.TIMEOUT: "compilation took too long",
+            Status.MEMORY_LIMIT: "compilation ran out of memory",
+            Status.OUTPUT_LIMIT: "compilation printed too much",
+        }.get(result.status, "the compiler reported errors")
+        return CompileResult(status=Verdict.COMPILE_ERROR, message=why, **fields), {}
+    missing = [name for name in lang.artifacts if name not in result.files]
+    if missing:
+        reason = result.files_skipped.get(missing[0], "missing")
+        message = f"the compiler left no {missing[0]} ({reason})"
+        return CompileResult(status=Verdict.INTERNAL_ERROR, message=message, **fields), {}
+    artifacts = {
+        name: result.files[name].model_copy(update={"executable": True}) for name in lang.artifacts
+    }
+    return CompileResult(status=Verdict.ACCEPTED, **fields), artifacts
+
+
+async def _run_case(
+    spec: JudgeSpec, case: TestCase, artifacts: dict[str, File], runtime: Runtime
+) -> CaseResult:
+    lang = languages.get(spec.language)
+    job = JobSpec(
+        code=spec.code,
+        language=spec.language,
+        image=spec.image,
+        step="run" if lang.compiled else "all",
+        stdin=case.stdin,
+        limits=spec.limits,
+        files={**spec.files, **case.files, **artifacts},
+    )
+    try:
+        result = await runtime.execute(job)
+    except SpecError:
+        raise
+    except SandboxError as exc:
+        return CaseResult(status=Verdict.INTERNAL_ERROR, name=case.name, message=str(exc))
+    verdict = _FROM_STATUS.get(result.status)
+    message = result.error
+    if verdict is None:  # exited 0: judge the output
+        verdict, message = await _check(spec, case, result, runtime)
+    return CaseResult(
+        status=verdict,
+        name=case.name,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        wall_time=result.wall_time,
+        cpu_time=result.cpu_time,
+        memory_peak=result.memory_peak,
+        stdout=_preview(result.stdout, spec.output_preview),
+        stderr=_preview(result.stderr, spec.output_preview),
+        message=message,
+    )
+
+
+async def _check(
+    spec: JudgeSpec, case: TestCase, result: JobResult, runtime: Runtime
+) -> tuple[Verdict, str | None]:
+    if spec.checker is None:
+        if case.expected is None:
+            return Verdict.ACCEPTED, None
+        ok, message = compare(result.stdout, case.expected, spec.compare, spec.float_tolerance)
+        return (Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER), message
+    checker = spec.checker
+    job = JobSpec(
+        code=checker.code,
+        language=checker.language,
+        argv=("input.txt", "output.txt", "answer.txt"),
+        limits=checker.limits,
+        files={
+            "input.txt": File(content=case.stdin),
+            "output.txt": File(content=result.stdout),
+            "answer.txt": File(content=case.expected or ""),
+        },
+    )
+    try:
+        checked = await runtime.execute(job)
+    except SandboxError as exc:
+        return Verdict.INTERNAL_ERROR, f"checker: {exc}"
+    said = (checked.stdout.strip() or checked.stderr.strip()).splitlines()
+    message = said[0][:200] if said else None
+    if checked.status is Status.OK:
+        return Verdict.ACCEPTED, message
+    if checked.status is Status.RUNTIME_ERROR and checked.exit_code in (1, 2):
+        return Verdict.WRONG_ANSWER, message
+    return Verdict.INTERNAL_ERROR, f"checker failed ({checked.status}): {message or ''}".strip()
+
+
+def _preview(text: str, size: int) -> str:
+    return text if len(text) <= size else text[:size]

@@ -1,0 +1,170 @@
+"""Judge mode on the real kernel: one problem (A+B) and, in every shipped language, a
+correct, a wrong, a too slow, a memory-hungry, a crashing and a non-compiling solution."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.judge import Checker, JudgeSpec, TestCase, Verdict, judge
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+TESTS = [
+    TestCase(stdin="1 2\n", expected="3\n", name="small"),
+    TestCase(stdin="1000000000 1000000000\n", expected="2000000000\n", name="big"),
+    TestCase(stdin="-5 5\n", expected="0\n", name="zero"),
+]
+
+SOLUTIONS: dict[str, dict[str, str]] = {
+    "python": {
+        "accepted": "a, b = map(int, input().split())\nprint(a + b)\n",
+        "wrong_answer": "a, b = map(int, input().split())\nprint(a - b)\n",
+        "time_limit": "while True:\n    pass\n",
+        "memory_limit": "x = bytearray(512 * 2**20)\nprint(len(x))\n",
+        "runtime_error": "raise SystemExit(3)\n",
+        "compile_error": "def main(:\n    pass\n",
+    },
+    "sh": {
+        "accepted": "read a b\necho $((a + b))\n",
+        "wrong_answer": "read a b\necho $((a * b))\n",
+        "time_limit": "while :; do :; done\n",
+        "memory_limit": "x=$(head -c 400000000 /dev/zero | tr '\\0' a)\necho ${#x}\n",
+        "runtime_error": "kill -SEGV $$\n",
+        "compile_error": "if then fi (\n",
+    },
+    "c": {
+        "accepted": (
+            '#include <stdio.h>\nint main(void) { long long a, b; scanf("%lld %lld", &a, &b);'
+            ' printf("%lld\\n", a + b); return 0; }\n'
+        ),
+        "wrong_answer": (
+            '#include <stdio.h>\nint main(void) { int a, b; scanf("%d %d", &a, &b);'
+            ' printf("%d\\n", a - b); return 0; }\n'
+        ),
+        "time_limit": "int main(void) { volatile unsigned long i = 0; for (;;) i++; }\n",
+        "memory_limit": (
+            "#include <stdlib.h>\n#include <string.h>\n"
+            "int main(void) { for (;;) { char *p = malloc(1 << 20); memset(p, 1, 1 << 20); } }\n"
+        ),
+        "runtime_error": "int main(void) { int *p = 0; return *p; }\n",
+        "compile_error": "int main(void) { return undefined_name; }\n",
+    },
+    "cpp": {
+        "accepted": (
+            "#include <iostream>\nint main() { long long a, b; std::cin >> a >> b;"
+            " std::cout << a + b << '\\n'; }\n"
+        ),
+        "wrong_answer": "#include <iostream>\nint main() { std::cout << 42 << '\\n'; }\n",
+        "time_limit": "int main() { volatile unsigned long i = 0; for (;;) i++; }\n",
+        "memory_limit": (
+            "#include <vector>\nint main() { std::vector<char> v; for (;;) v.push_back(1); }\n"
+        ),
+        "runtime_error": '#include <stdexcept>\nint main() { throw std::runtime_error("x"); }\n',
+        "compile_error": "int main() { std::vector<int> v; }\n",
+    },
+}
+
+CASES = [(lang, verdict) for lang, by_verdict in SOLUTIONS.items() for verdict in by_verdict]
+
+
+def _spec(language: str, code: str, **fields: object) -> JudgeSpec:
+    return JudgeSpec.model_validate(
+        {
+            "code": code,
+            "language": language,
+            "tests": TESTS,
+            "limits": {"cpu_time": 1, "wall_time": 3, "memory": "64M"},
+            **fields,
+        }
+    )
+
+
+@pytest.mark.parametrize(("language", "expected"), CASES, ids=[f"{a}-{b}" for a, b in CASES])
+async def test_verdicts(runtime, language: str, expected: str):
+    result = await judge(_spec(language, SOLUTIONS[language][expected]), runtime)
+    assert result.status == expected, result
+    if expected == "compile_error":
+        assert result.tests == []
+        assert result.compile is not None
+        assert result.compile.stderr or result.compile.stdout
+        return
+    assert len(result.tests) == len(TESTS)
+    statuses = [case.status for case in result.tests]
+    if expected == "accepted":
+        assert statuses == [Verdict.ACCEPTED] * len(TESTS)
+        for case in result.tests:
+            assert 0 < case.cpu_time < 1
+            assert case.memory_peak > 0
+    elif expected == "wrong_answer":
+        assert Verdict.WRONG_ANSWER in statuses
+        first = next(c for c in result.tests if c.status is Verdict.WRONG_ANSWER)
+        assert first.message
+    else:
+        assert statuses[0] == expected
+    if expected == "time_limit":
+        assert result.tests[0].cpu_time >= 1 or result.tests[0].wall_time >= 3
+    if expected == "runtime_error":
+        case = result.tests[0]
+        assert case.exit_code not in (0, None) or case.signal is not None
+
+
+async def test_stop_on_failure_skips_the_rest(runtime):
+    spec = _spec("python", "print(0)\n", stop_on_failure=True)
+    result = await judge(spec, runtime, parallel=1)
+    assert result.status is Verdict.WRONG_ANSWER
+    assert [c.status for c in result.tests] == [
+        Verdict.WRONG_ANSWER,
+        Verdict.SKIPPED,
+        Verdict.SKIPPED,
+    ]
+
+
+async def test_float_comparison_and_a_checker(runtime):
+    spec = JudgeSpec(
+        code="print(1 / 3)\n",
+        tests=[TestCase(expected="0.333333333\n")],
+        compare="float",
+        float_tolerance=1e-6,
+    )
+    assert (await judge(spec, runtime)).status is Verdict.ACCEPTED
+    # A checker accepting any output that is a number above its input.
+    checker = Checker(
+        code=(
+            "import sys\n"
+            "inp, out, ans = (open(p).read() for p in sys.argv[1:4])\n"
+            "ok = float(out) > float(inp)\n"
+            "print('fine' if ok else 'too small')\n"
+            "sys.exit(0 if ok else 1)\n"
+        )
+    )
+    spec = JudgeSpec(
+        code="print(int(input()) + 1)\n",
+        tests=[TestCase(stdin="5\n"), TestCase(stdin="7\n")],
+        checker=checker,
+    )
+    result = await judge(spec, runtime)
+    assert result.status is Verdict.ACCEPTED, result
+    assert result.tests[0].message == "fine"
+    bad = await judge(spec.model_copy(update={"code": "print(0)\n"}), runtime)
+    assert bad.status is Verdict.WRONG_ANSWER
+    assert bad.tests[0].message == "too small"
+
+
+async def test_a_failing_checker_is_an_internal_error(runtime):
+    spec = JudgeSpec(
+        code="print(1)\n",
+        tests=[TestCase()],
+        checker=Checker(code="raise SystemExit(7)\n"),
+    )
+    result = await judge(spec, runtime)
+    assert result.status is Verdict.INTERNAL_ERROR
+    assert "checker failed" in (result.tests[0].message or "")
+
+
+async def test_extra_files_reach_every_test(runtime):
+    spec = JudgeSpec(
+        code="print(open('table.txt').read().split()[int(input())])\n",
+        tests=[TestCase(stdin="0\n", expected="a\n"), TestCase(stdin="2\n", expected="c\n")],
+        files={"table.txt": "a b c\n"},
+    )
+    assert (await judge(spec, runtime)).status is Verdict.ACCEPTED
