@@ -7,6 +7,7 @@ Public API::
 
     import sandbox
     sandbox.run.delay("print(1)").get()                   # through Redis and a worker
+    sandbox.judge.delay(code=src, language="cpp", tests=[...]).get()  # judge mode
     result = await sandbox.submit("print(1)")
 
 Names are imported lazily (PEP 562), so importing :mod:`sandbox` costs
@@ -34,12 +35,13 @@ if TYPE_CHECKING:
         SpecError,
         UnsupportedError,
     )
+    from sandbox.judging import JudgeResult, JudgeSpec, TestCase, Verdict
     from sandbox.result import JobResult, Status
     from sandbox.runner import Runtime, execute, execute_sync
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec, Limits
     from worker.client import submit
-    from worker.tasks import run
+    from worker.tasks import judge, run
 
 __all__ = [
     "CapabilityError",
@@ -47,6 +49,8 @@ __all__ = [
     "CleanupError",
     "JobResult",
     "JobSpec",
+    "JudgeResult",
+    "JudgeSpec",
     "Limits",
     "MountError",
     "NamespaceError",
@@ -57,9 +61,12 @@ __all__ = [
     "SetupError",
     "SpecError",
     "Status",
+    "TestCase",
     "UnsupportedError",
+    "Verdict",
     "execute",
     "execute_sync",
+    "judge",
     "run",
     "submit",
 ]
@@ -75,6 +82,11 @@ _WHERE = {
     "Settings": "sandbox.settings",
     # The service's front door: `sandbox.run.delay(code)`. Celery loads only here.
     "run": "worker.tasks",
+    "judge": "worker.tasks",
+    "JudgeSpec": "sandbox.judging",
+    "JudgeResult": "sandbox.judging",
+    "TestCase": "sandbox.judging",
+    "Verdict": "sandbox.judging",
     "submit": "worker.client",
     **dict.fromkeys(_errors.__all__, "sandbox.errors"),
 }

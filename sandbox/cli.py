@@ -27,6 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox.cli_judge import add_commands as add_judge_commands
+from sandbox.cli_judge import judge_command, languages_command
+
 if TYPE_CHECKING:
     from sandbox.host import Check
     from sandbox.result import JobResult
@@ -91,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="ARGS")
 
+    add_judge_commands(sub, _known_language)
     doctor = sub.add_parser("doctor", help="check that this host can run sandboxes")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
 
@@ -498,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         "image": _image,
         "pool": _pool,
         "gc": _gc,
+        "judge": lambda a: judge_command(a, _language_of(a.file, a.lang)),
+        "languages": languages_command,
     }
     try:
         return commands[args.command](args)

@@ -27,11 +27,13 @@ from celery import Celery, signals
 from sandbox.settings import Settings
 from worker.settings import WorkerSettings
 
-__all__ = ["app", "settings"]
+__all__ = ["HARD_LIMIT", "JUDGE_LIMIT", "app", "settings"]
 
 settings = WorkerSettings()
 _limits = Settings()
 HARD_LIMIT = _limits.max_wall_time + _limits.setup_timeout + settings.time_margin
+# A judge task runs many jobs: its own budget (refused on the client beyond it).
+JUDGE_LIMIT = settings.max_judge_time + settings.time_margin
 
 app = Celery("sandbox", broker=settings.redis_url, backend=settings.redis_url)
 app.conf.update(
@@ -44,14 +46,17 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_time_limit=HARD_LIMIT,
     task_default_queue=settings.queue,
-    task_routes={"sandbox.run": {"queue": settings.queue}},
+    task_routes={
+        "sandbox.run": {"queue": settings.queue},
+        "sandbox.judge": {"queue": settings.queue},
+    },
     task_track_started=True,
     result_expires=settings.result_expires,
     result_extended=False,
     broker_connection_retry_on_startup=True,
     broker_connection_timeout=settings.connect_timeout,
     broker_transport_options={
-        "visibility_timeout": int(HARD_LIMIT * 2),
+        "visibility_timeout": int(max(HARD_LIMIT, JUDGE_LIMIT) * 2),
         "socket_connect_timeout": settings.connect_timeout,
     },
     redis_socket_connect_timeout=settings.connect_timeout,

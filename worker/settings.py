@@ -31,3 +31,8 @@ class WorkerSettings(BaseSettings):
         60.0, gt=0, description="seconds Celery's hard limit sits above the job's wall limit"
     )
     connect_timeout: float = Field(3.0, gt=0, description="seconds to reach Redis at submit")
+    max_judge_time: float = Field(
+        1800.0,
+        gt=0,
+        description="seconds a judge task may take at worst (every case run one after another)",
+    )

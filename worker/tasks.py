@@ -1,4 +1,4 @@
-"""The task ``sandbox.run``: its keyword arguments are the JobSpec fields.
+"""The tasks ``sandbox.run`` (JobSpec fields) and ``sandbox.judge`` (JudgeSpec fields).
 
 Clients call ``sandbox.run.delay(code, stdin=..., limits=...)``. The task
 class validates the arguments on the client before anything is sent (a bad
@@ -15,24 +15,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from sandbox.errors import SandboxError
+from sandbox.judging import JudgeSpec
 from sandbox.result import JobResult
 from sandbox.spec import JobSpec
-from worker.app import app, settings
+from worker.app import JUDGE_LIMIT, app, settings
 
 if TYPE_CHECKING:
     from sandbox.runner import Runtime
 
-__all__ = ["SubmitError", "run", "runtime_host"]
+__all__ = ["SubmitError", "judge", "judge_budget", "run", "runtime_host"]
 
 log = logging.getLogger("sandbox.worker")
+T = TypeVar("T")
 ATTEMPTS_KEY = "sandbox:attempts:{}"
 
 
@@ -67,12 +70,14 @@ class RuntimeHost:
             self._loop, self._thread, self._runtime = loop, thread, runtime
 
     def execute(self, spec: JobSpec) -> JobResult:
+        return self.call(lambda runtime: runtime.execute(spec))
+
+    def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
         self.start()
         assert self._loop is not None
         assert self._runtime is not None
-        future: Future[JobResult] = asyncio.run_coroutine_threadsafe(
-            self._runtime.execute(spec), self._loop
-        )
+        future: Future[T] = asyncio.run_coroutine_threadsafe(work(self._runtime), self._loop)
         return future.result()
 
     def stop(self) -> None:
@@ -101,6 +106,11 @@ def runtime_host() -> RuntimeHost:
 class SandboxTask(Task):  # type: ignore[misc]
     """Validates a job on the client before it is sent, and routes it."""
 
+    spec_model: type[JobSpec] | type[JudgeSpec] = JobSpec
+
+    def check(self, spec: Any) -> None:
+        """Refuse on the client what the worker would refuse anyway."""
+
     def apply_async(
         self,
         args: tuple[Any, ...] | None = None,
@@ -110,9 +120,10 @@ class SandboxTask(Task):  # type: ignore[misc]
         fields = dict(kwargs or {})
         if args:
             if len(args) != 1:
-                raise TypeError("sandbox.run takes the code as its only positional argument")
+                raise TypeError(f"{self.name} takes the code as its only positional argument")
             fields["code"] = args[0]
-        spec = JobSpec.model_validate(fields)  # raises ValidationError here, on the client
+        spec = self.spec_model.model_validate(fields)  # raises ValidationError, on the client
+        self.check(spec)
         options.setdefault("queue", settings.routes.get(spec.language, settings.queue))
         payload = spec.model_dump(mode="json", exclude_unset=True)
         try:
@@ -154,6 +165,63 @@ def run(self: Task, **fields: Any) -> dict[str, Any]:
         result = JobResult.internal_error(str(exc))
     except ValueError as exc:  # pydantic's ValidationError
         result = JobResult.internal_error(f"invalid job: {exc}")
+    if task_id:
+        app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
+    return result.model_dump(mode="json")
+
+
+def judge_budget(spec: JudgeSpec) -> float:
+    """Seconds a judge task takes at worst: compile, then every case one after another."""
+    from sandbox import languages
+    from sandbox.spec import Limits
+
+    lang = languages.get(spec.language)
+    compile_limits = spec.compile_limits or Limits.model_validate(lang.compile_limits)
+    per_case = spec.limits.wall_time * lang.time_factor
+    if spec.checker is not None:
+        per_case += spec.checker.limits.wall_time
+    compile_time = compile_limits.wall_time if lang.compiled else 0.0
+    return compile_time + per_case * len(spec.tests)
+
+
+class JudgeTask(SandboxTask):
+    """``sandbox.judge``: a submission judged on one worker."""
+
+    spec_model = JudgeSpec
+
+    def check(self, spec: Any) -> None:
+        budget = judge_budget(spec)
+        if budget > settings.max_judge_time:
+            raise ValueError(
+                f"this submission may take {budget:g} s (wall limits of every case, one after "
+                f"another), more than the {settings.max_judge_time:g} s a judge task may "
+                "(lower limits.wall_time, or raise SANDBOX_MAX_JUDGE_TIME)"
+            )
+
+
+@app.task(name="sandbox.judge", bind=True, base=JudgeTask, time_limit=JUDGE_LIMIT)
+def judge(self: Task, **fields: Any) -> dict[str, Any]:
+    """Judge a submission: compile once, run every case; return its JudgeResult as a dict."""
+    from sandbox.judging import JudgeResult, Verdict
+    from sandbox.judging import judge as judge_submission
+
+    task_id = self.request.id or ""
+    attempts = _count_attempt(task_id) if task_id else 1
+    if attempts > settings.max_attempts:
+        log.error("submission %s killed its worker %d times; giving up", task_id, attempts - 1)
+        result = JudgeResult(
+            status=Verdict.INTERNAL_ERROR,
+            error=f"the submission ended its worker process {attempts - 1} times",
+        )
+        return result.model_dump(mode="json")
+    try:
+        spec = JudgeSpec.model_validate(fields)
+        self.check(spec)
+        result = _host.call(lambda runtime: judge_submission(spec, runtime))
+    except SandboxError as exc:
+        result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=str(exc))
+    except ValueError as exc:  # pydantic's ValidationError, the budget
+        result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=f"invalid submission: {exc}")
     if task_id:
         app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
     return result.model_dump(mode="json")

@@ -3,9 +3,13 @@ correct, a wrong, a too slow, a memory-hungry, a crashing and a non-compiling so
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from sandbox.judge import Checker, JudgeSpec, TestCase, Verdict, judge
+from sandbox.judging import Checker, JudgeResult, JudgeSpec, TestCase, Verdict, judge
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -168,3 +172,74 @@ async def test_extra_files_reach_every_test(runtime):
         files={"table.txt": "a b c\n"},
     )
     assert (await judge(spec, runtime)).status is Verdict.ACCEPTED
+
+
+# -- the command line -------------------------------------------------------------
+
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+
+
+def _problem(tmp_path: Path) -> Path:
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for n, (a, b) in enumerate([(1, 2), (5, 7), (10, 20)], start=1):
+        (tests / f"{n}.in").write_text(f"{a} {b}\n")
+        (tests / f"{n}.{'ans' if n == 3 else 'out'}").write_text(f"{a + b}\n")
+    return tests
+
+
+@pytest.mark.parametrize(
+    ("source", "status", "verdict"),
+    [
+        (SOLUTIONS["cpp"]["accepted"], 0, "accepted"),
+        (SOLUTIONS["cpp"]["wrong_answer"], 1, "wrong_answer"),
+        (SOLUTIONS["cpp"]["compile_error"], 1, "compile_error"),
+    ],
+)
+def test_judge_command(tmp_path: Path, source: str, status: int, verdict: str):
+    tests = _problem(tmp_path)
+    program = tmp_path / "sol.cpp"
+    program.write_text(source)
+    table = subprocess.run(
+        [SANDBOX, "judge", str(program), "--tests", str(tests), "--time", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert table.returncode == status, table.stderr
+    assert f"verdict: {verdict}" in table.stdout
+    as_json = subprocess.run(
+        [SANDBOX, "judge", str(program), "--tests", str(tests), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    result = JudgeResult.model_validate_json(as_json.stdout)
+    assert result.status == verdict
+    if verdict != "compile_error":
+        assert [case.name for case in result.tests] == ["1", "2", "3"]
+
+
+def test_judge_command_usage_errors(tmp_path: Path):
+    program = tmp_path / "a.py"
+    program.write_text("print(1)\n")
+    for argv, message in [
+        (["--tests", str(tmp_path / "none")], "no such directory"),
+        (["--tests", str(tmp_path)], "no test cases"),
+        (["--tests", str(tmp_path), "--lang", "cobol"], "unknown language 'cobol'"),
+    ]:
+        out = subprocess.run(
+            [SANDBOX, "judge", str(program), *argv], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 2, out
+        assert message in out.stderr
+    (tmp_path / "1.in").write_text("x")
+    out = subprocess.run(
+        [SANDBOX, "judge", str(program), "--tests", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "has no 1.out" in out.stderr

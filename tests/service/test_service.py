@@ -88,6 +88,51 @@ def test_a_job_cannot_reach_the_workers_redis(client, start_worker, redis_server
     assert redis_server.llen("sandbox") == 0  # and the broker is as it was
 
 
+CPP_SUM = "#include <iostream>\nint main() { long a, b; std::cin >> a >> b; std::cout << a + b; }\n"
+
+
+def test_judge_delay_as_in_the_issue(client, start_worker):
+    """`sandbox.judge.delay(...)`: compile once on a worker, verdicts per case."""
+    start_worker()
+    r = sandbox.judge.delay(
+        code=CPP_SUM,
+        language="cpp",
+        tests=[{"stdin": "1 2\n", "expected": "3\n"}, {"stdin": "5 7\n", "expected": "12\n"}],
+        limits={"cpu_time": 1, "memory": "256M"},
+        compare="tokens",
+    )
+    result = r.get(timeout=120)
+    assert result["status"] == "accepted", result
+    assert result["compile"]["status"] == "accepted"
+    assert [t["status"] for t in result["tests"]] == ["accepted", "accepted"]
+    assert [t["stdout"] for t in result["tests"]] == ["3", "12"]
+    for case in result["tests"]:
+        assert 0 < case["cpu_time"] < 1
+        assert case["memory_peak"] > 0
+
+
+def test_judge_refuses_on_the_client_what_would_run_too_long(client, redis_server):
+    before = redis_server.llen("sandbox")
+    with pytest.raises(ValueError, match="SANDBOX_MAX_JUDGE_TIME"):
+        sandbox.judge.delay(code="print(1)", tests=[{"stdin": ""}] * 1000, limits={"wall_time": 60})
+    with pytest.raises(ValidationError, match="unknown language"):
+        sandbox.judge.delay(code="x", language="cobol", tests=[{}])
+    assert redis_server.llen("sandbox") == before
+
+
+def test_judge_works_locally_without_redis():
+    """`sandbox.judge(...)` is a plain call too: it runs here, as `sandbox.run(...)` does."""
+    from worker.tasks import runtime_host
+
+    try:
+        result = sandbox.judge(
+            code="print(int(input()) * 2)", tests=[{"stdin": "21\n", "expected": "42\n"}]
+        )
+    finally:
+        runtime_host().stop()
+    assert result["status"] == "accepted", result
+
+
 def test_bad_call_raises_on_the_client_and_sends_nothing(client, redis_server):
     """Arguments are validated before sending: pydantic's message, an empty queue."""
     before = redis_server.llen("sandbox")

@@ -27,7 +27,12 @@ HOME = {
     "execute_sync": "sandbox.runner",
     "Settings": "sandbox.settings",
     "run": "worker.tasks",
+    "judge": "worker.tasks",
     "submit": "worker.client",
+    "JudgeSpec": "sandbox.judging",
+    "JudgeResult": "sandbox.judging",
+    "TestCase": "sandbox.judging",
+    "Verdict": "sandbox.judging",
     **dict.fromkeys(errors.__all__, "sandbox.errors"),
 }
 

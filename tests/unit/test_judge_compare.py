@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sandbox.judge import JudgeSpec, TestCase, compare
+from sandbox.judging import JudgeSpec, TestCase, compare
 
 
 @pytest.mark.parametrize(

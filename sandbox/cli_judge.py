@@ -1,0 +1,220 @@
+"""``sandbox judge`` and ``sandbox languages``: judge mode on the command line.
+
+``sandbox judge FILE --tests DIR`` reads the common judge layout, ``N.in``
+with ``N.out`` (or ``N.ans``) beside it, judges FILE here (as root) and prints
+a table of per-case verdicts; ``--json`` prints the JudgeResult instead.
+Exit status: 0 accepted, 1 any other verdict, 2 bad usage or a refused spec,
+125 the sandbox failed (``internal_error``); with ``--json``, 0 whenever a
+result was printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.judging import JudgeResult, JudgeSpec
+
+__all__ = ["add_commands", "judge_command", "languages_command"]
+
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_SANDBOX = 125
+
+
+class UsageError(Exception):
+    """Bad command-line input: stderr, exit status 2."""
+
+
+def add_commands(sub: Any, language_type: Any) -> None:
+    """Register ``judge`` and ``languages`` on the top-level subparsers."""
+    judge = sub.add_parser(
+        "judge",
+        help="judge a program against a directory of test cases, here",
+        description="Compile FILE once, run it on every N.in of DIR in a fresh container and "
+        "compare its output with N.out (or N.ans).",
+    )
+    judge.add_argument("file", metavar="FILE", help="the submission's source file")
+    judge.add_argument("--tests", required=True, metavar="DIR", help="N.in / N.out pairs")
+    judge.add_argument(
+        "--lang", type=language_type, metavar="NAME", help="default: from the extension"
+    )
+    judge.add_argument(
+        "--compare",
+        choices=["exact", "lines", "tokens", "float"],
+        default="lines",
+        help="how outputs are compared (default: lines)",
+    )
+    judge.add_argument("--float-tolerance", type=float, default=1e-6, metavar="EPS")
+    judge.add_argument("--checker", metavar="FILE", help="a checker program (testlib exit codes)")
+    judge.add_argument("--checker-lang", type=language_type, metavar="NAME")
+    judge.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit per case")
+    judge.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU limit per case")
+    judge.add_argument("--memory", metavar="SIZE", help="memory limit per case, e.g. 256M")
+    judge.add_argument("--output", metavar="SIZE", help="output limit per case")
+    judge.add_argument("--parallel", type=int, metavar="N", help="cases at once")
+    judge.add_argument("--stop-on-failure", action="store_true", help="skip after a failure")
+    judge.add_argument("--json", action="store_true", help="print the JudgeResult as JSON")
+
+    langs = sub.add_parser("languages", help="list the languages jobs may use")
+    langs.add_argument("--json", action="store_true", help="print them as JSON")
+
+
+def _natural(path: Path) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.stem))
+
+
+def read_tests(directory: Path) -> list[dict[str, Any]]:
+    """The test cases of a judge directory: each ``N.in`` with its ``N.out`` or ``N.ans``.
+
+    Raises:
+        UsageError: no such directory, no ``.in`` file, or an input without an answer.
+    """
+    if not directory.is_dir():
+        raise UsageError(f"no such directory: {directory}")
+    inputs = sorted(directory.glob("*.in"), key=_natural)
+    if not inputs:
+        raise UsageError(f"no test cases in {directory} (expected N.in and N.out files)")
+    tests = []
+    for source in inputs:
+        answer = next(
+            (p for p in (source.with_suffix(".out"), source.with_suffix(".ans")) if p.exists()),
+            None,
+        )
+        if answer is None:
+            raise UsageError(f"{source} has no {source.stem}.out (or .ans) beside it")
+        tests.append(
+            {
+                "name": source.stem,
+                "stdin": source.read_bytes().decode(errors="replace"),
+                "expected": answer.read_bytes().decode(errors="replace"),
+            }
+        )
+    return tests
+
+
+def _spec(args: argparse.Namespace, language: str) -> JudgeSpec:
+    from pydantic import ValidationError
+
+    from sandbox.judging import JudgeSpec
+
+    try:
+        code = Path(args.file).read_bytes().decode(errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read source file {args.file}: {exc.strerror}") from exc
+    limits = {
+        key: value
+        for key, value in {
+            "wall_time": args.time,
+            "cpu_time": args.cpu_time,
+            "memory": args.memory,
+            "output": args.output,
+        }.items()
+        if value is not None
+    }
+    fields: dict[str, Any] = {
+        "code": code,
+        "language": language,
+        "tests": read_tests(Path(args.tests)),
+        "limits": limits,
+        "compare": args.compare,
+        "float_tolerance": args.float_tolerance,
+        "stop_on_failure": args.stop_on_failure,
+    }
+    if args.checker:
+        try:
+            checker = Path(args.checker).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read checker {args.checker}: {exc.strerror}") from exc
+        fields["checker"] = {"code": checker, "language": args.checker_lang or "python"}
+    try:
+        return JudgeSpec.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"invalid {where}: {first['msg']}") from exc
+
+
+def judge_command(args: argparse.Namespace, language: str) -> int:
+    """``sandbox judge``: returns the exit status."""
+    from sandbox.errors import SandboxError, SpecError
+    from sandbox.judging import JudgeResult, Verdict, judge
+    from sandbox.runner import Runtime
+
+    try:
+        spec = _spec(args, language)
+    except UsageError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> JudgeResult:
+        async with Runtime() as runtime:
+            return await judge(spec, runtime, parallel=args.parallel)
+
+    try:
+        result = asyncio.run(run())
+    except SpecError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SandboxError as exc:
+        result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=str(exc))
+    if args.json:
+        print(result.model_dump_json())
+        return 0
+    print_table(result)
+    if result.status is Verdict.ACCEPTED:
+        return 0
+    if result.status is Verdict.INTERNAL_ERROR:
+        print(f"sandbox: {result.error or 'internal error'}", file=sys.stderr)
+        return EXIT_SANDBOX
+    return EXIT_REJECTED
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f}M"
+
+
+def print_table(result: JudgeResult) -> None:
+    """Per-case verdicts, times and memory; then the compile step and the verdict."""
+    from sandbox.judging import Verdict
+
+    out = sys.stdout
+    if result.compile is not None:
+        c = result.compile
+        print(f"compile: {c.status} ({c.wall_time:.2f} s)", file=out)
+        if c.status is not Verdict.ACCEPTED:
+            print((c.stderr or c.stdout or c.message or "").rstrip(), file=out)
+    if result.tests:
+        print(
+            f"{'case':>6}  {'verdict':<14} {'cpu':>8} {'wall':>8} {'memory':>8}  message", file=out
+        )
+    for case in result.tests:
+        print(
+            f"{case.name or '':>6}  {case.status.value:<14} {case.cpu_time:>7.3f}s "
+            f"{case.wall_time:>7.3f}s {_size(case.memory_peak):>8}  {case.message or ''}",
+            file=out,
+        )
+    passed = sum(1 for c in result.tests if c.status is Verdict.ACCEPTED)
+    total = len(result.tests)
+    print(f"verdict: {result.status} ({passed}/{total} accepted)", file=out)
+
+
+def languages_command(args: argparse.Namespace) -> int:
+    """``sandbox languages``: the registry, as a table or JSON."""
+    from sandbox import languages
+
+    known = languages.known()
+    if args.json:
+        print(json.dumps({name: info.model_dump(mode="json") for name, info in known.items()}))
+        return 0
+    for name, info in sorted(known.items()):
+        kind = "compiled" if info.artifacts else "interpreted"
+        exts = " ".join(info.extensions)
+        print(f"{name:<8} {kind:<12} image={info.image:<8} {exts}")
+    return 0
