@@ -29,10 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.cli_judge import add_commands as add_judge_commands
 from sandbox.cli_judge import judge_command, languages_command
+from sandbox.cli_ops import add_commands as add_ops_commands
+from sandbox.cli_ops import exec_command, kill_command, ps_command
 
 if TYPE_CHECKING:
     from sandbox.host import Check
     from sandbox.result import JobResult
+    from sandbox.settings import Settings
     from sandbox.spec import JobSpec
 
 __all__ = ["main"]
@@ -95,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="ARGS")
 
     add_judge_commands(sub, _known_language)
+    add_ops_commands(sub)
     doctor = sub.add_parser("doctor", help="check that this host can run sandboxes")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
 
@@ -461,6 +465,16 @@ def _pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings() -> Settings:
+    """The host's settings, for commands that act on its running jobs (as root)."""
+    from sandbox.host import require_capable
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    require_capable(settings)
+    return settings
+
+
 def _gc(args: argparse.Namespace) -> int:
     from sandbox.host import require_capable
     from sandbox.reclaim import collect
@@ -476,6 +490,7 @@ def _gc(args: argparse.Namespace) -> int:
     else:
         print(
             f"reclaimed {len(report.cgroups)} cgroup(s), {len(report.owners)} dead runtime(s), "
+            f"{len(report.job_records)} job record(s), "
             f"{len(report.image_dirs)} image staging dir(s)",
             file=sys.stderr,
         )
@@ -494,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command="worker", celery_args=raw[1:])
     else:
         args = _parser().parse_args(raw)
-    commands = {
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run,
         "submit": _submit,
         "worker": _worker,
@@ -504,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         "gc": _gc,
         "judge": lambda a: judge_command(a, _language_of(a.file, a.lang)),
         "languages": languages_command,
+        "ps": lambda a: ps_command(a, _settings()),
+        "exec": lambda a: exec_command(a, _settings()),
+        "kill": lambda a: kill_command(a, _settings()),
     }
     try:
         return commands[args.command](args)

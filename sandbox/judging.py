@@ -74,6 +74,7 @@ _FROM_STATUS = {
     Status.OUTPUT_LIMIT: Verdict.OUTPUT_LIMIT,
     Status.RUNTIME_ERROR: Verdict.RUNTIME_ERROR,
     Status.INTERNAL_ERROR: Verdict.INTERNAL_ERROR,
+    Status.KILLED: Verdict.INTERNAL_ERROR,  # by an operator: the submission is not at fault
 }
 
 
@@ -244,13 +245,16 @@ def _close(a: str, b: str, tolerance: float) -> bool:
 # -- judging -------------------------------------------------------------------
 
 
-async def judge(spec: JudgeSpec, runtime: Runtime, parallel: int | None = None) -> JudgeResult:
+async def judge(
+    spec: JudgeSpec, runtime: Runtime, parallel: int | None = None, task_id: str | None = None
+) -> JudgeResult:
     """Judge a submission on ``runtime``.
 
     Args:
         spec: the submission.
         runtime: an open runtime.
         parallel: test runs at once (default: the runtime's slots).
+        task_id: the Celery task it serves (shown by `sandbox ps`).
 
     Returns:
         The verdicts; failures of the sandbox are ``internal_error``
@@ -263,7 +267,7 @@ async def judge(spec: JudgeSpec, runtime: Runtime, parallel: int | None = None) 
     artifacts: dict[str, File] = {}
     compiled: CompileResult | None = None
     if lang.compiled:
-        compiled, artifacts = await _compile(spec, runtime)
+        compiled, artifacts = await _compile(spec, runtime, task_id)
         if compiled.status is not Verdict.ACCEPTED:
             return JudgeResult(status=compiled.status, compile=compiled, error=compiled.message)
 
@@ -274,7 +278,7 @@ async def judge(spec: JudgeSpec, runtime: Runtime, parallel: int | None = None) 
         async with slots:
             if spec.stop_on_failure and failed.is_set():
                 return CaseResult(status=Verdict.SKIPPED, name=case.name)
-            result = await _run_case(spec, case, artifacts, runtime)
+            result = await _run_case(spec, case, artifacts, runtime, task_id)
             if result.status is not Verdict.ACCEPTED:
                 failed.set()
             return result
@@ -287,7 +291,9 @@ async def judge(spec: JudgeSpec, runtime: Runtime, parallel: int | None = None) 
     return JudgeResult(status=verdict, compile=compiled, tests=list(cases))
 
 
-async def _compile(spec: JudgeSpec, runtime: Runtime) -> tuple[CompileResult, dict[str, File]]:
+async def _compile(
+    spec: JudgeSpec, runtime: Runtime, task_id: str | None
+) -> tuple[CompileResult, dict[str, File]]:
     lang = languages.get(spec.language)
     limits = spec.compile_limits or Limits.model_validate(lang.compile_limits)
     job = JobSpec(
@@ -299,7 +305,7 @@ async def _compile(spec: JudgeSpec, runtime: Runtime) -> tuple[CompileResult, di
         files=spec.files,
     )
     try:
-        result = await runtime.execute(job)
+        result = await runtime.execute(job, task_id=task_id)
     except SpecError:
         raise
     except SandboxError as exc:
@@ -333,7 +339,11 @@ async def _compile(spec: JudgeSpec, runtime: Runtime) -> tuple[CompileResult, di
 
 
 async def _run_case(
-    spec: JudgeSpec, case: TestCase, artifacts: dict[str, File], runtime: Runtime
+    spec: JudgeSpec,
+    case: TestCase,
+    artifacts: dict[str, File],
+    runtime: Runtime,
+    task_id: str | None,
 ) -> CaseResult:
     lang = languages.get(spec.language)
     job = JobSpec(
@@ -346,13 +356,13 @@ async def _run_case(
         files={**spec.files, **case.files, **artifacts},
     )
     try:
-        result = await runtime.execute(job)
+        result = await runtime.execute(job, task_id=task_id)
     except SpecError:
         raise
     except SandboxError as exc:
         return CaseResult(status=Verdict.INTERNAL_ERROR, name=case.name, message=str(exc))
     verdict = _FROM_STATUS.get(result.status)
-    message = result.error
+    message = "killed by an operator" if result.status is Status.KILLED else result.error
     if verdict is None:  # exited 0: judge the output
         verdict, message = await _check(spec, case, result, runtime)
     return CaseResult(

@@ -3,8 +3,9 @@
 A runtime killed with SIGKILL leaves no process (its spawner sees the control
 socket close and kills its containers, which die with their parents) and no
 mount (every job's mounts live in the job's own mount namespace). What can
-remain: empty job cgroups, its owner lock file, its pool status file, and an
-image import's staging directory.
+remain: empty job cgroups, its owner lock file, its pool status file, the
+records of its running jobs (sandbox/jobs.py), and an image import's staging
+directory.
 
 Ownership is precise, never a broad name match: each runtime holds an
 exclusive ``flock`` on ``<run_dir>/owners/<owner>.lock`` for its whole life
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import jobs
 from sandbox.cgroups import CgroupSetup, detect_setup
 from sandbox.errors import SandboxError
 from sandbox.image import ImageStore
@@ -40,13 +42,16 @@ class GcReport:
     cgroups: list[str] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
     pool_files: list[str] = field(default_factory=list)
+    job_records: list[str] = field(default_factory=list)
     image_dirs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         """True if nothing was found to remove."""
-        return not (self.cgroups or self.owners or self.pool_files or self.image_dirs)
+        return not (
+            self.cgroups or self.owners or self.pool_files or self.job_records or self.image_dirs
+        )
 
 
 def claim_owner(run_dir: Path, owner: str) -> int:
@@ -133,6 +138,10 @@ def collect(settings: Settings, cgroups: CgroupSetup | None = None) -> GcReport:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 report.pool_files.append(path.name)
+    for record in jobs.read_all(run_dir):
+        if not is_alive(record.owner):
+            jobs.remove(run_dir, record.id)
+            report.job_records.append(record.id)
     report.image_dirs = ImageStore(settings.state_dir).collect_garbage()
     report.owners = sorted(set(report.owners))
     if not report.empty:

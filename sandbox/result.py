@@ -24,6 +24,7 @@ class Status(StrEnum):
     TIMEOUT = "timeout"  # wall-clock or CPU-time limit
     MEMORY_LIMIT = "memory_limit"  # the cgroup's OOM killer ended it
     OUTPUT_LIMIT = "output_limit"  # printed more than limits.output on a stream
+    KILLED = "killed"  # ended by an operator (`sandbox kill`)
     INTERNAL_ERROR = "internal_error"  # the sandbox failed, not the job
 
 

@@ -28,10 +28,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandbox import files, host, languages, reclaim
+from sandbox import files, host, jobs, languages, reclaim
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, memfd, within
@@ -312,11 +312,12 @@ class Runtime:
 
     # -- one job -----------------------------------------------------------
 
-    async def execute(self, spec: JobSpec) -> JobResult:
+    async def execute(self, spec: JobSpec, *, task_id: str | None = None) -> JobResult:
         """Run one job in a fresh container and return its result.
 
         Args:
             spec: the job.
+            task_id: the Celery task it serves, for `sandbox ps` and the logs.
 
         Returns:
             The result; limits hit are statuses, not exceptions.
@@ -334,8 +335,10 @@ class Runtime:
         try:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
-            return await self._run(container, plan, spec, str(slot.cpu) if slot else "")
+            job = _Job(spec, plan, image.name, task_id)
+            return await self._run(container, job, str(slot.cpu) if slot else "")
         finally:
+            jobs.remove(self.settings.run_dir, container.cgroup.name)
             if slot is not None:
                 slot.release()
             await asyncio.shield(container.remove())
@@ -343,8 +346,8 @@ class Runtime:
                 self._pool.refill(plan.container)
                 self._publish_stats()
 
-    async def _run(self, container: Container, plan: Plan, spec: JobSpec, cpuset: str) -> JobResult:
-        lim, job = plan.limits, plan.job
+    async def _run(self, container: Container, task: _Job, cpuset: str) -> JobResult:
+        spec, lim, job = task.spec, task.plan.limits, task.plan.job
         cgroup = container.cgroup
         outputs: tuple[dict[str, bytes], dict[str, str]] = ({}, {})
         child_fds: list[int] = []
@@ -383,6 +386,7 @@ class Runtime:
             else:
                 container.kill("setup")
             if started_ns:
+                self._publish_job(container, task)
                 cpu_task = asyncio.create_task(
                     _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill("cpu_time"))
                 )
@@ -406,7 +410,35 @@ class Runtime:
             for stream in streams:
                 stream.close()
             container.close()
-        return self._result(container, streams, lim, outputs)
+        killed = jobs.kill_requested(self.settings.run_dir, container.cgroup.name)
+        return self._result(container, streams, lim, outputs, killed)
+
+    def _publish_job(self, container: Container, task: _Job) -> None:
+        """The running job's record, for `sandbox ps`, `exec` and `kill`."""
+        job, cgroup = task.plan.job, container.cgroup
+        record = jobs.JobRecord(
+            id=cgroup.name,
+            owner=self.owner,
+            task_id=task.task_id,
+            image=task.image,
+            language=task.spec.language,
+            started=time.time(),
+            init_pid=container.init_pid,
+            uid=job.uid,
+            gid=job.gid,
+            capabilities=job.capabilities,
+            last_cap=job.last_cap,
+            rlimits=job.rlimits,
+            seccomp_profile=job.seccomp_profile if container.plan.seccomp else None,
+            env=job.env,
+            workdir=job.workdir,
+            cpu_base_ns=cgroup.cpu_total_ns() - cgroup.cpu_usage_ns(),
+            limits=task.plan.limits.model_dump(mode="json"),
+        )
+        try:
+            jobs.write(self.settings.run_dir, record)
+        except OSError as exc:  # operators lose sight of it; the job itself is fine
+            log.warning("cannot publish job %s: %s", cgroup.name, exc)
 
     def _result(
         self,
@@ -414,6 +446,7 @@ class Runtime:
         streams: list[_Stream],
         lim: Limits,
         outputs: tuple[dict[str, bytes], dict[str, str]],
+        killed: bool,
     ) -> JobResult:
         cgroup = job.cgroup
         if job.kill_reason == "setup":
@@ -433,7 +466,9 @@ class Runtime:
         oom = stats.oom_kills > 0
         timed_out = job.kill_reason in ("wall_time", "cpu_time") or cpu_time >= lim.cpu_time
         truncated = any(s.truncated for s in streams)
-        if job.kill_reason == "output":
+        if killed:
+            status = Status.KILLED
+        elif job.kill_reason == "output":
             status = Status.OUTPUT_LIMIT
         elif job.kill_reason in ("wall_time", "cpu_time"):
             status = Status.TIMEOUT
@@ -461,6 +496,16 @@ class Runtime:
             files={name: File.of(data) for name, data in outputs[0].items()},
             files_skipped=outputs[1],
         )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One job on its way through :meth:`Runtime._run`."""
+
+    spec: JobSpec
+    plan: Plan
+    image: str
+    task_id: str | None
 
 
 def _collect(

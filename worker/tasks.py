@@ -69,8 +69,8 @@ class RuntimeHost:
             runtime.open()
             self._loop, self._thread, self._runtime = loop, thread, runtime
 
-    def execute(self, spec: JobSpec) -> JobResult:
-        return self.call(lambda runtime: runtime.execute(spec))
+    def execute(self, spec: JobSpec, task_id: str | None = None) -> JobResult:
+        return self.call(lambda runtime: runtime.execute(spec, task_id=task_id))
 
     def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
         """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
@@ -160,7 +160,7 @@ def run(self: Task, **fields: Any) -> dict[str, Any]:
         ).model_dump(mode="json")
     try:
         spec = JobSpec.model_validate(fields)
-        result = _host.execute(spec)
+        result = _host.execute(spec, task_id or None)
     except SandboxError as exc:
         result = JobResult.internal_error(str(exc))
     except ValueError as exc:  # pydantic's ValidationError
@@ -217,7 +217,9 @@ def judge(self: Task, **fields: Any) -> dict[str, Any]:
     try:
         spec = JudgeSpec.model_validate(fields)
         self.check(spec)
-        result = _host.call(lambda runtime: judge_submission(spec, runtime))
+        result = _host.call(
+            lambda runtime: judge_submission(spec, runtime, task_id=task_id or None)
+        )
     except SandboxError as exc:
         result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=str(exc))
     except ValueError as exc:  # pydantic's ValidationError, the budget

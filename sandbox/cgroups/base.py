@@ -99,6 +99,14 @@ class Cgroup(Protocol):
         """CPU time used by the cgroup's processes since the last reset, in nanoseconds."""
         ...
 
+    def cpu_total_ns(self) -> int:
+        """The cgroup's CPU counter as the kernel keeps it (v1: since the last reset)."""
+        ...
+
+    def memory_current(self) -> int:
+        """Bytes of memory the cgroup uses now."""
+        ...
+
     def stats(self) -> CgroupStats:
         """CPU, memory peak, OOM kills and pids-limit hits."""
         ...

@@ -37,6 +37,7 @@ MEMORY_LIMIT = "memory.limit_in_bytes"
 MEMSW_LIMIT = "memory.memsw.limit_in_bytes"
 SWAPPINESS = "memory.swappiness"
 MEMORY_PEAK = "memory.max_usage_in_bytes"
+MEMORY_USAGE = "memory.usage_in_bytes"
 OOM_CONTROL = "memory.oom_control"
 PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
@@ -90,6 +91,12 @@ class CgroupV1:
 
     def cpu_usage_ns(self) -> int:
         return int(read_file(self._dirs["cpuacct"] / CPU_USAGE))
+
+    def cpu_total_ns(self) -> int:
+        return self.cpu_usage_ns()
+
+    def memory_current(self) -> int:
+        return int(read_file(self._dirs["memory"] / MEMORY_USAGE))
 
     def stats(self) -> CgroupStats:
         mem = self._dirs["memory"]

@@ -88,6 +88,12 @@ class CgroupV2:
     def cpu_usage_ns(self) -> int:
         return (self._cpu_usec() - self._cpu_base_us) * 1000
 
+    def cpu_total_ns(self) -> int:
+        return self._cpu_usec() * 1000
+
+    def memory_current(self) -> int:
+        return int(read_file(self.path / MEMORY_CURRENT))
+
     def stats(self) -> CgroupStats:
         peak_file = self.path / MEMORY_PEAK
         if not peak_file.exists():  # Linux < 5.19: the best we have

@@ -116,11 +116,20 @@ def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
             "SANDBOX_RUN_DIR": str(settings.run_dir),
             "SANDBOX_CGROUP_PARENT": settings.cgroup_parent,
         }
+        # Its job's record is stale: `sandbox ps` does not show it, gc removes it.
+        records = [p.stem for p in (settings.run_dir / "jobs").glob(f"{proc.pid}-*.json")]
+        assert len(records) == 1
+        ps = subprocess.run(
+            [SANDBOX, "ps", "--json"], capture_output=True, text=True, env=env, check=True
+        )
+        assert records[0] not in {row["job"] for row in json.loads(ps.stdout)}
         out = subprocess.run(
             [SANDBOX, "gc", "--json"], capture_output=True, text=True, env=env, check=True
         )
         report = json.loads(out.stdout)
         assert report["errors"] == []
+        assert report["job_records"] == records
+        assert not list((settings.run_dir / "jobs").glob(f"{proc.pid}-*"))
         assert {name.split(".")[0] for name in report["cgroups"]} == {
             p.name.split(".")[0] for p in leftover
         }
