@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_judge_commands(sub, _known_language)
     add_ops_commands(sub)
+    health = sub.add_parser(
+        "health",
+        help="is this worker host healthy? (a live worker, Redis, a container start)",
+        description="For container orchestrators: exit 0 if healthy, 1 if not.",
+    )
+    health.add_argument("--json", action="store_true", help="print the findings as JSON")
     doctor = sub.add_parser("doctor", help="check that this host can run sandboxes")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
 
@@ -465,6 +471,21 @@ def _pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    from worker.health import check
+
+    checks = check()
+    ok = all(c.ok for c in checks)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}))
+    else:
+        for c in checks:
+            print(f"[{'ok  ' if c.ok else 'FAIL'}] {c.name}: {c.detail}", file=sys.stderr)
+            if not c.ok and c.hint:
+                print(f"       {c.hint}", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def _settings() -> Settings:
     """The host's settings, for commands that act on its running jobs (as root)."""
     from sandbox.host import require_capable
@@ -519,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "gc": _gc,
         "judge": lambda a: judge_command(a, _language_of(a.file, a.lang)),
         "languages": languages_command,
+        "health": _health,
         "ps": lambda a: ps_command(a, _settings()),
         "exec": lambda a: exec_command(a, _settings()),
         "kill": lambda a: kill_command(a, _settings()),

@@ -47,6 +47,7 @@ from sandbox.spec import File, JobSpec, Limits
 __all__ = ["Runtime", "execute", "execute_sync"]
 
 log = logging.getLogger("sandbox")
+job_log = logging.getLogger("sandbox.jobs")
 
 _CHUNK = 65536
 _KILL_GRACE = 10.0  # seconds to wait for a killed container to be gone
@@ -336,7 +337,9 @@ class Runtime:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
             job = _Job(spec, plan, image.name, task_id)
-            return await self._run(container, job, str(slot.cpu) if slot else "")
+            result = await self._run(container, job, str(slot.cpu) if slot else "")
+            self._log_job(container, job, result)
+            return result
         finally:
             jobs.remove(self.settings.run_dir, container.cgroup.name)
             if slot is not None:
@@ -412,6 +415,39 @@ class Runtime:
             container.close()
         killed = jobs.kill_requested(self.settings.run_dir, container.cgroup.name)
         return self._result(container, streams, lim, outputs, killed)
+
+    def _log_job(self, container: Container, task: _Job, result: JobResult) -> None:
+        """One line per finished job on ``sandbox.jobs`` (fields for the JSON format)."""
+        fields: dict[str, object] = {
+            "job": container.cgroup.name,
+            "task_id": task.task_id,
+            "language": task.spec.language,
+            "image": task.image,
+            "status": result.status.value,
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "wall_time": result.wall_time,
+            "cpu_time": result.cpu_time,
+            "memory_peak": result.memory_peak,
+            "limits": task.plan.limits.model_dump(mode="json"),
+        }
+        if self.settings.log_debug:
+            fields |= {
+                "code": task.spec.code,
+                "stdin": task.spec.stdin,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+            }
+        job_log.info(
+            "job %s %s: %s in %.3f s (cpu %.3f s, %d bytes)",
+            fields["job"],
+            task.task_id or "-",
+            result.status.value,
+            result.wall_time,
+            result.cpu_time,
+            result.memory_peak,
+            extra={"fields": fields},
+        )
 
     def _publish_job(self, container: Container, task: _Job) -> None:
         """The running job's record, for `sandbox ps`, `exec` and `kill`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +102,10 @@ class Settings(BaseSettings):
         "",
         description="pin each job to one CPU of this list, none shared (e.g. '2-3'); empty: off",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line (sandbox/logs.py)"
+    )
+    log_debug: bool = Field(False, description="log each job's code, input and output too")
     hostname: str = "sandbox"
     setup_timeout: float = Field(30.0, gt=0, description="seconds to build a container")
     pool_size: int = Field(

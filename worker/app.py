@@ -19,18 +19,25 @@ One :class:`sandbox.Runtime` per worker process, opened after the fork
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import sys
 from typing import Any
 
 from celery import Celery, signals
 
 from sandbox.settings import Settings
+from worker import metrics
 from worker.settings import WorkerSettings
 
-__all__ = ["HARD_LIMIT", "JUDGE_LIMIT", "app", "settings"]
+__all__ = ["HARD_LIMIT", "JUDGE_LIMIT", "app", "limits_settings", "settings"]
 
 settings = WorkerSettings()
 _limits = Settings()
+limits_settings = _limits
+if settings.metrics_port is not None and not os.environ.get(metrics.ENV):
+    metrics.prepare(_limits.run_dir)  # before anything imports prometheus_client
 HARD_LIMIT = _limits.max_wall_time + _limits.setup_timeout + settings.time_margin
 # A judge task runs many jobs: its own budget (refused on the client beyond it).
 JUDGE_LIMIT = settings.max_judge_time + settings.time_margin
@@ -71,6 +78,9 @@ app.conf.update(
         "interval_max": 0.5,
     },
     worker_hijack_root_logger=False,
+    # Celery's own events: Flower and `celery events` see our workers and tasks.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
     include=["worker.tasks"],
 )
 
@@ -91,6 +101,47 @@ def _refuse_incapable_host(**_: Any) -> None:
         sys.exit(1)
 
 
+if not _limits.log_debug:
+    # Celery logs a task's return value when it succeeds: a job's output, which
+    # stays out of the logs unless SANDBOX_LOG_DEBUG (and kwargsrepr hides the
+    # code from the received line and from events; worker/tasks.py).
+    from celery.app import trace
+
+    trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    from worker.health import beat_forever
+
+    beat_forever(_limits.run_dir, str(getattr(sender, "hostname", "worker")))
+
+
+@signals.worker_shutdown.connect
+def _remove_metrics(**_: Any) -> None:
+    from worker.health import stop_beating
+
+    stop_beating(_limits.run_dir)
+    directory = os.environ.get(metrics.ENV)
+    if settings.metrics_port is not None and directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_: Any) -> None:
+    if _limits.log_format == "json":
+        from sandbox.logs import use_json
+
+        use_json(logger)
+
+
 @signals.worker_process_init.connect
 def _open_runtime(**_: Any) -> None:
     from worker.tasks import runtime_host
@@ -103,3 +154,4 @@ def _close_runtime(**_: Any) -> None:
     from worker.tasks import runtime_host
 
     runtime_host().stop()
+    metrics.process_gone(os.getpid())

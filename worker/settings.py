@@ -31,6 +31,9 @@ class WorkerSettings(BaseSettings):
         60.0, gt=0, description="seconds Celery's hard limit sits above the job's wall limit"
     )
     connect_timeout: float = Field(3.0, gt=0, description="seconds to reach Redis at submit")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve Prometheus metrics on this port (off: unset)"
+    )
     max_judge_time: float = Field(
         1800.0,
         gt=0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,9 +28,12 @@ from sandbox.errors import SandboxError
 from sandbox.judging import JudgeSpec
 from sandbox.result import JobResult
 from sandbox.spec import JobSpec
-from worker.app import JUDGE_LIMIT, app, settings
+from worker import metrics
+from worker.app import JUDGE_LIMIT, app, limits_settings, settings
 
 if TYPE_CHECKING:
+    from sandbox.judging import JudgeResult
+    from sandbox.pool import PoolStats
     from sandbox.runner import Runtime
 
 __all__ = ["SubmitError", "judge", "judge_budget", "run", "runtime_host"]
@@ -71,6 +75,9 @@ class RuntimeHost:
 
     def execute(self, spec: JobSpec, task_id: str | None = None) -> JobResult:
         return self.call(lambda runtime: runtime.execute(spec, task_id=task_id))
+
+    def pool_stats(self) -> PoolStats | None:
+        return self._runtime.pool_stats() if self._runtime is not None else None
 
     def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
         """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
@@ -125,6 +132,9 @@ class SandboxTask(Task):  # type: ignore[misc]
         spec = self.spec_model.model_validate(fields)  # raises ValidationError, on the client
         self.check(spec)
         options.setdefault("queue", settings.routes.get(spec.language, settings.queue))
+        options.setdefault("headers", {})["sandbox_sent_at"] = time.time()  # queue wait
+        if not limits_settings.log_debug:  # what logs and events show instead of the code
+            options.setdefault("kwargsrepr", f"<{spec.language}: {len(spec.code)} bytes of code>")
         payload = spec.model_dump(mode="json", exclude_unset=True)
         try:
             return super().apply_async((), payload, **options)
@@ -148,16 +158,33 @@ def _count_attempt(task_id: str) -> int:
     return attempts
 
 
+def _queue_wait(task: Task) -> None:
+    sent = task.request.get("sandbox_sent_at") or (task.request.headers or {}).get(
+        "sandbox_sent_at"
+    )
+    if isinstance(sent, (int, float)):
+        metrics.observe_queue_wait(task.name, time.time() - sent)
+
+
 @app.task(name="sandbox.run", bind=True, base=SandboxTask)
 def run(self: Task, **fields: Any) -> dict[str, Any]:
     """Run one job in a fresh container; return its JobResult as a dict."""
+    _queue_wait(self)
+    with metrics.running("sandbox.run"):
+        result = _run(self, fields)
+    metrics.observe_job(str(fields.get("language", "python")), result)
+    metrics.observe_pool(_host.pool_stats())
+    return result.model_dump(mode="json")
+
+
+def _run(self: Task, fields: dict[str, Any]) -> JobResult:
     task_id = self.request.id or ""
     attempts = _count_attempt(task_id) if task_id else 1
     if attempts > settings.max_attempts:
         log.error("job %s killed its worker %d times; giving up", task_id, attempts - 1)
         return JobResult.internal_error(
             f"the job ended its worker process {attempts - 1} times; not retried again"
-        ).model_dump(mode="json")
+        )
     try:
         spec = JobSpec.model_validate(fields)
         result = _host.execute(spec, task_id or None)
@@ -167,7 +194,7 @@ def run(self: Task, **fields: Any) -> dict[str, Any]:
         result = JobResult.internal_error(f"invalid job: {exc}")
     if task_id:
         app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
-    return result.model_dump(mode="json")
+    return result
 
 
 def judge_budget(spec: JudgeSpec) -> float:
@@ -202,6 +229,15 @@ class JudgeTask(SandboxTask):
 @app.task(name="sandbox.judge", bind=True, base=JudgeTask, time_limit=JUDGE_LIMIT)
 def judge(self: Task, **fields: Any) -> dict[str, Any]:
     """Judge a submission: compile once, run every case; return its JudgeResult as a dict."""
+    _queue_wait(self)
+    with metrics.running("sandbox.judge"):
+        result = _judge(self, fields)
+    metrics.observe_submission(str(fields.get("language", "python")), result.status.value)
+    metrics.observe_pool(_host.pool_stats())
+    return result.model_dump(mode="json")
+
+
+def _judge(self: Task, fields: dict[str, Any]) -> JudgeResult:
     from sandbox.judging import JudgeResult, Verdict
     from sandbox.judging import judge as judge_submission
 
@@ -209,11 +245,10 @@ def judge(self: Task, **fields: Any) -> dict[str, Any]:
     attempts = _count_attempt(task_id) if task_id else 1
     if attempts > settings.max_attempts:
         log.error("submission %s killed its worker %d times; giving up", task_id, attempts - 1)
-        result = JudgeResult(
+        return JudgeResult(
             status=Verdict.INTERNAL_ERROR,
             error=f"the submission ended its worker process {attempts - 1} times",
         )
-        return result.model_dump(mode="json")
     try:
         spec = JudgeSpec.model_validate(fields)
         self.check(spec)
@@ -226,4 +261,4 @@ def judge(self: Task, **fields: Any) -> dict[str, Any]:
         result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=f"invalid submission: {exc}")
     if task_id:
         app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
-    return result.model_dump(mode="json")
+    return result

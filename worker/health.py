@@ -1,0 +1,104 @@
+"""The health of a worker host, for a container orchestrator: `sandbox health`.
+
+Healthy when (1) a worker's main process on this host is alive and beating
+(it rewrites ``<run_dir>/workers/<pid>.json`` every few seconds), (2) Redis
+answers, and (3) a container can be started here (a tiny job, end to end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from sandbox.host import Check
+from sandbox.settings import Settings
+from worker.settings import WorkerSettings
+
+__all__ = ["BEAT_SECONDS", "beat_forever", "check", "stop_beating"]
+
+BEAT_SECONDS = 5.0
+STALE_SECONDS = 6 * BEAT_SECONDS
+
+
+def _beat_file(run_dir: Path, pid: int) -> Path:
+    return run_dir / "workers" / f"{pid}.json"
+
+
+def beat_forever(run_dir: Path, hostname: str) -> threading.Thread:
+    """Start this process's heartbeat (a daemon thread)."""
+    path = _beat_file(run_dir, os.getpid())
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def beat() -> None:
+        while True:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps({"pid": os.getpid(), "hostname": hostname, "at": time.time()})
+            )
+            tmp.rename(path)
+            time.sleep(BEAT_SECONDS)
+
+    thread = threading.Thread(target=beat, name="sandbox-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_beating(run_dir: Path) -> None:
+    _beat_file(run_dir, os.getpid()).unlink(missing_ok=True)
+
+
+def _worker(run_dir: Path) -> Check:
+    now = time.time()
+    beats = []
+    for path in (run_dir / "workers").glob("*.json"):
+        try:
+            beat = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(f"/proc/{beat.get('pid')}") and now - beat.get("at", 0) < STALE_SECONDS:
+            beats.append(beat)
+    if not beats:
+        return Check("worker", False, "no live worker on this host", "start one: sandbox worker")
+    names = ", ".join(f"{b['hostname']} (pid {b['pid']})" for b in beats)
+    return Check("worker", True, names)
+
+
+def _redis(settings: WorkerSettings) -> Check:
+    import redis
+
+    try:
+        redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=settings.connect_timeout
+        ).ping()
+    except redis.RedisError as exc:
+        return Check("redis", False, f"{settings.redis_url}: {exc}", "check SANDBOX_REDIS_URL")
+    return Check("redis", True, settings.redis_url)
+
+
+def _container(settings: Settings) -> Check:
+    from sandbox import JobResult, JobSpec, Runtime, Status
+    from sandbox.errors import SandboxError
+
+    async def probe() -> JobResult:
+        async with Runtime(settings, pool_size=0) as runtime:
+            return await runtime.execute(JobSpec(code="exit 0", language="sh"))
+
+    start = time.monotonic()
+    try:
+        result = asyncio.run(probe())
+    except SandboxError as exc:
+        return Check("container", False, str(exc), "run `sandbox doctor`")
+    if result.status is not Status.OK:
+        return Check("container", False, f"a test job ended {result.status}: {result.error}")
+    return Check("container", True, f"started one in {(time.monotonic() - start) * 1000:.0f} ms")
+
+
+def check(settings: Settings | None = None, worker: WorkerSettings | None = None) -> list[Check]:
+    """Every check, in order; the host is healthy when all are ok."""
+    settings = settings or Settings()
+    worker = worker or WorkerSettings()
+    return [_worker(settings.run_dir), _redis(worker), _container(settings)]
