@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE_KEYS = {
     "image", "build", "command", "environment", "depends_on", "cap_add", "security_opt",
     "cgroup", "volumes", "tmpfs", "stop_signal", "stop_grace_period", "privileged",
+    "expose", "healthcheck",
 }  # fmt: skip
 
 
@@ -47,6 +48,15 @@ def test_compose_file_is_valid_and_scales_workers():
         source = volume.split(":")[0]
         assert source.startswith("/") or source in compose["volumes"]
     assert "--appendonly" in services["redis"]["command"]
+    # Metrics on, health checked, in the deploy files (off by default in the CLI).
+    port = worker["environment"]["SANDBOX_METRICS_PORT"]
+    assert worker["expose"] == [port]
+    assert worker["healthcheck"]["test"] == ["CMD", "sandbox", "health"]
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    assert f"EXPOSE {port}" in dockerfile
+    assert "HEALTHCHECK" in dockerfile
+    assert '"sandbox", "health"' in dockerfile
+    assert WorkerSettings().metrics_port is None
 
 
 def test_example_environment_names_are_settings():
