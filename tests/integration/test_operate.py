@@ -109,6 +109,17 @@ async def test_exec_runs_inside_the_job(running, settings):
     assert "/usr/bin/python3" in seen["procs"]
 
 
+async def test_ps_inside_shows_the_jobs_processes(running, settings):
+    """The walk-through's nsenter step: `ps` in the job's pid namespace."""
+    _, row = running
+    out = await asyncio.to_thread(_cli, settings, "exec", row["job"], "ps", "-e", "-o", "pid,comm")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")[1:]
+    comms = {line.split()[1] for line in lines if line.strip()}
+    assert {"sandbox-init", "python3", "ps"} <= comms, out.stdout
+    assert "1 sandbox-init" in " ".join(line.strip() for line in lines)
+
+
 async def test_exec_exit_status_and_a_missing_command(running, settings):
     _, row = running
     out = await asyncio.to_thread(_cli, settings, "exec", row["job"], "/bin/sh", "-c", "exit 7")
