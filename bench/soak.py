@@ -38,6 +38,8 @@ PARENT = "sandbox-soak"
 RUN_DIR = Path("/run/sandbox-soak")
 CELERY = str(Path(sys.executable).with_name("celery"))
 MEMORY_MARGIN = 16 * 2**20
+# Ready containers per worker process; each is three processes (C, I, J).
+POOL_SIZE = 2
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,11 @@ def _worker_processes(main: int) -> list[int]:
 
 
 def snapshot(main: int) -> dict[str, Any]:
-    """What of ours exists now."""
+    """What of ours exists now.
+
+    The worker's process tree: per worker process, itself, its spawner and
+    three processes per ready container.
+    """
     mounts = sorted(
         line.split()[4]
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
@@ -202,7 +208,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
             "SANDBOX_REDIS_URL": url,
             "SANDBOX_CGROUP_PARENT": PARENT,
             "SANDBOX_RUN_DIR": str(RUN_DIR),
-            "SANDBOX_POOL_SIZE": "2",
+            "SANDBOX_POOL_SIZE": str(POOL_SIZE),
         }
         os.environ["SANDBOX_REDIS_URL"] = url  # for worker.app, imported below
         fd, log_path = tempfile.mkstemp(prefix="soak-worker-", suffix=".log")
@@ -218,10 +224,17 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
             from worker.tasks import run as run_task
 
             app.conf.update(broker_url=url, result_backend=url)
-            # Warm up: a job per worker process, so both have their runtime and pool.
-            for _ in range(concurrency * 2):
-                run_task.delay("print(1)").get(timeout=120)
-            before = _settled(worker.pid)
+            # Warm up until every worker process has run a job, so each has its warm
+            # pool: jobs that overlap in time go to different processes.
+            for _ in range(10):
+                warm = [run_task.delay("import time\ntime.sleep(0.5)") for _ in range(concurrency)]
+                for result in warm:
+                    result.get(timeout=120)
+                before = _settled(worker.pid)
+                if before["processes"] >= concurrency * (2 + 3 * POOL_SIZE):
+                    break
+            else:
+                raise RuntimeError(f"the worker's pools never filled: {before}")
             start = time.monotonic()
             wrong: list[dict[str, Any]] = []
             counts: Counter[str] = Counter()
