@@ -266,8 +266,11 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
         for parent in [*root.glob(f"*/{PARENT}"), root / PARENT]:
             with contextlib.suppress(OSError):
                 parent.rmdir()
+    ok = not wrong and not leaks and not leftover_cgroups
+    if ok:  # kept only to look into a failure
+        os.unlink(log_path)
     return {
-        "ok": not wrong and not leaks and not leftover_cgroups,
+        "ok": ok,
         "jobs": jobs,
         "seconds": round(elapsed, 1),
         "jobs_per_second": round(jobs / elapsed, 1) if elapsed else 0.0,
@@ -278,7 +281,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
         "cgroups_after_shutdown": leftover_cgroups,
         "rss_before": before["rss"],
         "rss_after": after["rss"],
-        "worker_log": log_path,
+        "worker_log": None if ok else log_path,
     }
 
 
