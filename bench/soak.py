@@ -269,6 +269,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
     ok = not wrong and not leaks and not leftover_cgroups
     if ok:  # kept only to look into a failure
         os.unlink(log_path)
+        shutil.rmtree(RUN_DIR, ignore_errors=True)  # the soak's own run dir
     return {
         "ok": ok,
         "jobs": jobs,
