@@ -187,7 +187,8 @@ def print_table(result: JudgeResult) -> None:
     out = sys.stdout
     if result.compile is not None:
         c = result.compile
-        print(f"compile: {c.status} ({c.wall_time:.2f} s)", file=out)
+        said = "ok" if c.status is Verdict.ACCEPTED else c.status.value
+        print(f"compile: {said} ({c.wall_time:.2f} s)", file=out)
         if c.status is not Verdict.ACCEPTED:
             print((c.stderr or c.stdout or c.message or "").rstrip(), file=out)
     if result.tests:

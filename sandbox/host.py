@@ -153,6 +153,28 @@ def _ids_in_use(first: int, end: int, etc: Path = Path("/etc")) -> str:
     return ""
 
 
+def _languages() -> Check:
+    """The commands of the host image's languages are there (gcc for c...)."""
+    from sandbox import languages
+
+    missing = [
+        f"{name} ({argv[0]})"
+        for name, info in sorted(languages.known().items())
+        if info.image == "host"
+        for argv in (info.compile, info.run)
+        if argv and argv[0].startswith("/") and not os.access(argv[0], os.X_OK)
+    ]
+    if missing:
+        return Check(
+            "languages",
+            False,
+            f"missing: {', '.join(missing)}",
+            "install them (scripts/install installs gcc, g++) or drop those languages",
+            essential=False,
+        )
+    return Check("languages", True, ", ".join(sorted(languages.known())))
+
+
 def _python() -> Check:
     if os.access("/usr/bin/python3", os.X_OK):
         return Check("python3", True, "/usr/bin/python3 (the default image's python)")
@@ -196,6 +218,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         _userns(settings),
         _state(settings),
         _python(),
+        _languages(),
     ]
 
 

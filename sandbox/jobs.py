@@ -60,7 +60,10 @@ def write(run_dir: Path, record: JobRecord) -> None:
     directory = jobs_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{record.id}.tmp"
-    tmp.write_text(json.dumps(asdict(record)))
+    # Root only: a record holds the job's environment, which its submitter chose.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(asdict(record)))
     tmp.rename(directory / f"{record.id}.json")
 
 

@@ -34,6 +34,11 @@ class WorkerSettings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus metrics on this port (off: unset)"
     )
+    max_submission: int = Field(
+        256 * 2**20,
+        gt=0,
+        description="bytes of a judge submission (code, every case's input and answer, files)",
+    )
     max_judge_time: float = Field(
         1800.0,
         gt=0,

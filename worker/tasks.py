@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sandbox.pool import PoolStats
     from sandbox.runner import Runtime
 
-__all__ = ["SubmitError", "judge", "judge_budget", "run", "runtime_host"]
+__all__ = ["SubmitError", "judge", "judge_budget", "run", "runtime_host", "submission_size"]
 
 log = logging.getLogger("sandbox.worker")
 T = TypeVar("T")
@@ -211,12 +211,30 @@ def judge_budget(spec: JudgeSpec) -> float:
     return compile_time + per_case * len(spec.tests)
 
 
+def submission_size(spec: JudgeSpec) -> int:
+    """Bytes a submission carries through Redis, about: code, cases, files."""
+    size = len(spec.code.encode())
+    size += sum(len(f.content) for f in spec.files.values())
+    for case in spec.tests:
+        size += len(case.stdin.encode()) + len((case.expected or "").encode())
+        size += sum(len(f.content) for f in case.files.values())
+    if spec.checker is not None:
+        size += len(spec.checker.code.encode())
+    return size
+
+
 class JudgeTask(SandboxTask):
     """``sandbox.judge``: a submission judged on one worker."""
 
     spec_model = JudgeSpec
 
     def check(self, spec: Any) -> None:
+        size = submission_size(spec)
+        if size > settings.max_submission:
+            raise ValueError(
+                f"this submission is {size} bytes (code, cases, files), more than the "
+                f"{settings.max_submission} a judge task may carry (SANDBOX_MAX_SUBMISSION)"
+            )
         budget = judge_budget(spec)
         if budget > settings.max_judge_time:
             raise ValueError(

@@ -53,3 +53,15 @@ def test_a_spec_needs_tests_and_a_known_language():
     )
     assert spec.tests[0].expected == "3\n"
     assert JudgeSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_a_submission_too_big_or_too_long_is_refused_on_the_client():
+    from worker.tasks import JudgeTask, judge_budget, submission_size
+
+    spec = JudgeSpec(code="x" * 10, tests=[TestCase(stdin="1" * 5, expected="2" * 3)] * 4)
+    assert submission_size(spec) == 10 + 4 * 8
+    # Python's syntax check (default limits: 10 s wall), then four cases of 10 s each.
+    assert judge_budget(spec) == 10.0 + 4 * 10.0
+    big = JudgeSpec(code="x", tests=[TestCase(stdin="y" * 2**20)] * 300)
+    with pytest.raises(ValueError, match="SANDBOX_MAX_SUBMISSION"):
+        JudgeTask().check(big)
