@@ -92,6 +92,7 @@ class Container:
         self.ended_ns: int | None = None
         self.kill_reason: str | None = None
         self._kill_pending = False
+        self._cgroup_kill: asyncio.Future[None] | None = None
         self.events: list[str] = []
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._readable)
@@ -256,6 +257,20 @@ class Container:
                 signal.pidfd_send_signal(target, signal.SIGKILL)
         # Also through the cgroup: a job that froze its own cgroup (root in a
         # nested user namespace can) ignores SIGKILL until thawed; this thaws.
+        # On v1 that is freeze, kill, thaw, polling the freeze: in a thread,
+        # so that the event loop (other jobs' timers and output) never waits.
+        if self._cgroup_kill is not None and not self._cgroup_kill.done():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None:
+            self._kill_cgroup()
+        else:
+            self._cgroup_kill = running.run_in_executor(None, self._kill_cgroup)
+
+    def _kill_cgroup(self) -> None:
         with contextlib.suppress(SandboxError, OSError):
             self.cgroup.kill()
 
@@ -269,6 +284,8 @@ class Container:
             if not await within(self.done, grace):
                 self.kill("cleanup")
                 await within(self.done, grace)
+            if self._cgroup_kill is not None:
+                await within(self._cgroup_kill, grace)  # it thaws what it froze
         finally:
             self.close()
         delay = 0.001
