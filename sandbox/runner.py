@@ -35,13 +35,14 @@ from sandbox import files, host, jobs, languages, reclaim
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, memfd, within
-from sandbox.cpus import CpuSlots, parse_cpu_list
+from sandbox.cpus import parse_cpu_list
 from sandbox.errors import CleanupError, SetupError, UnsupportedError
 from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
 from sandbox.result import JobResult, Status
 from sandbox.settings import Settings
+from sandbox.slots import Slots
 from sandbox.spec import File, JobSpec, Limits
 
 __all__ = ["Runtime", "execute", "execute_sync"]
@@ -123,7 +124,7 @@ class Runtime:
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._stats_written = 0.0
         self._last_cap = last_capability()
-        self._cpus: CpuSlots | None = None
+        self._cpus: Slots | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -148,7 +149,7 @@ class Runtime:
                     hint="enable cpuset (cgroup v2: echo +cpuset > "
                     f"{s.cgroup_root}/cgroup.subtree_control) or unset SANDBOX_PIN_CPUS",
                 )
-            self._cpus = CpuSlots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
+            self._cpus = Slots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)
         self._images.ensure_host()
@@ -289,7 +290,7 @@ class Runtime:
     @property
     def slots(self) -> int:
         """Jobs worth running at once: the pinned CPUs, or the CPUs this process may use."""
-        return len(self._cpus.cpus) if self._cpus else max(1, len(os.sched_getaffinity(0)))
+        return len(self._cpus.ids) if self._cpus else max(1, len(os.sched_getaffinity(0)))
 
     def pool_stats(self) -> PoolStats | None:
         """Counters of the warm pool, or None before its first job or when disabled."""
@@ -337,7 +338,7 @@ class Runtime:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
             job = _Job(spec, plan, image.name, task_id)
-            result = await self._run(container, job, str(slot.cpu) if slot else "")
+            result = await self._run(container, job, str(slot.id) if slot else "")
             self._log_job(container, job, result)
             return result
         finally:

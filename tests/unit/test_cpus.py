@@ -1,4 +1,4 @@
-"""CPU lists and the host-wide CPU slots (real flock files under tmp_path)."""
+"""CPU lists and host-wide slots (real flock files under tmp_path)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sandbox.cpus import CpuSlots, parse_cpu_list
+from sandbox.cpus import parse_cpu_list
 from sandbox.settings import Settings
+from sandbox.slots import Slots
 
 
 @pytest.mark.parametrize(
@@ -38,38 +39,38 @@ def test_settings_check_the_list():
 
 
 def test_slots_are_exclusive_across_holders(tmp_path: Path):
-    """Two runtimes (two CpuSlots on one directory) never hold the same CPU."""
-    one, two = CpuSlots(tmp_path, (0, 1)), CpuSlots(tmp_path, (0, 1))
+    """Two runtimes (two Slots on one directory) never hold the same CPU."""
+    one, two = Slots(tmp_path, (0, 1)), Slots(tmp_path, (0, 1))
     a = one.try_acquire()
     b = two.try_acquire()
     assert a is not None
     assert b is not None
-    assert {a.cpu, b.cpu} == {0, 1}
+    assert {a.id, b.id} == {0, 1}
     assert one.try_acquire() is None
     assert two.try_acquire() is None
     a.release()
     c = two.try_acquire()
     assert c is not None
-    assert c.cpu == a.cpu
+    assert c.id == a.id
     a.release()  # twice: harmless
     b.release()
     c.release()
 
 
 async def test_acquire_waits_for_a_release(tmp_path: Path):
-    slots = CpuSlots(tmp_path, (7,), poll=0.001)
+    slots = Slots(tmp_path, (7,), poll=0.001)
     held = await slots.acquire()
     waiter = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0.02)
     assert not waiter.done()
     held.release()
     got = await asyncio.wait_for(waiter, 1)
-    assert got.cpu == 7
+    assert got.id == 7
     got.release()
 
 
 async def test_a_cancelled_wait_holds_nothing(tmp_path: Path):
-    slots = CpuSlots(tmp_path, (0,), poll=0.001)
+    slots = Slots(tmp_path, (0,), poll=0.001)
     held = await slots.acquire()
     waiter = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0.01)
