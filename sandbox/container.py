@@ -32,6 +32,7 @@ from typing import Any
 from sandbox.cgroups import Cgroup
 from sandbox.errors import CleanupError, SandboxError, SetupError, setup_error_for
 from sandbox.plan import ContainerPlan
+from sandbox.slots import Slot
 
 log = logging.getLogger("sandbox")
 
@@ -93,6 +94,7 @@ class Container:
         self.kill_reason: str | None = None
         self._kill_pending = False
         self._cgroup_kill: asyncio.Future[None] | None = None
+        self.id_range: Slot | None = None  # its host id range, released when it is removed
         self.events: list[str] = []
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._readable)
@@ -288,6 +290,7 @@ class Container:
                 await within(self._cgroup_kill, grace)  # it thaws what it froze
         finally:
             self.close()
+            self._release_ids()
         delay = 0.001
         for attempt in range(12):
             try:
@@ -312,6 +315,7 @@ class Container:
             with contextlib.suppress(OSError):
                 select.select([pidfd], [], [], 5.0)  # readable once C has exited
         self.close()
+        self._release_ids()
         for _ in range(100):
             try:
                 self.cgroup.destroy()
@@ -321,6 +325,11 @@ class Container:
                     self.cgroup.kill()
                 time.sleep(0.01)
         log.error("cgroup %s still busy; the next start reclaims it", self.cgroup.name)
+
+    def _release_ids(self) -> None:
+        if self.id_range is not None:
+            self.id_range.release()
+            self.id_range = None
 
     def dismiss(self) -> None:
         """Tell a ready container that no job is coming: its init exits."""

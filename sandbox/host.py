@@ -106,6 +106,7 @@ def _userns(settings: Settings) -> Check:
     from sandbox.namespaces import new_user_namespace
 
     first, size = settings.userns_base, settings.userns_size
+    end = first + settings.userns_ranges * size
     try:
         os.close(new_user_namespace(first, size))
     except OSError as exc:
@@ -116,16 +117,21 @@ def _userns(settings: Settings) -> Check:
             "check sysctl user.max_user_namespaces (> 0) and run as root; "
             "or set SANDBOX_USERNS=false to run without this layer",
         )
-    clash = _ids_in_use(first, first + size)
+    clash = _ids_in_use(first, end)
     if clash:
         return Check(
             "user namespace",
             False,
-            f"host ids {first}-{first + size - 1} are not free: {clash}",
+            f"host ids {first}-{end - 1} are not free: {clash}",
             "set SANDBOX_USERNS_BASE to a range nobody else uses",
             essential=False,
         )
-    return Check("user namespace", True, f"root inside is host uid {first} ({size} ids)")
+    ranges = settings.userns_ranges
+    return Check(
+        "user namespace",
+        True,
+        f"host ids {first}-{end - 1}: {ranges} ranges of {size}, one per live container",
+    )
 
 
 def _ids_in_use(first: int, end: int, etc: Path = Path("/etc")) -> str:

@@ -41,6 +41,7 @@ class JobRecord:
     env: tuple[str, ...]
     workdir: str
     cpu_base_ns: int  # the cgroup's CPU counter when the job started
+    host_uid_base: int | None = None  # host uid of root inside (None: no user namespace)
     limits: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

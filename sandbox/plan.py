@@ -210,15 +210,13 @@ def _check_exec_size(spec: JobSpec) -> None:
 
 
 def rootfs_mounts(
-    binds: tuple[str, ...], mount_base: str, owner: int = 0
+    binds: tuple[str, ...], mount_base: str
 ) -> tuple[tuple[MountOp, ...], tuple[MountOp, ...]]:
     """The ordered mounts on top of the image, in two parts.
 
     Args:
         binds: host directories bound read-only at the same path (e.g. /usr).
         mount_base: where the job's disk tmpfs is mounted (/dev/shm lives there).
-        owner: host uid (and gid) of the container's root: what it creates
-            shows as root's inside the user namespace.
 
     Returns:
         ``(mounts, proc_mounts)``: the root filesystem (host binds, /dev,
@@ -227,7 +225,6 @@ def rootfs_mounts(
         mounted inside the new pid namespace.
     """
     ro = sc.MS_NOSUID | sc.MS_NODEV
-    owned = f",uid={owner},gid={owner}" if owner else ""
     ops: list[MountOp] = [
         MountOp("bind", path, source=path, flags=ro, readonly=True) for path in binds
     ]
@@ -240,7 +237,7 @@ def rootfs_mounts(
             source="tmpfs",
             fstype="tmpfs",
             flags=ro | sc.MS_NOEXEC,
-            data=f"mode=0755,size=64k,nr_inodes=64{owned}",
+            data="mode=0755,size=64k,nr_inodes=64",
         ),
     ]
     for name in DEVICES:
@@ -395,9 +392,7 @@ def build_plan(
         "PYTHONDONTWRITEBYTECODE": "1",
         **spec.env,
     }
-    mounts, proc_mounts = rootfs_mounts(
-        image.binds, str(settings.run_dir / "mnt"), userns[0] if userns else 0
-    )
+    mounts, proc_mounts = rootfs_mounts(image.binds, str(settings.run_dir / "mnt"))
     container = ContainerPlan(
         image_id=image.id or image.name,
         init_uid=settings.init_uid,

@@ -118,7 +118,7 @@ def apply_mounts(
 ) -> None:
     """Carry out the plan's mount steps, in order, under ``root``.
 
-    What the steps create (directories, files, links) belongs to ``owner``.
+    What the steps create (directories, files, links, tmpfs roots) belongs to ``owner``.
 
     Raises:
         OSError: a step was refused.
@@ -154,7 +154,10 @@ def apply_mounts(
                 sys.mount("/dev/null", target, None, MS_BIND, None)
                 sys.mount(None, target, None, MS_BIND | MS_REMOUNT | MASK_FLAGS, None)
         elif op.op == "mount":
-            sys.mount(op.source, target, op.fstype, op.flags, op.data)
+            data = op.data
+            if owner and op.fstype == "tmpfs":  # its root directory: the container root's
+                data = f"{data},uid={owner},gid={owner}" if data else f"uid={owner},gid={owner}"
+            sys.mount(op.source, target, op.fstype, op.flags, data)
         else:
             raise ValueError(f"unknown mount step {op.op!r}")
 

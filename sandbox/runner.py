@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -125,6 +126,7 @@ class Runtime:
         self._stats_written = 0.0
         self._last_cap = last_capability()
         self._cpus: Slots | None = None
+        self._id_ranges: Slots | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -150,6 +152,8 @@ class Runtime:
                     f"{s.cgroup_root}/cgroup.subtree_control) or unset SANDBOX_PIN_CPUS",
                 )
             self._cpus = Slots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
+        if s.userns:
+            self._id_ranges = Slots(s.run_dir / "userns", tuple(range(s.userns_ranges)))
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)
         self._images.ensure_host()
@@ -238,16 +242,34 @@ class Runtime:
         return image
 
     async def _spawn(self, plan: ContainerPlan) -> Container:
-        """A new container in a new cgroup of ours (the container owns the cgroup)."""
+        """A new container in a new cgroup of ours (the container owns the cgroup).
+
+        With user namespaces it also gets a range of host ids of its own, held
+        while it lives: two containers of this host never share a host uid.
+        """
         control = self._control_socket()
         assert self._cgroups is not None
-        cgroup = self._cgroups.create(f"{self.owner}.{next(self._counter)}")
+        id_range = None
+        if plan.userns is not None and self._id_ranges is not None:
+            id_range = await self._id_ranges.acquire()
+            base, size = plan.userns
+            plan = dataclasses.replace(plan, userns=(base + id_range.id * size, size))
         try:
-            return await Container.spawn(control, plan, cgroup)
+            cgroup = self._cgroups.create(f"{self.owner}.{next(self._counter)}")
+        except BaseException:
+            if id_range is not None:
+                id_range.release()
+            raise
+        try:
+            container = await Container.spawn(control, plan, cgroup)
         except BaseException:
             with contextlib.suppress(OSError):
                 cgroup.destroy()
+            if id_range is not None:
+                id_range.release()
             raise
+        container.id_range = id_range
+        return container
 
     def _container_source(self) -> Callable[[ContainerPlan], Awaitable[Container]]:
         if self.pool_size <= 0:
@@ -470,6 +492,7 @@ class Runtime:
             env=job.env,
             workdir=job.workdir,
             cpu_base_ns=cgroup.cpu_total_ns() - cgroup.cpu_usage_ns(),
+            host_uid_base=container.plan.root_owner if container.plan.userns else None,
             limits=task.plan.limits.model_dump(mode="json"),
         )
         try:

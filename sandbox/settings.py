@@ -19,9 +19,10 @@ from sandbox.spec import normalise_capabilities, parse_size
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "USERNS_BASE", "Settings"]
 
-# 0x70000000: host uids from here to 0x7000FFFF are the jobs' (uid 65534 inside is
-# 0x7000FFFE outside). systemd leaves 0x70000000-0x7FFDFFFF unallocated
-# (docs/UIDS-GIDS.md); check /etc/subuid and /etc/passwd give none of it away.
+# 0x70000000: host uids from here on are the jobs', 65536 per live container
+# (256 ranges by default: up to 0x70FFFFFF). systemd leaves 0x70000000-0x7FFDFFFF
+# unallocated (docs/UIDS-GIDS.md); `sandbox doctor` checks that /etc/passwd,
+# /etc/group, /etc/subuid and /etc/subgid give none of it away.
 USERNS_BASE = 0x70000000
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -91,10 +92,15 @@ class Settings(BaseSettings):
     userns_base: int = Field(
         USERNS_BASE,
         ge=1,
-        le=2**32 - 2**16 - 2,
         description="first host uid and gid of the range reserved for jobs: uid 0 inside maps here",
     )
     userns_size: int = Field(65536, ge=2, le=2**16, description="ids mapped, from 0 inside")
+    userns_ranges: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description="ranges of userns_size ids from userns_base: each live container has its own",
+    )
     init_uid: int = Field(
         65533, ge=1, description="uid of the container's init once the job runs: not the job's"
     )
@@ -122,12 +128,29 @@ class Settings(BaseSettings):
         parse_cpu_list(value)
         return value
 
-    def host_id(self, inside: int) -> int:
-        """The host uid (or gid) of id ``inside`` a job's user namespace."""
-        return self.userns_base + inside if self.userns else inside
+    def host_id(self, inside: int, id_range: int = 0) -> int:
+        """The host uid (or gid) of id ``inside`` the user namespace of range ``id_range``."""
+        if not self.userns:
+            return inside
+        return self.userns_base + id_range * self.userns_size + inside
+
+    def inside_id(self, host: int) -> int | None:
+        """The id inside a job's user namespace of host uid ``host``; None if not a job's."""
+        if not self.userns:
+            return host
+        offset = host - self.userns_base
+        if 0 <= offset < self.userns_ranges * self.userns_size:
+            return offset % self.userns_size
+        return None
 
     @model_validator(mode="after")
     def _ids_mapped(self) -> Settings:
+        last = self.userns_base + self.userns_ranges * self.userns_size - 1
+        if self.userns and last > 2**32 - 2:  # (uid_t) -1 is no id
+            raise ValueError(
+                f"userns_base + userns_ranges * userns_size ends at {last}, past the last uid "
+                f"{2**32 - 2}: lower SANDBOX_USERNS_BASE or SANDBOX_USERNS_RANGES"
+            )
         if self.userns:
             for name in ("job_uid", "job_gid", "init_uid"):
                 if getattr(self, name) >= self.userns_size:

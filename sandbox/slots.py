@@ -25,6 +25,10 @@ class Slot:
         self.id = slot_id
         self._fd = fd
 
+    def fileno(self) -> int:
+        """The locked file's descriptor (-1 once released)."""
+        return self._fd
+
     def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # drops the flock

@@ -189,6 +189,8 @@ def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
         name = container.cgroup.name
         spared_cgroups |= {p for p in cgroups(settings) if f"/{name}/" in f"{p}/"}
         spared_fds |= {container.sock.fileno(), container.pidfd, container.init_pidfd}
+        if container.id_range is not None:
+            spared_fds.add(container.id_range.fileno())
     return {
         "mounts": mounts(),
         "cgroups": cgroups(settings) - spared_cgroups - foreign_cgroups(settings, runtime.owner),

@@ -18,7 +18,6 @@ from tests.conftest import TEST_SETTINGS
 from tests.proc import alive, descendants, pids_with
 
 __all__ = [
-    "HOST_JOB_UID",
     "JOB_UID",
     "MiB",
     "alive",
@@ -32,8 +31,7 @@ __all__ = [
 ]
 
 MiB = 2**20
-JOB_UID = TEST_SETTINGS.job_uid  # as the job sees itself
-HOST_JOB_UID = TEST_SETTINGS.host_id(JOB_UID)  # as the host sees it (user namespace)
+JOB_UID = TEST_SETTINGS.job_uid  # as the job sees itself (on the host: its range's)
 
 # Bounded limits, so that the whole suite stays short on a 2-core host.
 DEFAULT_LIMITS: dict[str, Any] = {"wall_time": 5, "cpu_time": 5, "memory": "128M", "pids": 32}
@@ -109,6 +107,8 @@ def job_uid_descendants(root_pid: int | None = None) -> list[int]:
             foreign = os.readlink(f"/proc/{child}/ns/pid") != ours
         except OSError:
             continue
-        if foreign and _uid(child) == HOST_JOB_UID and alive(child):
+        uid = _uid(child)
+        job_user = uid is not None and TEST_SETTINGS.inside_id(uid) == JOB_UID
+        if foreign and job_user and alive(child):
             found.append(child)
     return found

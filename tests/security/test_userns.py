@@ -14,7 +14,6 @@ import pytest
 
 from sandbox import JobSpec, Status
 from tests.security.helpers import (
-    HOST_JOB_UID,
     assert_host_healthy,
     host_pids_with,
     limits,
@@ -61,10 +60,9 @@ async def test_job_processes_run_as_reserved_host_ids(runtime, settings, capabil
             await asyncio.sleep(0.05)
         assert len(pids) == 1, "the job's process did not show on the host"
         inside = settings.job_uid if not capabilities else 0
-        assert _host_ids(pids[0]) == (settings.host_id(inside), settings.host_id(inside))
-        if not capabilities:
-            assert _host_ids(pids[0])[0] == HOST_JOB_UID
-        assert settings.host_id(inside) >= settings.userns_base > 0
+        uid, gid = _host_ids(pids[0])
+        assert uid == gid >= settings.userns_base > 0
+        assert settings.inside_id(uid) == inside  # a uid of one of the reserved ranges
     finally:
         job.cancel()
         result = await asyncio.gather(job, return_exceptions=True)
@@ -72,15 +70,46 @@ async def test_job_processes_run_as_reserved_host_ids(runtime, settings, capabil
     await assert_host_healthy(runtime)
 
 
-async def test_the_map_is_the_reserved_range(runtime, settings):
+async def test_the_map_is_a_reserved_range(runtime, settings):
     seen = await probe(
         runtime,
         "import json\nprint(json.dumps([open('/proc/self/uid_map').read().split(),"
         " open('/proc/self/gid_map').read().split()]))",
         capabilities=ROOT,
     )
-    expected = ["0", str(settings.userns_base), str(settings.userns_size)]
-    assert seen == [expected, expected]
+    uids, gids = seen
+    assert uids == gids
+    first, base, size = (int(n) for n in uids)
+    assert (first, size) == (0, settings.userns_size)
+    assert (base - settings.userns_base) % settings.userns_size == 0
+    assert 0 <= base - settings.userns_base < settings.userns_ranges * settings.userns_size
+
+
+async def test_concurrent_jobs_never_share_host_ids(runtime, settings):
+    """Each live container has a range of its own: an escape past every namespace would
+    still meet the other jobs as strangers (like isolate's uid per box)."""
+    token = marker()
+    specs = [
+        JobSpec(code=SHOW_IDS, argv=(f"{token}-{i}",), limits=limits(wall_time=30))
+        for i in range(3)
+    ]
+    jobs = [asyncio.create_task(runtime.execute(spec)) for spec in specs]
+    try:
+        pids: list[int] = []
+        for _ in range(200):
+            pids = host_pids_with(token)
+            if len(pids) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert len(pids) == 3
+        uids = {_host_ids(pid)[0] for pid in pids}
+        assert len(uids) == 3, uids
+        assert {settings.inside_id(uid) for uid in uids} == {settings.job_uid}
+    finally:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+    await assert_host_healthy(runtime)
 
 
 ESCAPE_IDS = """

@@ -28,9 +28,9 @@ def _apply(root: Path, ops: tuple[MountOp, ...]) -> RecordingSyscalls:
     return fake
 
 
-def _whole(binds: tuple[str, ...], owner: int = 0) -> tuple[MountOp, ...]:
+def _whole(binds: tuple[str, ...]) -> tuple[MountOp, ...]:
     """A plan's mount steps in the order they run: the root's, then /proc's."""
-    mounts, proc = rootfs_mounts(binds, "/run/sandbox/mnt", owner)
+    mounts, proc = rootfs_mounts(binds, "/run/sandbox/mnt")
     return mounts + proc
 
 
@@ -101,7 +101,7 @@ def test_with_a_user_namespace_the_container_root_owns_what_is_made(
     chowned: list[tuple[str, int]] = []
     monkeypatch.setattr(os, "chown", lambda path, uid, gid: chowned.append((path, uid)))
     monkeypatch.setattr(os, "lchown", lambda path, uid, gid: chowned.append((path, uid)))
-    mounts, _ = rootfs_mounts((), "/run/sandbox/mnt", 7000)
+    mounts, _ = rootfs_mounts((), "/run/sandbox/mnt")
     fake = RecordingSyscalls()
     rootfs.apply_mounts(str(tmp_path), mounts, 7000, sys=fake)
     dev = next(c for c in fake.named("mount") if c[2] == f"{tmp_path}/dev")

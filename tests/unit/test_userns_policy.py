@@ -38,9 +38,25 @@ def test_off_leaves_the_host_ids_and_one_mount_namespace():
     assert "uid=" not in (dev.data or "")
 
 
-def test_dev_belongs_to_the_container_root():
-    dev = next(op for op in _container().mounts if op.target == "/dev" and op.op == "mount")
-    assert f"uid={USERNS_BASE},gid={USERNS_BASE}" in (dev.data or "")
+def test_the_plan_names_no_host_id_range_in_its_mounts():
+    """The owner is the container's own id range, given when it is spawned (rootfs.py)."""
+    for op in _container().mounts:
+        assert "uid=" not in (op.data or "")
+
+
+def test_ranges_map_host_ids_both_ways():
+    settings = Settings(userns_ranges=4)
+    assert settings.host_id(65534, 2) == USERNS_BASE + 2 * 65536 + 65534
+    assert settings.inside_id(USERNS_BASE + 3 * 65536 + 7) == 7
+    assert settings.inside_id(USERNS_BASE + 4 * 65536) is None  # past the last range
+    assert settings.inside_id(1000) is None
+    assert Settings(userns=False).inside_id(1000) == 1000
+
+
+def test_the_ranges_must_end_before_the_invalid_uid():
+    with pytest.raises(ValidationError, match="past the last uid"):
+        Settings(userns_base=2**32 - 65536, userns_ranges=2)
+    Settings(userns_base=2**32 - 65536 - 1, userns_ranges=1)
 
 
 def test_the_plan_round_trips_through_json():
@@ -58,11 +74,6 @@ def test_ids_the_namespace_does_not_map_are_refused(field: str):
     with pytest.raises(ValidationError, match=f"{field} 70000 is not mapped"):
         Settings(**{field: 70000})  # type: ignore[arg-type]
     Settings(**{field: 70000, "userns": False})  # type: ignore[arg-type]
-
-
-def test_the_range_must_fit_below_the_invalid_uid():
-    with pytest.raises(ValidationError, match="userns_base"):
-        Settings(userns_base=2**32 - 10)
 
 
 def test_range_clashes_are_named(tmp_path: Path):
