@@ -97,6 +97,7 @@ def _row(record: JobRecord, setup: CgroupSetup, now: float) -> dict[str, Any] | 
         "language": record.language,
         "age": round(now - record.started, 3),
         "init_pid": record.init_pid,
+        "host_uid": None if record.host_uid_base is None else record.host_uid_base + record.uid,
         "cpu_time": round(max(cpu, 0.0), 3),
         "memory": memory,
         "limits": record.limits,

@@ -58,11 +58,12 @@ async def running(
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_ps_shows_the_job(running):
+async def test_ps_shows_the_job(running, settings):
     _, row = running
     assert row["language"] == "python"
     assert row["image"] == "host"
     assert row["init_pid"] > 1
+    assert settings.inside_id(row["host_uid"]) == settings.job_uid
     assert row["limits"]["memory"] == 64 * 2**20
     assert row["memory"] > 0
     assert 0 <= row["age"] < 30
