@@ -448,3 +448,13 @@ def test_cgroup_errors_are_sandbox_errors():
     assert issubclass(CgroupError, SetupError)
     assert issubclass(UnsupportedError, SandboxError)
     assert not issubclass(UnsupportedError, SetupError)
+
+
+def test_can_pin_only_with_a_cpuset_controller_of_ours(tmp_path: Path):
+    setup = _v2_root(tmp_path / "a", "cpuset cpu memory pids\n", "cpu memory pids\n")
+    _files(tmp_path / "a", {"sandbox/cgroup.subtree_control": "memory pids cpu\n"})
+    assert not setup.can_pin()  # the root does not delegate cpuset: pinning is refused
+    setup = _v2_root(tmp_path / "b", "cpuset cpu memory pids\n", "cpuset cpu memory pids\n")
+    _files(tmp_path / "b", {"sandbox/cgroup.subtree_control": "memory pids cpu cpuset\n"})
+    assert setup.can_pin()
+    assert not SetupV2(tmp_path / "none", "sandbox").can_pin()
