@@ -29,12 +29,12 @@ import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox import languages
 from sandbox.errors import SandboxError, SpecError
 from sandbox.result import JobResult, Status
-from sandbox.spec import File, FileName, InputFile, JobSpec, Limits
+from sandbox.spec import File, FileName, InputFile, JobSpec, LanguageName, Limits
 
 if TYPE_CHECKING:
     from sandbox.runner import Runtime
@@ -102,14 +102,8 @@ class Checker(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: str
-    language: str = "python"
+    language: LanguageName = "python"
     limits: Limits = Field(default_factory=lambda: Limits(wall_time=10, cpu_time=5))
-
-    @field_validator("language")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        languages.get(value)
-        return value
 
 
 class JudgeSpec(BaseModel):
@@ -118,7 +112,7 @@ class JudgeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: str
-    language: str = "python"
+    language: LanguageName = "python"
     image: str | None = None
     tests: list[TestCase] = Field(min_length=1, max_length=1000)
     limits: Limits = Field(default_factory=Limits, description="each test run's limits")
@@ -133,12 +127,6 @@ class JudgeSpec(BaseModel):
     output_preview: int = Field(
         4096, ge=0, le=2**20, description="bytes of each case's stdout and stderr kept"
     )
-
-    @field_validator("language")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        languages.get(value)
-        return value
 
 
 class CompileResult(BaseModel):

@@ -491,7 +491,7 @@ class Runtime:
             seccomp_profile=job.seccomp_profile if container.plan.seccomp else None,
             env=job.env,
             workdir=job.workdir,
-            cpu_base_ns=cgroup.cpu_total_ns() - cgroup.cpu_usage_ns(),
+            cpu_base_ns=cgroup.cpu_base_ns(),
             host_uid_base=container.plan.root_owner if container.plan.userns else None,
             limits=task.plan.limits.model_dump(mode="json"),
         )

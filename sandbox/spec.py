@@ -97,6 +97,17 @@ def _file(value: object) -> object:
 InputFile = Annotated[File, BeforeValidator(_file)]
 
 
+def _known_language(name: str) -> str:
+    from sandbox import languages  # it parses sizes with this module: resolve at call time
+
+    languages.get(name)  # raises ValueError listing the known ones
+    return name
+
+
+# A language of sandbox/languages.toml (or the deployer's file).
+LanguageName = Annotated[str, AfterValidator(_known_language)]
+
+
 class Limits(BaseModel):
     """Resource limits of one job. Every field has a default and an operator maximum."""
 
@@ -120,7 +131,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: str = Field(description="the program's source text")
-    language: str = Field(
+    language: LanguageName = Field(
         "python", description="a language of sandbox/languages.toml (or the deployer's file)"
     )
     image: str | None = Field(
@@ -158,14 +169,6 @@ class JobSpec(BaseModel):
         description="for compiled languages: compile and run (all), only compile (its "
         "artifacts come back in files), or only run (the artifacts given in files)",
     )
-
-    @field_validator("language")
-    @classmethod
-    def _known_language(cls, value: str) -> str:
-        from sandbox import languages
-
-        languages.get(value)  # raises ValueError listing the known ones
-        return value
 
     @field_validator("files")
     @classmethod

@@ -103,6 +103,10 @@ class Cgroup(Protocol):
         """The cgroup's CPU counter as the kernel keeps it (v1: since the last reset)."""
         ...
 
+    def cpu_base_ns(self) -> int:
+        """Where :meth:`cpu_total_ns` stood at the last reset (no read: v1 resets to 0)."""
+        ...
+
     def memory_current(self) -> int:
         """Bytes of memory the cgroup uses now."""
         ...

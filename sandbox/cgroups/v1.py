@@ -95,6 +95,9 @@ class CgroupV1:
     def cpu_total_ns(self) -> int:
         return self.cpu_usage_ns()
 
+    def cpu_base_ns(self) -> int:
+        return 0
+
     def memory_current(self) -> int:
         return int(read_file(self._dirs["memory"] / MEMORY_USAGE))
 

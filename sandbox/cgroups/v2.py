@@ -91,6 +91,9 @@ class CgroupV2:
     def cpu_total_ns(self) -> int:
         return self._cpu_usec() * 1000
 
+    def cpu_base_ns(self) -> int:
+        return self._cpu_base_us * 1000
+
     def memory_current(self) -> int:
         return int(read_file(self.path / MEMORY_CURRENT))
 

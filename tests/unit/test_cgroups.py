@@ -89,6 +89,7 @@ def test_v1_limits_stats_and_reset(tmp_path: Path):
     cg.reset_accounting()
     assert (dirs["cpuacct"] / "cpuacct.usage").read_text() == "0"
     assert (dirs["memory"] / "memory.max_usage_in_bytes").read_text() == "0"
+    assert cg.cpu_base_ns() == 0  # v1 resets the counter itself
     assert cg.is_empty()
     assert len(cg.procs_files()) == 6
 
@@ -179,6 +180,9 @@ def test_v2_limits_stats_and_cpu_baseline(tmp_path: Path):
     assert cg.cpu_usage_ns() == 0
     (d / "cpu.stat").write_text("usage_usec 3000000\n")
     assert cg.cpu_usage_ns() == 500_000_000
+    # What `sandbox ps` reads: the raw counter less the base the runtime recorded.
+    assert cg.cpu_base_ns() == 2_500_000_000
+    assert cg.cpu_total_ns() - cg.cpu_base_ns() == cg.cpu_usage_ns()
     assert cg.is_empty()
 
 
