@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox.cli_args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
 from sandbox.cli_judge import add_commands as add_judge_commands
 from sandbox.cli_judge import judge_command, languages_command
 from sandbox.cli_ops import add_commands as add_ops_commands
@@ -40,9 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
-EXIT_SANDBOX = 125
 
 
 def _known_language(name: str) -> str:
@@ -187,35 +186,21 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-class _UsageError(Exception):
-    """Bad command-line input: reported on stderr, exit status 2."""
-
-
-def _read(path: str, what: str) -> str:
-    if path == "-":
-        return sys.stdin.buffer.read().decode(errors="replace")
-    try:
-        return Path(path).read_bytes().decode(errors="replace")
-    except OSError as exc:
-        raise _UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
-
-
 def _spec(args: argparse.Namespace) -> JobSpec:
     """The JobSpec the job flags describe.
 
     Raises:
-        _UsageError: a flag's value is invalid (named, as pydantic says).
+        UsageError: a flag's value is invalid (named, as pydantic says).
     """
     from pydantic import ValidationError
 
     from sandbox.spec import JobSpec
 
-    code = _read(args.file, "source file")
-    stdin = _read(args.stdin, "stdin file") if args.stdin else ""
+    code = read_file(args.file, "source file")
+    stdin = read_file(args.stdin, "stdin file") if args.stdin else ""
     language = _language_of(args.file, args.lang)
-    limits = {
-        key: value
-        for key, value in {
+    limits = given(
+        {
             "memory": args.memory,
             "pids": args.pids,
             "wall_time": args.time,
@@ -224,14 +209,13 @@ def _spec(args: argparse.Namespace) -> JobSpec:
             "output": args.output,
             "disk": args.disk,
             "open_files": args.open_files,
-        }.items()
-        if value is not None
-    }
+        }
+    )
     env = {}
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
-            raise _UsageError(f"--env wants NAME=VALUE, got {item!r}")
+            raise UsageError(f"--env wants NAME=VALUE, got {item!r}")
         env[key] = value
     try:
         return JobSpec(
@@ -247,9 +231,7 @@ def _spec(args: argparse.Namespace) -> JobSpec:
             image=args.image,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _UsageError(f"invalid {where}: {first['msg']}") from exc
+        raise invalid(exc) from exc
 
 
 def _report(result: JobResult, as_json: bool) -> int:
@@ -549,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except KeyboardInterrupt:
         return 130
-    except _UsageError as exc:
+    except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except SandboxError as exc:
         code = EXIT_USAGE if isinstance(exc, ValueError) else 1

@@ -18,18 +18,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox.cli_args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
+
 if TYPE_CHECKING:
     from sandbox.judging import JudgeResult, JudgeSpec
 
 __all__ = ["add_commands", "judge_command", "languages_command"]
 
 EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_SANDBOX = 125
-
-
-class UsageError(Exception):
-    """Bad command-line input: stderr, exit status 2."""
 
 
 def add_commands(sub: Any, language_type: Any) -> None:
@@ -104,20 +100,15 @@ def _spec(args: argparse.Namespace, language: str) -> JudgeSpec:
 
     from sandbox.judging import JudgeSpec
 
-    try:
-        code = Path(args.file).read_bytes().decode(errors="replace")
-    except OSError as exc:
-        raise UsageError(f"cannot read source file {args.file}: {exc.strerror}") from exc
-    limits = {
-        key: value
-        for key, value in {
+    code = read_file(args.file, "source file")
+    limits = given(
+        {
             "wall_time": args.time,
             "cpu_time": args.cpu_time,
             "memory": args.memory,
             "output": args.output,
-        }.items()
-        if value is not None
-    }
+        }
+    )
     fields: dict[str, Any] = {
         "code": code,
         "language": language,
@@ -128,17 +119,12 @@ def _spec(args: argparse.Namespace, language: str) -> JudgeSpec:
         "stop_on_failure": args.stop_on_failure,
     }
     if args.checker:
-        try:
-            checker = Path(args.checker).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read checker {args.checker}: {exc.strerror}") from exc
+        checker = read_file(args.checker, "checker")
         fields["checker"] = {"code": checker, "language": args.checker_lang or "python"}
     try:
         return JudgeSpec.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"invalid {where}: {first['msg']}") from exc
+        raise invalid(exc) from exc
 
 
 def judge_command(args: argparse.Namespace, language: str) -> int:
@@ -147,11 +133,7 @@ def judge_command(args: argparse.Namespace, language: str) -> int:
     from sandbox.judging import JudgeResult, Verdict, judge
     from sandbox.runner import Runtime
 
-    try:
-        spec = _spec(args, language)
-    except UsageError as exc:
-        print(f"sandbox: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    spec = _spec(args, language)  # a UsageError is main's to report
 
     async def run() -> JudgeResult:
         async with Runtime() as runtime:

@@ -178,20 +178,36 @@ def run(self: Task, **fields: Any) -> dict[str, Any]:
 
 
 def _run(self: Task, fields: dict[str, Any]) -> JobResult:
-    task_id = self.request.id or ""
+    return _delivered(
+        self,
+        "job",
+        lambda task_id: _host.execute(JobSpec.model_validate(fields), task_id),
+        JobResult.internal_error,
+    )
+
+
+def _delivered(
+    task: Task, what: str, work: Callable[[str | None], T], failed: Callable[[str], T]
+) -> T:
+    """Do ``work`` for this delivery of ``task``, unless it is one too many.
+
+    Deliveries are counted in Redis, so that a job that kills its worker
+    every time ends with a failed result instead of looping forever. Failures
+    of the sandbox and invalid fields become ``failed(message)``, a result.
+    """
+    task_id = task.request.id or ""
     attempts = _count_attempt(task_id) if task_id else 1
     if attempts > settings.max_attempts:
-        log.error("job %s killed its worker %d times; giving up", task_id, attempts - 1)
-        return JobResult.internal_error(
-            f"the job ended its worker process {attempts - 1} times; not retried again"
+        log.error("%s %s killed its worker %d times; giving up", what, task_id, attempts - 1)
+        return failed(
+            f"the {what} ended its worker process {attempts - 1} times; not retried again"
         )
     try:
-        spec = JobSpec.model_validate(fields)
-        result = _host.execute(spec, task_id or None)
+        result = work(task_id or None)
     except SandboxError as exc:
-        result = JobResult.internal_error(str(exc))
-    except ValueError as exc:  # pydantic's ValidationError
-        result = JobResult.internal_error(f"invalid job: {exc}")
+        result = failed(str(exc))
+    except ValueError as exc:  # pydantic's ValidationError, a judge budget
+        result = failed(f"invalid {what}: {exc}")
     if task_id:
         app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
     return result
@@ -255,28 +271,18 @@ def judge(self: Task, **fields: Any) -> dict[str, Any]:
     return result.model_dump(mode="json")
 
 
-def _judge(self: Task, fields: dict[str, Any]) -> JudgeResult:
+def _judge(self: JudgeTask, fields: dict[str, Any]) -> JudgeResult:
     from sandbox.judging import JudgeResult, Verdict
     from sandbox.judging import judge as judge_submission
 
-    task_id = self.request.id or ""
-    attempts = _count_attempt(task_id) if task_id else 1
-    if attempts > settings.max_attempts:
-        log.error("submission %s killed its worker %d times; giving up", task_id, attempts - 1)
-        return JudgeResult(
-            status=Verdict.INTERNAL_ERROR,
-            error=f"the submission ended its worker process {attempts - 1} times",
-        )
-    try:
+    def work(task_id: str | None) -> JudgeResult:
         spec = JudgeSpec.model_validate(fields)
         self.check(spec)
-        result = _host.call(
-            lambda runtime: judge_submission(spec, runtime, task_id=task_id or None)
-        )
-    except SandboxError as exc:
-        result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=str(exc))
-    except ValueError as exc:  # pydantic's ValidationError, the budget
-        result = JudgeResult(status=Verdict.INTERNAL_ERROR, error=f"invalid submission: {exc}")
-    if task_id:
-        app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
-    return result
+        return _host.call(lambda runtime: judge_submission(spec, runtime, task_id=task_id))
+
+    return _delivered(
+        self,
+        "submission",
+        work,
+        lambda message: JudgeResult(status=Verdict.INTERNAL_ERROR, error=message),
+    )

@@ -1,0 +1,49 @@
+"""What the `sandbox` commands share when they turn arguments into specs.
+
+A :class:`UsageError` is bad command-line input: the command prints it on
+stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = ["EXIT_SANDBOX", "EXIT_USAGE", "UsageError", "given", "invalid", "read_file"]
+
+EXIT_USAGE = 2  # bad usage, or a spec the host refuses
+EXIT_SANDBOX = 125  # the sandbox failed, not the program
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on stderr, exit status 2."""
+
+
+def read_file(path: str, what: str) -> str:
+    """The text of ``path`` (``-``: standard input), invalid UTF-8 replaced.
+
+    Raises:
+        UsageError: it cannot be read (``what`` names it in the message).
+    """
+    if path == "-":
+        return sys.stdin.buffer.read().decode(errors="replace")
+    try:
+        return Path(path).read_bytes().decode(errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def given(values: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user gave (argparse leaves the others None)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def invalid(exc: ValidationError) -> UsageError:
+    """pydantic's first complaint, naming the field, as a usage error."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return UsageError(f"invalid {where}: {first['msg']}")
