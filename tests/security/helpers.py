@@ -19,6 +19,7 @@ from tests.proc import alive, descendants, pids_with
 
 __all__ = [
     "JOB_UID",
+    "SPIN",
     "MiB",
     "alive",
     "assert_host_healthy",
@@ -32,6 +33,18 @@ __all__ = [
 
 MiB = 2**20
 JOB_UID = TEST_SETTINGS.job_uid  # as the job sees itself (on the host: its range's)
+
+# argv[1] processes, each spinning for one second of wall time, then exiting.
+SPIN = """
+import os, sys, time
+n = int(sys.argv[1])
+for _ in range(n - 1):
+    if os.fork() == 0:
+        break
+end = time.monotonic() + 1.0
+while time.monotonic() < end:
+    pass
+"""
 
 # Bounded limits, so that the whole suite stays short on a 2-core host.
 DEFAULT_LIMITS: dict[str, Any] = {"wall_time": 5, "cpu_time": 5, "memory": "128M", "pids": 32}

@@ -10,21 +10,11 @@ import pytest
 
 from sandbox import Status
 from tests.conftest import TEST_SETTINGS, open_runtime
-from tests.security.helpers import assert_host_healthy, run
+from tests.security.helpers import SPIN, assert_host_healthy, run
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
 CPUS = len(os.sched_getaffinity(0))
-SPIN = """
-import os, sys, time
-n = int(sys.argv[1])
-for _ in range(n - 1):
-    if os.fork() == 0:
-        break
-end = time.monotonic() + 1.0
-while time.monotonic() < end:
-    pass
-"""
 
 AFFINITY = """
 import json, os, time

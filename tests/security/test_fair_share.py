@@ -8,21 +8,10 @@ import pytest
 
 from sandbox import JobSpec, SpecError, Status
 from tests.conftest import TEST_SETTINGS
-from tests.security.helpers import limits, run
+from tests.security.helpers import SPIN, assert_host_healthy, limits, run
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
-# Every process spins for one second of wall time, then exits.
-SPIN = """
-import os, sys, time
-n = int(sys.argv[1])
-for _ in range(n - 1):
-    if os.fork() == 0:
-        break
-end = time.monotonic() + 1.0
-while time.monotonic() < end:
-    pass
-"""
 
 CPUS = len(os.sched_getaffinity(0))
 
@@ -32,6 +21,7 @@ async def test_many_spinning_processes_get_one_cpu(runtime):
     result, _ = await run(runtime, SPIN, argv=("4",), limits={"wall_time": 5})
     assert result.status is Status.OK, result
     assert result.cpu_time < 1.3 * result.wall_time, result
+    await assert_host_healthy(runtime)
 
 
 @pytest.mark.skipif(CPUS < 2, reason="needs two CPUs to show the quota is what limits")
