@@ -1,0 +1,30 @@
+"""Languages as data: a deployer's file and the limit adjustments it may carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandbox.image import Image
+from sandbox.plan import build_plan
+from sandbox.settings import Settings
+from sandbox.spec import JobSpec
+
+
+def test_a_deployers_language_with_adjusted_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """SANDBOX_LANGUAGES_FILE adds languages; time_factor and extra_memory adjust a run's
+    limits, within the host's maxima (the compile step keeps its own)."""
+    extra = tmp_path / "languages.toml"
+    extra.write_text(
+        '[slowpy]\nsource = "main.py"\nrun = ["/usr/bin/python3", "main.py"]\n'
+        'time_factor = 3\nextra_memory = "16M"\n'
+    )
+    monkeypatch.setenv("SANDBOX_LANGUAGES_FILE", str(extra))
+    image = Image("host", root=Path("/img"), binds=("/usr",))
+    spec = JobSpec(code="x", language="slowpy", limits={"cpu_time": 2, "wall_time": 4})
+    lim = build_plan(spec, Settings(), image).limits
+    assert (lim.cpu_time, lim.wall_time, lim.memory) == (6, 12, 256 * 2**20 + 16 * 2**20)
+    capped = build_plan(spec, Settings(max_wall_time=5), image).limits
+    assert capped.wall_time == 5
+    assert build_plan(JobSpec(code="x"), Settings(), image).limits.cpu_time == 10  # python
