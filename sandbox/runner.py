@@ -252,8 +252,8 @@ class Runtime:
         id_range = None
         if plan.userns is not None and self._id_ranges is not None:
             id_range = await self._id_ranges.acquire()
-            base, size = plan.userns
-            plan = dataclasses.replace(plan, userns=(base + id_range.id * size, size))
+            root = self.settings.host_id(0, id_range.id)
+            plan = dataclasses.replace(plan, userns=(root, plan.userns[1]))
         try:
             cgroup = self._cgroups.create(f"{self.owner}.{next(self._counter)}")
         except BaseException:
@@ -441,6 +441,8 @@ class Runtime:
 
     def _log_job(self, container: Container, task: _Job, result: JobResult) -> None:
         """One line per finished job on ``sandbox.jobs`` (fields for the JSON format)."""
+        if not job_log.isEnabledFor(logging.INFO):
+            return  # nothing to build on the hot path
         fields: dict[str, object] = {
             "job": container.cgroup.name,
             "task_id": task.task_id,
