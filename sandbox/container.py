@@ -1,10 +1,10 @@
 """The supervisor's handle on one container, from the spawn request to its exit.
 
-A container is asked of the spawner with its :class:`~sandbox.plan.ContainerPlan`
+A container is asked of the launcher with its :class:`~sandbox.plan.ContainerPlan`
 and a cgroup of its own (created here, joined by the job's process while the
 container is built). It reports over its own job socket (a SOCK_SEQPACKET
 pair, one message per event): ``spawned`` (with a pidfd of process C, from
-the spawner), ``init`` (with a pidfd of the container's init, from C),
+the launcher), ``init`` (with a pidfd of the container's init, from C),
 ``ready`` (waiting for a job), ``started``, ``exit``, or ``error``. EOF on the
 socket means every process of the container has exited and been reaped.
 :meth:`Container.kill` takes the whole container down in any phase (see
@@ -101,18 +101,18 @@ class Container:
 
     @classmethod
     async def spawn(cls, control: socket.socket, plan: ContainerPlan, cgroup: Cgroup) -> Container:
-        """Ask the spawner for a new container in ``cgroup``; it builds in the background.
+        """Ask the launcher for a new container in ``cgroup``; it builds in the background.
 
         The returned container owns the cgroup: :meth:`remove` removes it.
 
         Raises:
-            SetupError: the spawner is gone, or the cgroup cannot be opened.
+            SetupError: the launcher is gone, or the cgroup cannot be opened.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds: list[int] = []
         container = cls(ours, plan, cgroup)
         try:
-            fds.append(memfd("container-plan", plan.to_json()))
+            fds.append(memfd("container-plan", plan.to_wire()))
             fds += [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
             await _send_fds(control, b"prepare", [theirs.fileno(), *fds])
         except OSError as exc:
@@ -337,7 +337,7 @@ class Container:
             self.sock.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
-        """Release our descriptors (the processes are the spawner's to reap)."""
+        """Release our descriptors (the processes are the launcher's to reap)."""
         for fd in (self.pidfd, self.init_pidfd):
             if fd >= 0:
                 os.close(fd)

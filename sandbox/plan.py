@@ -7,20 +7,20 @@ namespace flags, ordered mounts, capabilities kept, rlimits, argv and env.
 It has two parts: the :class:`ContainerPlan` (namespaces and root filesystem,
 all a container needs before a job is known, so the warm pool can build it
 ahead) and the :class:`JobPlan` (user, capabilities, rlimits, command). The
-child side (:mod:`sandbox.init`) receives each as JSON through an inherited
-file descriptor and carries it out; it never sees a pydantic model, so the
-spawner process does not import pydantic.
+child side (the native launcher, ``sandbox/native/launch.c``) receives each
+through an inherited memfd as NUL-terminated tokens (:meth:`ContainerPlan.to_wire`,
+:meth:`JobPlan.to_wire`) and carries it out; it makes no policy of its own.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
+import os
 import resource
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sandbox import syscalls as sc
 from sandbox.caps import CAPABILITIES, capability_mask
@@ -39,18 +39,39 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Device nodes bound from the host into the container's own /dev, as bubblewrap's --dev.
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # As runc's defaults: kernel surfaces a root job must not read or write.
+# Beyond runc's: what tells the host apart (its boot parameters, kernel
+# build, boot id, modules, disks, other users' key counts); docs/security.md
+# lists what a job sees of /proc and why.
 PROC_MASKED = (
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
+    "/proc/key-users",
     "/proc/latency_stats",
     "/proc/sched_debug",
     "/proc/scsi",
     "/proc/timer_list",
     "/proc/timer_stats",
+    "/proc/cmdline",
+    "/proc/config.gz",
+    "/proc/kallsyms",
+    "/proc/modules",
+    "/proc/partitions",
+    "/proc/diskstats",
+    "/proc/swaps",
+    "/proc/sys/kernel/random/boot_id",
+    "/proc/sys/dev",
+    "/proc/bootconfig",
+    "/proc/dynamic_debug",
 )
+# Settings.kernel_limits names that are rlimits of the user namespace's owner.
+RLIMIT_CEILINGS = {
+    "msgqueue_bytes": resource.RLIMIT_MSGQUEUE,
+    "sigpending": resource.RLIMIT_SIGPENDING,
+    "memlock_bytes": resource.RLIMIT_MEMLOCK,
+}
 PROC_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
@@ -76,6 +97,19 @@ class MountOp:
     mode: int = 0o755
     readonly: bool = False
 
+    def fields(self) -> tuple[object, ...]:
+        """The launcher's order of this step's fields (None as the empty string)."""
+        return (
+            self.op,
+            self.target,
+            self.source,
+            self.fstype,
+            self.flags,
+            self.data,
+            self.mode,
+            int(self.readonly),
+        )
+
 
 @dataclass(frozen=True)
 class ContainerPlan:
@@ -97,25 +131,37 @@ class ContainerPlan:
     disk_inodes: int
     mounts: tuple[MountOp, ...]
     proc_mounts: tuple[MountOp, ...]
+    # The user namespace's owner sets these rlimits before creating it: the
+    # kernel caps the whole container's count of each at them (ucounts).
+    ceilings: tuple[tuple[int, int], ...] = ()
+    # /proc/sys/user/<name> inside the container's user namespace.
+    sysctls: tuple[tuple[str, int], ...] = ()
 
     @property
     def root_owner(self) -> int:
         """Host uid and gid of the container's root: what it creates shows as root inside."""
         return self.userns[0] if self.userns else 0
 
-    def to_json(self) -> bytes:
-        """Serialise for the child."""
-        return json.dumps(dataclasses.asdict(self)).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> ContainerPlan:
-        """Parse what :meth:`to_json` wrote."""
-        data: dict[str, Any] = json.loads(raw)
-        data["mounts"] = tuple(MountOp(**m) for m in data["mounts"])
-        data["proc_mounts"] = tuple(MountOp(**m) for m in data["proc_mounts"])
-        data["userns"] = tuple(data["userns"]) if data["userns"] else None
-        data["lower_dirs"] = tuple(data["lower_dirs"])
-        return cls(**data)
+    def to_wire(self) -> bytes:
+        """Serialise for the launcher: NUL-terminated tokens, keyed records, ``end``."""
+        records: list[tuple[object, ...]] = []
+        if self.userns:
+            records.append(("userns", *self.userns))
+        records += [
+            ("ns", self.namespaces),
+            ("hostname", self.hostname),
+            ("loopback", int(self.loopback)),
+            ("init_uid", self.init_uid),
+            ("base", self.mount_base),
+            *(("lower", d) for d in self.lower_dirs),
+            ("disk", self.disk_bytes, self.disk_inodes),
+            *(("ceiling", res, value) for res, value in self.ceilings),
+            *(("sysctl", name, value) for name, value in self.sysctls),
+            *(("mount", *op.fields()) for op in self.mounts),
+            *(("proc", *op.fields()) for op in self.proc_mounts),
+            ("end",),
+        ]
+        return wire(records)
 
 
 @dataclass(frozen=True)
@@ -135,20 +181,30 @@ class JobPlan:
     argv: tuple[str, ...]
     env: tuple[str, ...]
 
-    def to_json(self) -> bytes:
-        """Serialise for the child."""
-        return json.dumps(dataclasses.asdict(self)).encode()
+    def to_wire(self, code: bytes, files: bytes, seccomp_filter: bytes = b"") -> bytes:
+        """Serialise for the launcher, followed by its blobs.
 
-    @classmethod
-    def from_json(cls, raw: bytes) -> JobPlan:
-        """Parse what :meth:`to_json` wrote."""
-        data: dict[str, Any] = json.loads(raw)
-        data["rlimits"] = tuple(tuple(r) for r in data["rlimits"])
-        data["files"] = tuple(tuple(f) for f in data["files"])
-        data["collect"] = tuple(data["collect"])
-        data["argv"] = tuple(data["argv"])
-        data["env"] = tuple(data["env"])
-        return cls(**data)
+        Args:
+            code: the source file's content.
+            files: the extra files' contents back to back, as ``files`` sizes them.
+            seccomp_filter: a compiled BPF program (empty: none), loaded last.
+        """
+        records: list[tuple[object, ...]] = [
+            ("workdir", self.workdir),
+            ("source", self.source_file),
+            ("uid", self.uid),
+            ("gid", self.gid),
+            ("caps", self.capabilities),
+            ("last_cap", self.last_cap),
+            *(("rlimit", *r) for r in self.rlimits),
+            *(("file", name, size, int(executable)) for name, size, executable in self.files),
+            *(("argv", arg) for arg in self.argv),
+            *(("env", item) for item in self.env),
+            ("seccomp", len(seccomp_filter)),
+            ("code", len(code)),
+            ("end",),
+        ]
+        return wire(records) + seccomp_filter + code + files
 
 
 @dataclass(frozen=True)
@@ -162,6 +218,27 @@ class Plan:
     container: ContainerPlan
     job: JobPlan
     limits: Limits
+
+
+def wire(records: Iterable[tuple[object, ...]]) -> bytes:
+    """NUL-terminated tokens: ints in decimal, None as the empty string.
+
+    Raises:
+        ValueError: a token holds a NUL byte (the spec refuses them earlier).
+    """
+    out = bytearray()
+    for record in records:
+        for item in record:
+            if item is None:
+                token = b""
+            elif isinstance(item, bool | int):
+                token = str(int(item)).encode()
+            else:
+                token = os.fsencode(str(item))
+            if b"\0" in token:
+                raise ValueError(f"plan token holds a NUL byte: {token!r}")
+            out += token + b"\0"
+    return bytes(out)
 
 
 def _number(value: float) -> str:
@@ -407,6 +484,16 @@ def build_plan(
         disk_inodes=max(1024, lim.disk // 4096),
         mounts=mounts,
         proc_mounts=proc_mounts,
+        ceilings=tuple((res, settings.kernel_limits[name]) for name, res in RLIMIT_CEILINGS.items())
+        if userns
+        else (),
+        sysctls=tuple(
+            (f"max_{name}", value)
+            for name, value in sorted(settings.kernel_limits.items())
+            if name not in RLIMIT_CEILINGS
+        )
+        if userns
+        else (),
     )
     job = JobPlan(
         workdir=WORKDIR,

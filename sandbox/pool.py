@@ -102,7 +102,7 @@ class RootfsPool:
         """A container for ``plan`` that nobody used: ready if possible.
 
         Raises:
-            SetupError: the spawner is gone.
+            SetupError: the launcher is gone.
         """
         ready = self._ready.get(plan)
         container = None

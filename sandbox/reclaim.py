@@ -1,6 +1,6 @@
 """Reclaiming what a crashed runtime left behind, and nothing else.
 
-A runtime killed with SIGKILL leaves no process (its spawner sees the control
+A runtime killed with SIGKILL leaves no process (its launcher sees the control
 socket close and kills its containers, which die with their parents) and no
 mount (every job's mounts live in the job's own mount namespace). What can
 remain: empty job cgroups, its owner lock file, its pool status file, the

@@ -1,8 +1,8 @@
 """The parent side: asyncio orchestration of jobs.
 
 A :class:`Runtime` owns the host-wide pieces (settings, cgroup setup, the
-default image, the spawner process, an owner lock). :meth:`Runtime.execute`
-runs one job: build the plan, create the cgroup, ask the spawner for a
+default image, the launcher process, an owner lock). :meth:`Runtime.execute`
+runs one job: build the plan, create the cgroup, ask the launcher for a
 container, then watch it (events, output, wall and CPU time) and collect the
 result. Whatever happens (success, a limit, an exception, a timeout,
 cancellation) the container is killed if still running, awaited, and its
@@ -26,18 +26,17 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandbox import files, host, jobs, languages, reclaim
+from sandbox import files, host, jobs, languages, native, reclaim, seccomp
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, memfd, within
 from sandbox.cpus import parse_cpu_list
-from sandbox.errors import CleanupError, SetupError, UnsupportedError
+from sandbox.errors import CleanupError, SeccompError, SetupError, UnsupportedError
 from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
@@ -120,7 +119,7 @@ class Runtime:
         self._image_cache: dict[str, tuple[int, Image]] = {}
         self._lock_fd = -1
         self._control: socket.socket | None = None
-        self._spawner: subprocess.Popen[bytes] | None = None
+        self._launcher: subprocess.Popen[bytes] | None = None
         self._pool: RootfsPool | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._stats_written = 0.0
@@ -154,26 +153,27 @@ class Runtime:
             self._cpus = Slots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
         if s.userns:
             self._id_ranges = Slots(s.run_dir / "userns", tuple(range(s.userns_ranges)))
+        launcher = native.path()
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)
         self._images.ensure_host()
-        self._start_spawner()
+        self._start_launcher(launcher)
 
     def close(self) -> None:
-        """Kill ready containers, stop the spawner, release the owner lock."""
+        """Kill ready containers, stop the launcher, release the owner lock."""
         if self._pool is not None:
             self._pool.discard()
             self._pool = None
         if self._control is not None:
             self._control.close()
             self._control = None
-        if self._spawner is not None:
+        if self._launcher is not None:
             try:
-                self._spawner.wait(timeout=5)
+                self._launcher.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self._spawner.kill()
-                self._spawner.wait()
-            self._spawner = None
+                self._launcher.kill()
+                self._launcher.wait()
+            self._launcher = None
         if self._lock_fd >= 0:
             for path in (
                 self.settings.run_dir / "owners" / f"{self.owner}.lock",
@@ -198,20 +198,16 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _start_spawner(self) -> None:
+    def _start_launcher(self, launcher: str) -> None:
+        """Start the native launcher (sandbox/native/launch.c), which forks our containers."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._spawner = subprocess.Popen(
-                # -P: never import from the current directory, which may hold
-                # another checkout; the package comes from PYTHONPATH only.
-                [sys.executable, "-P", "-m", "sandbox.spawner", str(child.fileno())],
+            self._launcher = subprocess.Popen(
+                [launcher, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # terminal signals are the supervisor's to handle
-                env={
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                    "PYTHONPATH": _package_root(),
-                },
+                env={},
             )
         finally:
             child.close()
@@ -221,10 +217,10 @@ class Runtime:
     def _control_socket(self) -> socket.socket:
         if self._control is None:
             self.open()
-        elif self._spawner is not None and self._spawner.poll() is not None:
-            log.error("sandbox spawner exited with %s; restarting it", self._spawner.returncode)
+        elif self._launcher is not None and self._launcher.poll() is not None:
+            log.error("sandbox launcher exited with %s; restarting it", self._launcher.returncode)
             self._control.close()
-            self._start_spawner()
+            self._start_launcher(native.path())
         assert self._control is not None
         return self._control
 
@@ -296,9 +292,9 @@ class Runtime:
         return self._pool_loop if self._pool is not None else None
 
     @property
-    def spawner_pid(self) -> int | None:
-        """The spawner process's pid, if it runs."""
-        return self._spawner.pid if self._spawner is not None else None
+    def launcher_pid(self) -> int | None:
+        """The launcher process's pid, if it runs."""
+        return self._launcher.pid if self._launcher is not None else None
 
     async def pool_settled(self) -> None:
         """Wait until the warm pool is not building (it refills after each job)."""
@@ -390,18 +386,18 @@ class Runtime:
                 _Stream(out_r, lim.output, lambda: kill("output")),
                 _Stream(err_r, lim.output, lambda: kill("output")),
             ]
-            child_fds += [
-                memfd("job-plan", job.to_json()),
-                memfd("code", spec.code.encode()),
-                memfd("files", b"".join(file.data() for file in spec.files.values())),
-                memfd("stdin", spec.stdin.encode()),
-            ]
+            wire = job.to_wire(
+                spec.code.encode(),
+                b"".join(file.data() for file in spec.files.values()),
+                _seccomp_filter(job.seccomp_profile) if container.plan.seccomp else b"",
+            )
+            child_fds += [memfd("job", wire), memfd("stdin", spec.stdin.encode())]
             cgroup.set_limits(
                 memory_bytes=lim.memory, pids_max=lim.pids, cpus=lim.cpus, cpuset=cpuset
             )
             cgroup.reset_accounting()
-            # init.JOB_FDS order: job plan, code, files, stdin, stdout, stderr.
-            await container.run([*child_fds[2:6], out_w, err_w])
+            # The launcher's order (launch.c, JOB_FDS): job plan, stdin, stdout, stderr.
+            await container.run([child_fds[2], child_fds[3], out_w, err_w])
             for fd in child_fds:
                 os.close(fd)
             child_fds.clear()
@@ -624,8 +620,16 @@ async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) ->
         await asyncio.sleep(max(0.005, (limit_ns - used) / 1e9 / cpus))
 
 
-def _package_root() -> str:
-    return str(Path(__file__).resolve().parent.parent)
+def _seccomp_filter(profile: str) -> bytes:
+    """The compiled BPF of a profile (once per process).
+
+    Raises:
+        SeccompError: libseccomp is missing or refused a rule.
+    """
+    try:
+        return seccomp.compiled(profile)
+    except (seccomp.SeccompUnavailable, OSError) as exc:
+        raise SeccompError(f"seccomp: {exc}", step="seccomp") from exc
 
 
 _defaults: dict[bool, Runtime] = {}

@@ -1,8 +1,10 @@
 """seccomp-bpf (seccomp(2), libseccomp): the syscalls a job never needs.
 
 The filter is built with libseccomp (through ctypes; Debian's libseccomp2 is
-on every host) and loaded by the job's process last, after its capabilities
-are dropped and ``no_new_privs`` is set, just before execve. Policy, in the
+on every host), compiled to BPF once per profile by the supervisor
+(:func:`compiled`), and loaded by the job's process last, after its
+capabilities are dropped and ``no_new_privs`` is set, just before execve
+(the native launcher, ``sandbox/native/launch.c``). Policy, in the
 spirit of Docker's default profile, allow by default and refuse with EPERM:
 
 - namespaces: unshare, setns, and clone with any CLONE_NEW* flag (so no
@@ -39,6 +41,7 @@ import ctypes
 import ctypes.util
 import errno as errno_codes
 import functools
+import os
 from dataclasses import dataclass
 
 from sandbox.syscalls import (
@@ -58,6 +61,7 @@ __all__ = [
     "Profile",
     "SeccompUnavailable",
     "build_filter",
+    "compiled",
     "preload",
 ]
 
@@ -148,6 +152,7 @@ def _lib() -> ctypes.CDLL:
     ]
     lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     return lib
 
@@ -169,11 +174,42 @@ class Filter:
         if rc < 0:
             raise OSError(-rc, f"seccomp_load: {errno_codes.errorcode.get(-rc, rc)}")
 
+    def bpf(self) -> bytes:
+        """The filter as the kernel takes it: an array of ``struct sock_filter``.
+
+        Raises:
+            OSError: libseccomp could not generate it.
+        """
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        try:
+            rc = self._lib.seccomp_export_bpf(self._ctx, fd)
+            if rc < 0:
+                raise OSError(-rc, f"seccomp_export_bpf: {errno_codes.errorcode.get(-rc, rc)}")
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
 
 def preload() -> None:
-    """Load libseccomp now, in the spawner: its children build filters after
-    pivot_root, when the host's library directory may be out of sight."""
+    """Load libseccomp now: `sandbox exec` builds a filter inside the job's
+    root, where the host's library directory may be out of sight."""
     _lib()
+
+
+@functools.cache
+def compiled(profile: str = "default") -> bytes:
+    """The BPF program of a named profile, built once per process.
+
+    Raises:
+        KeyError: no such profile.
+        SeccompUnavailable: libseccomp is missing.
+        OSError: libseccomp refused a rule.
+    """
+    return build_filter(profile).bpf()
 
 
 def _errno(code: int) -> int:

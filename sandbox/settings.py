@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sandbox.cpus import parse_cpu_list
 from sandbox.spec import normalise_capabilities, parse_size
 
-__all__ = ["DOCKER_DEFAULT_CAPABILITIES", "USERNS_BASE", "Settings"]
+__all__ = ["DOCKER_DEFAULT_CAPABILITIES", "KERNEL_LIMITS", "USERNS_BASE", "Settings"]
 
 # 0x70000000: host uids from here on are the jobs', 65536 per live container
 # (256 ranges by default: up to 0x70FFFFFF). systemd leaves 0x70000000-0x7FFDFFFF
@@ -48,6 +48,34 @@ DOCKER_DEFAULT_CAPABILITIES = frozenset(
         "CAP_AUDIT_WRITE",
     }
 )
+
+
+# Per-job ceilings of the kernel's per-user counters (docs/security.md,
+# "Kernel-wide resources"). Each container's user namespace belongs to its own
+# host uid, so what a job takes is charged to that uid alone; these cap it
+# further. The ``*_namespaces`` and notify names are /proc/sys/user/max_<name>
+# in the container's namespace (per uid inside; the job's own namespaces
+# count apart from the 6 the container itself makes as its root); the
+# others are rlimits the namespace's owner has when it creates it, which the
+# kernel applies to the whole container. The host's own per-user limits
+# (fs.inotify.max_user_instances...) still bound each from above.
+KERNEL_LIMITS: dict[str, int] = {
+    "inotify_instances": 64,
+    "inotify_watches": 8192,
+    "fanotify_groups": 16,
+    "fanotify_marks": 1024,
+    "user_namespaces": 8,
+    "pid_namespaces": 8,
+    "mnt_namespaces": 8,
+    "net_namespaces": 8,
+    "ipc_namespaces": 8,
+    "uts_namespaces": 8,
+    "cgroup_namespaces": 8,
+    "time_namespaces": 8,
+    "msgqueue_bytes": 819200,
+    "sigpending": 4096,
+    "memlock_bytes": 8 * 2**20,
+}
 
 
 class Settings(BaseSettings):
@@ -104,6 +132,11 @@ class Settings(BaseSettings):
     init_uid: int = Field(
         65533, ge=1, description="uid of the container's init once the job runs: not the job's"
     )
+    kernel_limits: dict[str, int] = Field(
+        default_factory=lambda: dict(KERNEL_LIMITS),
+        description="per-job ceilings of kernel counters; SANDBOX_KERNEL_LIMITS="
+        '{"inotify_instances": 16} changes the ones it names',
+    )
     pin_cpus: str = Field(
         "",
         description="pin each job to one CPU of this list, none shared (e.g. '2-3'); empty: off",
@@ -121,6 +154,21 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='per image, overriding pool_size: SANDBOX_POOL_SIZES={"busybox": 0}',
     )
+
+    @field_validator("kernel_limits", mode="before")
+    @classmethod
+    def _kernel_limits(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        unknown = sorted(set(value) - set(KERNEL_LIMITS))
+        if unknown:
+            raise ValueError(
+                f"unknown kernel limit {unknown[0]!r}; known: {', '.join(sorted(KERNEL_LIMITS))}"
+            )
+        bad = sorted(k for k, v in value.items() if not isinstance(v, int) or v < 0)
+        if bad:
+            raise ValueError(f"kernel limit {bad[0]} must be a non-negative integer")
+        return {**KERNEL_LIMITS, **value}
 
     @field_validator("pin_cpus")
     @classmethod

@@ -3,7 +3,7 @@
 The autouse ``no_leaks`` fixture, for tests under integration/ and security/,
 snapshots before and after each test: the mount table, the cgroups under our
 test parent (every hierarchy), this process's descendants other than the
-runtime's spawner, our open file descriptors, and the per-job mount point;
+runtime's launcher, our open file descriptors, and the per-job mount point;
 any difference fails the test.
 
 Markers name what a test needs (``root``, ``cgroup_v1``, ``cgroup2``,
@@ -101,7 +101,7 @@ def open_runtime(settings: Settings) -> Iterator[Runtime]:
 
 @pytest.fixture(scope="session")
 def runtime(settings: Settings) -> Iterator[Runtime]:
-    """One runtime for the whole session, as in a worker: its spawner and warm pool are reused."""
+    """One runtime for the whole session, as in a worker: its launcher and warm pool are reused."""
     yield from open_runtime(settings)
 
 
@@ -171,12 +171,12 @@ def foreign_cgroups(settings: Settings, owner: str) -> set[str]:
 
 
 def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
-    """What of ours exists now, less the runtime's spawner and warm pool."""
+    """What of ours exists now, less the runtime's launcher and warm pool."""
     mnt = settings.run_dir / "mnt"
     spared_pids: set[int] = set()
     spared_cgroups: set[str] = set()
-    if runtime.spawner_pid is not None:
-        spared_pids.add(runtime.spawner_pid)
+    if runtime.launcher_pid is not None:
+        spared_pids.add(runtime.launcher_pid)
     spared_fds: set[int] = set()
     loop = runtime.pool_loop
     if loop is not None:  # the session's event loop: its selector and self-pipe

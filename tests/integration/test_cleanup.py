@@ -74,16 +74,16 @@ def _children_of(ppid: int) -> list[str]:
 async def test_container_processes_are_reaped_when_execute_returns(runtime):
     """When execute() returns, the container's own processes are gone, not exiting or zombies.
 
-    The spawner forks each container; a child of it still listed after the
+    The launcher forks each container; a child of it still listed after the
     result came back is a process of that job left behind.
     """
-    spawner = runtime.spawner_pid
+    launcher = runtime.launcher_pid
     left = []
     for _ in range(20):
         await runtime.execute(JobSpec(code="pass"))
         await runtime.pool_settled()
         pool = {str(c.pid) for c in runtime.pool_containers()}
-        left += [p for p in _children_of(spawner) if p.split()[0] not in pool]
+        left += [p for p in _children_of(launcher) if p.split()[0] not in pool]
     assert left == []
 
 

@@ -2,7 +2,7 @@
 
 Every attack test runs one hostile program as a job, asserts that the attack
 failed and that the result says so, then that the host is still healthy: the
-supervisor's spawner is alive, and a normal job still runs, promptly.
+supervisor's launcher is alive, and a normal job still runs, promptly.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ async def probe(runtime: Runtime, code: str, **spec: Any) -> Any:
 
 
 async def assert_host_healthy(runtime: Runtime) -> None:
-    """The spawner lives and a normal job still runs, and quickly."""
-    assert runtime.spawner_pid is not None
-    assert alive(runtime.spawner_pid), "the spawner died"
+    """The launcher lives and a normal job still runs, and quickly."""
+    assert runtime.launcher_pid is not None
+    assert alive(runtime.launcher_pid), "the launcher died"
     start = time.monotonic()
     result = await runtime.execute(JobSpec(code="print('alive')", limits=limits()))
     elapsed = time.monotonic() - start

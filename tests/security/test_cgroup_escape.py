@@ -319,7 +319,7 @@ async def test_probe_mounts_the_job_cgroup(runtime):
 
 def _unjoined_v1_hierarchy(cgroup_root: Path) -> tuple[Path, str] | None:
     """A v1 hierarchy that carries none of the job's limits (where, before the fix,
-    its cgroup was the spawner's), and the options that mount it."""
+    its cgroup was the launcher's), and the options that mount it."""
     joined = {os.path.realpath(cgroup_root / c) for c in ("memory", "pids", "cpuacct", "freezer")}
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split() for line in f]

@@ -41,7 +41,7 @@ print(json.dumps(out))
 async def test_worker_environment_does_not_leak(runtime, capabilities, monkeypatch):
     """The job's environment is the plan's only; the supervisor's and init's are unreachable."""
     monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2")  # were anything copied, it would show
-    host_pids = [os.getpid(), runtime.spawner_pid]
+    host_pids = [os.getpid(), runtime.launcher_pid]
     assert all(pid is not None and pid > 64 for pid in host_pids)
     seen = await probe(
         runtime,

@@ -104,8 +104,8 @@ print(json.dumps(out))
     "capabilities", [pytest.param((), id="nobody"), pytest.param(("CAP_KILL",), id="root-kill")]
 )
 async def test_cannot_signal_host_processes(runtime, capabilities):
-    """The supervisor's and spawner's host pids are unknown inside: ProcessLookupError."""
-    targets = [os.getpid(), runtime.spawner_pid]
+    """The supervisor's and launcher's host pids are unknown inside: ProcessLookupError."""
+    targets = [os.getpid(), runtime.launcher_pid]
     assert all(pid is not None and pid > 64 for pid in targets), (
         "a host pid this small could exist in the job's pid namespace too"
     )
@@ -117,8 +117,8 @@ async def test_cannot_signal_host_processes(runtime, capabilities):
     )
     assert set(seen.values()) == {"ProcessLookupError"}, seen
     assert alive(os.getpid())
-    assert runtime.spawner_pid is not None
-    assert alive(runtime.spawner_pid)
+    assert runtime.launcher_pid is not None
+    assert alive(runtime.launcher_pid)
     await assert_host_healthy(runtime)
 
 

@@ -85,13 +85,6 @@ def test_errors_from_the_package_need_no_pydantic():
     assert "sandbox.runner" not in modules
 
 
-def test_spawner_imports_no_pydantic():
-    modules = _modules_after("import sandbox.spawner")
-    assert _heavy(modules) == []
-    for policy in ("sandbox.spec", "sandbox.settings", "sandbox.runner"):
-        assert policy not in modules
-
-
 def test_lazy_names_do_load_their_module():
     modules = _modules_after("import sandbox\nsandbox.JobSpec")
     assert "sandbox.spec" in modules

@@ -11,7 +11,7 @@ from sandbox import syscalls as sc
 from sandbox.caps import CAPABILITIES
 from sandbox.errors import SpecError
 from sandbox.image import Image
-from sandbox.plan import PROC_MASKED, PROC_READONLY, ContainerPlan, JobPlan, build_plan
+from sandbox.plan import PROC_MASKED, PROC_READONLY, build_plan
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec, Limits
 
@@ -158,7 +158,12 @@ def test_container_plan_is_the_pool_key():
     assert plan(JobSpec(code="x", limits=Limits(disk="8M"))).container != a
 
 
-def test_plans_round_trip_through_json():
-    full = plan(JobSpec(code="x", capabilities=["CAP_CHOWN"], argv=("1",)))
-    assert ContainerPlan.from_json(full.container.to_json()) == full.container
-    assert JobPlan.from_json(full.job.to_json()) == full.job
+def test_the_job_plan_carries_its_blobs_after_the_tokens():
+    full = plan(JobSpec(code="x", capabilities=["CAP_CHOWN"], argv=("a b", "")))
+    raw = full.job.to_wire(b"CODE", b"FILES", b"F" * 8)
+    head, blobs = raw.split(b"end\0", 1)
+    assert blobs == b"F" * 8 + b"CODE" + b"FILES"
+    tokens = head.split(b"\0")
+    assert tokens[tokens.index(b"seccomp") + 1] == b"8"
+    assert tokens[tokens.index(b"code") + 1] == b"4"
+    assert [tokens[i + 1] for i, t in enumerate(tokens) if t == b"argv"][-2:] == [b"a b", b""]

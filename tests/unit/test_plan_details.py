@@ -6,7 +6,6 @@ the exact namespace set, the plan's constant parts and the mount list.
 
 from __future__ import annotations
 
-import json
 import resource
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sandbox import syscalls as sc
 from sandbox.caps import CAPABILITIES
 from sandbox.errors import SpecError
 from sandbox.image import Image
-from sandbox.plan import DEVICES, PATH, ContainerPlan, JobPlan, MountOp, Plan, build_plan
+from sandbox.plan import DEVICES, PATH, MountOp, Plan, build_plan, wire
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec, Limits
 
@@ -283,33 +282,30 @@ def test_sh_job(image: Image):
     assert job.source_file == "/box/main.sh"
 
 
-# -- JSON for the child --------------------------------------------------------
+# -- the wire format of the launcher ----------------------------------------------
 
 
-def test_plans_are_plain_json(image: Image):
+def test_plans_are_tokens_with_none_as_empty(image: Image):
     plan = _plan(image, JobSpec(code="x", env={"A": "ü"}, argv=("é",)))
-    container = json.loads(plan.container.to_json())
-    job = json.loads(plan.job.to_json())
-    assert container["mounts"][0] == {
-        "op": "bind",
-        "target": "/usr",
-        "source": "/usr",
-        "fstype": None,
-        "flags": sc.MS_NOSUID | sc.MS_NODEV,
-        "data": None,
-        "mode": 0o755,
-        "readonly": True,
-    }
-    assert job["argv"][-1] == "é"
-    assert "A=ü" in job["env"]
+    tokens = plan.container.to_wire().split(b"\0")
+    at = tokens.index(b"mount")
+    assert tokens[at : at + 9] == [
+        b"mount",
+        b"bind",
+        b"/usr",
+        b"/usr",
+        b"",
+        str(sc.MS_NOSUID | sc.MS_NODEV).encode(),
+        b"",
+        str(0o755).encode(),
+        b"1",
+    ]
+    assert tokens[-2:] == [b"end", b""]
+    job = plan.job.to_wire(b"", b"").split(b"\0")
+    assert "é".encode() in job
+    assert "A=ü".encode() in job
 
 
-def test_round_trip_keeps_tuples_and_equality(image: Image):
-    spec = JobSpec(code="x", capabilities=["chown"], network=True, argv=("1", "2"))
-    plan = _plan(image, spec, allow_network=True)
-    container = ContainerPlan.from_json(plan.container.to_json())
-    job = JobPlan.from_json(plan.job.to_json())
-    assert Plan(container, job, plan.limits) == plan
-    assert isinstance(container.mounts[0], MountOp)
-    assert isinstance(job.rlimits[0], tuple)
-    assert hash(container) == hash(plan.container)
+def test_a_nul_byte_never_reaches_the_launcher():
+    with pytest.raises(ValueError, match="NUL"):
+        wire([("argv", "a\0b")])

@@ -39,7 +39,7 @@ def test_off_leaves_the_host_ids_and_one_mount_namespace():
 
 
 def test_the_plan_names_no_host_id_range_in_its_mounts():
-    """The owner is the container's own id range, given when it is spawned (rootfs.py)."""
+    """The owner is the container's own id range, given when it is spawned (launch.c)."""
     for op in _container().mounts:
         assert "uid=" not in (op.data or "")
 
@@ -59,9 +59,13 @@ def test_the_ranges_must_end_before_the_invalid_uid():
     Settings(userns_base=2**32 - 65536 - 1, userns_ranges=1)
 
 
-def test_the_plan_round_trips_through_json():
-    container = _container(userns_base=200000)
-    assert ContainerPlan.from_json(container.to_json()) == container
+def test_the_launcher_gets_the_id_range_and_the_ceilings():
+    tokens = _container(userns_base=200000).to_wire().split(b"\0")
+    at = tokens.index(b"userns")
+    assert tokens[at + 1 : at + 3] == [b"200000", b"65536"]
+    assert b"ceiling" in tokens
+    at = tokens.index(b"sysctl")
+    assert tokens[at + 1] == b"max_cgroup_namespaces"
 
 
 def test_host_id():
