@@ -84,7 +84,7 @@ def _setup(settings: Settings) -> CgroupSetup:
 def _row(record: JobRecord, setup: CgroupSetup, now: float) -> dict[str, Any] | None:
     from sandbox.errors import SandboxError
 
-    cgroup = setup.open(record.id)
+    cgroup = setup.open(record.cgroup)
     try:
         cpu = (cgroup.cpu_total_ns() - record.cpu_base_ns) / 1e9
         memory = cgroup.memory_current()
@@ -136,8 +136,13 @@ def kill_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sandbox: {exc}", file=sys.stderr)
         return EXIT_NO_JOB
     jobs.request_kill(settings.run_dir, record.id)  # first: the runtime reads it after the kill
+    if not jobs.is_running(settings.run_dir, record.id):
+        # It ended meanwhile; its cgroup may already serve the next job.
+        jobs.remove(settings.run_dir, record.id)
+        print(f"sandbox: {record.id} has ended", file=sys.stderr)
+        return EXIT_NO_JOB
     try:
-        _setup(settings).open(record.id).kill()
+        _setup(settings).open(record.cgroup).kill()
     except (OSError, SandboxError) as exc:
         print(f"sandbox: cannot kill {record.id}: {exc}", file=sys.stderr)
         return 1
@@ -156,7 +161,7 @@ def exec_command(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         record = find(settings, args.job)
-        procs = _setup(settings).open(record.id).procs_files()
+        procs = _setup(settings).open(record.cgroup).procs_files()
         return run_in_job(record, procs, argv)
     except (NoSuchJob, JobGone) as exc:
         print(f"sandbox: {exc}", file=sys.stderr)

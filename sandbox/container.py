@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sandbox.cgroups import Cgroup
@@ -36,7 +37,7 @@ from sandbox.slots import Slot
 
 log = logging.getLogger("sandbox")
 
-__all__ = ["Container", "memfd", "within"]
+__all__ = ["Container", "destroy_cgroup", "memfd", "within"]
 
 
 async def within(awaitable: asyncio.Future[Any], seconds: float) -> bool:
@@ -72,9 +73,21 @@ def memfd(name: str, data: bytes) -> int:
 class Container:
     """One container, as seen from the supervisor. Create with :meth:`spawn`."""
 
-    def __init__(self, sock: socket.socket, plan: ContainerPlan, cgroup: Cgroup) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        plan: ContainerPlan,
+        cgroup: Cgroup,
+        dispose: Callable[[Cgroup], Awaitable[None]] | None = None,
+        root_owner: int | None = None,
+    ) -> None:
         self.plan = plan
         self.cgroup = cgroup
+        # Host uid of root inside: its own id range's (None without a user namespace).
+        self.root_owner = (
+            (plan.root_owner if root_owner is None else root_owner) if plan.userns else None
+        )
+        self._dispose = dispose or destroy_cgroup
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
@@ -100,19 +113,28 @@ class Container:
         self.loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
-    async def spawn(cls, control: socket.socket, plan: ContainerPlan, cgroup: Cgroup) -> Container:
+    async def spawn(
+        cls,
+        control: socket.socket,
+        plan: ContainerPlan,
+        cgroup: Cgroup,
+        dispose: Callable[[Cgroup], Awaitable[None]] | None = None,
+        root_owner: int | None = None,
+    ) -> Container:
         """Ask the launcher for a new container in ``cgroup``; it builds in the background.
 
-        The returned container owns the cgroup: :meth:`remove` removes it.
+        The returned container owns the cgroup: :meth:`remove` hands it to
+        ``dispose`` once every process of the container is gone (by default
+        :func:`destroy_cgroup`; the runtime recycles it for another job).
 
         Raises:
             SetupError: the launcher is gone, or the cgroup cannot be opened.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds: list[int] = []
-        container = cls(ours, plan, cgroup)
+        container = cls(ours, plan, cgroup, dispose, root_owner)
         try:
-            fds.append(memfd("container-plan", plan.to_wire()))
+            fds.append(memfd("container-plan", plan.to_wire(container.root_owner)))
             fds += [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
             await _send_fds(control, b"prepare", [theirs.fileno(), *fds])
         except OSError as exc:
@@ -277,7 +299,8 @@ class Container:
             self.cgroup.kill()
 
     async def remove(self, grace: float = 10.0) -> None:
-        """Wait for the container to be gone (killing it after ``grace`` s), remove its cgroup.
+        """Wait for the container to be gone (killing it after ``grace`` s), then
+        dispose of its cgroup (recycled or removed).
 
         Raises:
             CleanupError: the cgroup stayed busy; the next start reclaims it.
@@ -291,21 +314,10 @@ class Container:
         finally:
             self.close()
             self._release_ids()
-        delay = 0.001
-        for attempt in range(12):
-            try:
-                self.cgroup.destroy()
-                return
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise CleanupError(f"cannot remove cgroup {self.cgroup.name}: {exc}") from exc
-            if attempt == 4:
-                with contextlib.suppress(SandboxError):
-                    self.cgroup.kill()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        log.error("cgroup %s still busy; the next start reclaims it", self.cgroup.name)
-        raise CleanupError(f"cannot remove cgroup {self.cgroup.name}: still busy")
+        if self.error is not None or self.kill_reason in ("setup", "cleanup"):
+            await destroy_cgroup(self.cgroup)  # never reuse what a failure left
+        else:
+            await self._dispose(self.cgroup)
 
     def remove_sync(self) -> None:
         """Kill the container and remove its cgroup, blocking (no event loop needed)."""
@@ -346,6 +358,30 @@ class Container:
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
+
+
+async def destroy_cgroup(cgroup: Cgroup) -> None:
+    """Remove an empty job cgroup, waiting out the moment it takes the kernel to
+    let go of exited processes (and killing through it if some remain).
+
+    Raises:
+        CleanupError: the cgroup stayed busy; the next start reclaims it.
+    """
+    delay = 0.001
+    for attempt in range(12):
+        try:
+            cgroup.destroy()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise CleanupError(f"cannot remove cgroup {cgroup.name}: {exc}") from exc
+        if attempt == 4:
+            with contextlib.suppress(SandboxError):
+                cgroup.kill()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    log.error("cgroup %s still busy; the next start reclaims it", cgroup.name)
+    raise CleanupError(f"cannot remove cgroup {cgroup.name}: still busy")
 
 
 async def _send_fds(sock: socket.socket, message: bytes, fds: list[int]) -> None:

@@ -1,11 +1,11 @@
 """The jobs running on this host, as files: what `sandbox ps`, `exec` and `kill` read.
 
 A runtime writes ``<run_dir>/jobs/<job>.json`` when a job starts and removes
-it when the job ends; the job's id is its cgroup's name (``<owner>.<n>``), so
-a record whose owner's lock is free belongs to a dead runtime and is stale
-(`sandbox gc` removes it). An operator's kill leaves ``<job>.kill`` beside
-the record before it kills the job's cgroup: the runtime then reports
-``killed``.
+it when the job ends; the job's id is ``<owner>-<n>`` (its cgroup, named in
+the record, is recycled for later jobs), so a record whose owner's lock is
+free belongs to a dead runtime and is stale (`sandbox gc` removes it). An
+operator's kill leaves ``<job>.kill`` beside the record before it kills the
+job's cgroup: the runtime then reports ``killed``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,20 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JobRecord", "jobs_dir", "kill_requested", "read_all", "remove", "request_kill", "write"]
+__all__ = [
+    "JobRecord",
+    "is_running",
+    "jobs_dir",
+    "kill_requested",
+    "read_all",
+    "remove",
+    "request_kill",
+    "write",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class JobRecord:
     """One running job, as its runtime describes it."""
 
     id: str
+    cgroup: str  # the cgroup it runs in, under our parent
     owner: str
     task_id: str | None
     image: str
@@ -64,7 +74,7 @@ def write(run_dir: Path, record: JobRecord) -> None:
     # Root only: a record holds the job's environment, which its submitter chose.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(asdict(record)))
+        f.write(json.dumps(record.__dict__))  # fields are JSON values; asdict deep-copies
     tmp.rename(directory / f"{record.id}.json")
 
 
@@ -90,6 +100,11 @@ def request_kill(run_dir: Path, job_id: str) -> None:
     """Mark the job as killed by an operator (before killing it)."""
     path = jobs_dir(run_dir) / f"{job_id}.kill"
     path.write_text(json.dumps({"at": time.time(), "by": os.getuid()}))
+
+
+def is_running(run_dir: Path, job_id: str) -> bool:
+    """True while the job's record is published (its runtime removes it at the end)."""
+    return (jobs_dir(run_dir) / f"{job_id}.json").exists()
 
 
 def kill_requested(run_dir: Path, job_id: str) -> bool:

@@ -14,6 +14,7 @@ through an inherited memfd as NUL-terminated tokens (:meth:`ContainerPlan.to_wir
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
@@ -142,12 +143,22 @@ class ContainerPlan:
         """Host uid and gid of the container's root: what it creates shows as root inside."""
         return self.userns[0] if self.userns else 0
 
-    def to_wire(self) -> bytes:
-        """Serialise for the launcher: NUL-terminated tokens, keyed records, ``end``."""
-        records: list[tuple[object, ...]] = []
-        if self.userns:
-            records.append(("userns", *self.userns))
-        records += [
+    def to_wire(self, root_owner: int | None = None) -> bytes:
+        """Serialise for the launcher: NUL-terminated tokens, keyed records, ``end``.
+
+        Args:
+            root_owner: the host uid of root inside (the container's own id
+                range); by default :attr:`root_owner`.
+        """
+        if not self.userns:
+            return self._wire_body
+        owner = self.userns[0] if root_owner is None else root_owner
+        return wire([("userns", owner, self.userns[1])]) + self._wire_body
+
+    @functools.cached_property
+    def _wire_body(self) -> bytes:
+        """Everything but the user namespace's owner: the same for each container of a plan."""
+        records: list[tuple[object, ...]] = [
             ("ns", self.namespaces),
             ("hostname", self.hostname),
             ("loopback", int(self.loopback)),
@@ -162,6 +173,16 @@ class ContainerPlan:
             ("end",),
         ]
         return wire(records)
+
+    # The warm pool's key: hashed and compared on every job, so through the
+    # serialised form (cached), not field by field over every mount step.
+    def __hash__(self) -> int:
+        return hash(self._wire_body) ^ hash(self.userns)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContainerPlan):
+            return NotImplemented
+        return self.userns == other.userns and self._wire_body == other._wire_body
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -34,9 +33,15 @@ from pathlib import Path
 from sandbox import files, host, jobs, languages, native, reclaim, seccomp
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
-from sandbox.container import Container, memfd, within
+from sandbox.container import Container, destroy_cgroup, memfd, within
 from sandbox.cpus import parse_cpu_list
-from sandbox.errors import CleanupError, SeccompError, SetupError, UnsupportedError
+from sandbox.errors import (
+    CleanupError,
+    SandboxError,
+    SeccompError,
+    SetupError,
+    UnsupportedError,
+)
 from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
@@ -52,6 +57,7 @@ job_log = logging.getLogger("sandbox.jobs")
 
 _CHUNK = 65536
 _KILL_GRACE = 10.0  # seconds to wait for a killed container to be gone
+_IDLE_CGROUPS = 64  # emptied cgroups kept for reuse, at most
 
 
 class _Stream:
@@ -114,7 +120,13 @@ class Runtime:
         self.pool_size = self.settings.pool_size if pool_size is None else pool_size
         self.owner = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._counter = itertools.count(1)
+        self._job_ids = itertools.count(1)
         self._cgroups: CgroupSetup | None = None
+        # Cgroups of finished jobs, emptied and reset, for the next containers
+        # (docs/adr/0008): reusing one costs a few reads, a new one two mkdirs
+        # and two rmdirs per hierarchy.
+        self._idle_cgroups: list[Cgroup] = []
+        self.cgroups_reused = 0
         self._images = ImageStore(self.settings.state_dir)
         self._image_cache: dict[str, tuple[int, Image]] = {}
         self._lock_fd = -1
@@ -164,6 +176,12 @@ class Runtime:
         if self._pool is not None:
             self._pool.discard()
             self._pool = None
+        while self._idle_cgroups:
+            cgroup = self._idle_cgroups.pop()
+            try:
+                cgroup.destroy()
+            except (OSError, SandboxError) as exc:  # reclaimed by the next start
+                log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -246,18 +264,22 @@ class Runtime:
         control = self._control_socket()
         assert self._cgroups is not None
         id_range = None
+        root_owner = None
         if plan.userns is not None and self._id_ranges is not None:
             id_range = await self._id_ranges.acquire()
-            root = self.settings.host_id(0, id_range.id)
-            plan = dataclasses.replace(plan, userns=(root, plan.userns[1]))
+            root_owner = self.settings.host_id(0, id_range.id)
         try:
-            cgroup = self._cgroups.create(f"{self.owner}.{next(self._counter)}")
+            if self._idle_cgroups:
+                cgroup = self._idle_cgroups.pop()
+                self.cgroups_reused += 1
+            else:
+                cgroup = self._cgroups.create(f"{self.owner}.{next(self._counter)}")
         except BaseException:
             if id_range is not None:
                 id_range.release()
             raise
         try:
-            container = await Container.spawn(control, plan, cgroup)
+            container = await Container.spawn(control, plan, cgroup, self._recycle, root_owner)
         except BaseException:
             with contextlib.suppress(OSError):
                 cgroup.destroy()
@@ -266,6 +288,30 @@ class Runtime:
             raise
         container.id_range = id_range
         return container
+
+    async def _recycle(self, cgroup: Cgroup) -> None:
+        """Keep a finished container's cgroup for the next one, or remove it.
+
+        Raises:
+            CleanupError: it stayed busy (see :func:`~sandbox.container.destroy_cgroup`).
+        """
+        try:
+            reusable = len(self._idle_cgroups) < _IDLE_CGROUPS and cgroup.recycle()
+        except (OSError, SandboxError) as exc:
+            log.debug("cgroup %s not reusable: %s", cgroup.name, exc)
+            reusable = False
+        if reusable and self._control is not None:
+            self._idle_cgroups.append(cgroup)
+        else:
+            await destroy_cgroup(cgroup)
+
+    def idle_cgroups(self) -> list[str]:
+        """Names of the emptied cgroups kept for the next containers (not any job's)."""
+        return [c.name for c in self._idle_cgroups]
+
+    def idle_cgroup_fds(self) -> set[int]:
+        """Descriptors the idle cgroups hold open (v2: memory.peak)."""
+        return {fd for c in self._idle_cgroups for fd in c.held_fds()}
 
     def _container_source(self) -> Callable[[ContainerPlan], Awaitable[Container]]:
         if self.pool_size <= 0:
@@ -352,15 +398,17 @@ class Runtime:
         plan = build_plan(spec, self.settings, image, last_cap=self._last_cap)
         container = await self._container_source()(plan.container)
         slot = None
+        job: _Job | None = None
         try:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
-            job = _Job(spec, plan, image.name, task_id)
+            job = _Job(f"{self.owner}-{next(self._job_ids)}", spec, plan, image.name, task_id)
             result = await self._run(container, job, str(slot.id) if slot else "")
             self._log_job(container, job, result)
             return result
         finally:
-            jobs.remove(self.settings.run_dir, container.cgroup.name)
+            if job is not None:
+                jobs.remove(self.settings.run_dir, job.id)
             if slot is not None:
                 slot.release()
             await asyncio.shield(container.remove())
@@ -432,7 +480,7 @@ class Runtime:
             for stream in streams:
                 stream.close()
             container.close()
-        killed = jobs.kill_requested(self.settings.run_dir, container.cgroup.name)
+        killed = jobs.kill_requested(self.settings.run_dir, task.id)
         return self._result(container, streams, lim, outputs, killed)
 
     def _log_job(self, container: Container, task: _Job, result: JobResult) -> None:
@@ -440,7 +488,7 @@ class Runtime:
         if not job_log.isEnabledFor(logging.INFO):
             return  # nothing to build on the hot path
         fields: dict[str, object] = {
-            "job": container.cgroup.name,
+            "job": task.id,
             "task_id": task.task_id,
             "language": task.spec.language,
             "image": task.image,
@@ -474,7 +522,8 @@ class Runtime:
         """The running job's record, for `sandbox ps`, `exec` and `kill`."""
         job, cgroup = task.plan.job, container.cgroup
         record = jobs.JobRecord(
-            id=cgroup.name,
+            id=task.id,
+            cgroup=cgroup.name,
             owner=self.owner,
             task_id=task.task_id,
             image=task.image,
@@ -490,13 +539,13 @@ class Runtime:
             env=job.env,
             workdir=job.workdir,
             cpu_base_ns=cgroup.cpu_base_ns(),
-            host_uid_base=container.plan.root_owner if container.plan.userns else None,
+            host_uid_base=container.root_owner,
             limits=task.plan.limits.model_dump(mode="json"),
         )
         try:
             jobs.write(self.settings.run_dir, record)
         except OSError as exc:  # operators lose sight of it; the job itself is fine
-            log.warning("cannot publish job %s: %s", cgroup.name, exc)
+            log.warning("cannot publish job %s: %s", task.id, exc)
 
     def _result(
         self,
@@ -560,6 +609,7 @@ class Runtime:
 class _Job:
     """One job on its way through :meth:`Runtime._run`."""
 
+    id: str  # <owner>-<n>: unique on this host, unlike its recycled cgroup's name
     spec: JobSpec
     plan: Plan
     image: str

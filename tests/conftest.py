@@ -183,12 +183,16 @@ def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
         for name in ("_selector", "_ssock", "_csock"):
             with contextlib.suppress(AttributeError, ValueError):
                 spared_fds.add(getattr(loop, name).fileno())
+    for name in runtime.idle_cgroups():  # emptied, kept for the next containers
+        spared_cgroups |= {p for p in cgroups(settings) if f"/{name}/" in f"{p}/"}
+    spared_fds |= runtime.idle_cgroup_fds()
     for container in runtime.pool_containers():
         assert container.pid is not None, "a pool container is still being built"
         spared_pids |= {container.pid} | descendants(container.pid)
         name = container.cgroup.name
         spared_cgroups |= {p for p in cgroups(settings) if f"/{name}/" in f"{p}/"}
         spared_fds |= {container.sock.fileno(), container.pidfd, container.init_pidfd}
+        spared_fds |= set(container.cgroup.held_fds())
         if container.id_range is not None:
             spared_fds.add(container.id_range.fileno())
     return {

@@ -29,9 +29,11 @@ __all__ = [
     "Cgroup",
     "CgroupSetup",
     "CgroupStats",
+    "counter_sum",
     "cpu_quota_us",
     "for_each",
     "freeze_and_kill",
+    "has_no_children",
     "read_file",
     "remove_tree",
     "subtree",
@@ -125,6 +127,24 @@ class Cgroup(Protocol):
 
     def destroy(self) -> None:
         """Remove the cgroup; raises OSError(EBUSY) while processes remain."""
+        ...
+
+    def held_fds(self) -> tuple[int, ...]:
+        """Descriptors this object keeps open (closed by :meth:`destroy`)."""
+        ...
+
+    def recycle(self) -> bool:
+        """Make the cgroup of a finished job ready for another one, if it can be.
+
+        It can when no process is left, the job made no cgroup below its leaf,
+        and every figure the next job reads can start from zero: memory the
+        last job left charged (page cache) is reclaimed, and counters the
+        kernel cannot reset (OOM kills, refused forks; CPU on v2) get a
+        baseline that :meth:`stats` subtracts. Limits are set per job anyway.
+
+        Returns:
+            False if it must be destroyed instead.
+        """
         ...
 
 
@@ -236,6 +256,23 @@ def freeze_and_kill(
                 os.kill(pid, signal.SIGKILL)
     finally:
         freeze(False)
+
+
+def has_no_children(path: Path) -> bool:
+    """True if the cgroup directory has no cgroup below it (kernfs: nlink is 2 + subdirs)."""
+    try:
+        return os.stat(path).st_nlink == 2
+    except OSError:
+        return False
+
+
+def counter_sum(dirs: Iterable[Path], filename: str, key: str) -> int:
+    """The sum of ``key`` in ``filename`` of each cgroup that has the file."""
+    total = 0
+    for d in dirs:
+        with contextlib.suppress(CgroupError):
+            total += parse_keyed(read_file(d / filename)).get(key, 0)
+    return total
 
 
 def subtree(path: Path) -> list[Path]:

@@ -18,10 +18,11 @@ from sandbox.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    counter_sum,
     cpu_quota_us,
     for_each,
     freeze_and_kill,
-    parse_keyed,
+    has_no_children,
     read_file,
     remove_tree,
     subtree,
@@ -32,14 +33,23 @@ from sandbox.errors import CgroupError, UnsupportedError
 __all__ = ["CgroupV1", "SetupV1"]
 
 CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+# A finished job leaves 0.1-0.8 MiB of kernel objects (dentries, inodes)
+# charged to its cgroup, which a forced reclaim (0.5 ms of CPU: it drains
+# every CPU's page lists) frees only in part. Above this, it is page cache the
+# job read first: reclaimed, so that the next job's limit and peak are its own.
+# Below, the next job's peak may include it: memory is charged in batches of
+# 256 KiB per CPU anyway (docs/adr/0008-native-launcher.md).
+RECLAIM_ABOVE = 2**20
 PROCS = "cgroup.procs"
 MEMORY_LIMIT = "memory.limit_in_bytes"
 MEMSW_LIMIT = "memory.memsw.limit_in_bytes"
 SWAPPINESS = "memory.swappiness"
 MEMORY_PEAK = "memory.max_usage_in_bytes"
 MEMORY_USAGE = "memory.usage_in_bytes"
+FORCE_EMPTY = "memory.force_empty"
 OOM_CONTROL = "memory.oom_control"
 PIDS_MAX = "pids.max"
+PIDS_CURRENT = "pids.current"
 PIDS_EVENTS = "pids.events"
 CPU_USAGE = "cpuacct.usage"
 CFS_PERIOD = "cpu.cfs_period_us"
@@ -52,15 +62,25 @@ CPUSET_MEMS = "cpuset.mems"
 class CgroupV1:
     """A job's cgroup on a v1 host."""
 
-    def __init__(self, name: str, dirs: dict[str, Path]) -> None:
+    def __init__(self, name: str, dirs: dict[str, Path], unique: list[Path] | None = None) -> None:
         self.name = name
         self._dirs = dirs
+        self._unique = unique
+        self._pinned = False
+        # Counters the kernel never resets, as the last job left them (recycle).
+        self._oom_base = 0
+        self._pids_base = 0
+        self._has_memsw: bool | None = None
+        self._memory_limit = 2**63  # a new cgroup's: unlimited
 
     def _unique_dirs(self) -> list[Path]:
-        seen: dict[str, Path] = {}
-        for path in self._dirs.values():
-            seen.setdefault(os.path.realpath(path), path)
-        return list(seen.values())
+        """One directory per mounted hierarchy (co-mounted controllers share one)."""
+        if self._unique is None:
+            seen: dict[str, Path] = {}
+            for path in self._dirs.values():
+                seen.setdefault(os.path.realpath(path), path)
+            self._unique = list(seen.values())
+        return self._unique
 
     def procs_files(self) -> tuple[str, ...]:
         return tuple(str(d / LEAF / PROCS) for d in self._unique_dirs())
@@ -69,11 +89,17 @@ class CgroupV1:
         self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
     ) -> None:
         mem = self._dirs["memory"]
-        write_file(mem / MEMORY_LIMIT, str(memory_bytes))
-        if (mem / MEMSW_LIMIT).exists():
-            write_file(mem / MEMSW_LIMIT, str(memory_bytes))
-        if (mem / SWAPPINESS).exists():
-            write_file(mem / SWAPPINESS, "0")
+        if self._has_memsw is None:  # swap accounting (and swappiness) are the host's choice
+            self._has_memsw = (mem / MEMSW_LIMIT).exists()
+            if (mem / SWAPPINESS).exists():
+                write_file(mem / SWAPPINESS, "0")
+        # memory <= memory+swap at every moment: raise the second first, lower it last.
+        order = [MEMORY_LIMIT, MEMSW_LIMIT] if self._has_memsw else [MEMORY_LIMIT]
+        if memory_bytes > self._memory_limit:
+            order.reverse()
+        for filename in order:
+            write_file(mem / filename, str(memory_bytes))
+        self._memory_limit = memory_bytes
         write_file(self._dirs["pids"] / PIDS_MAX, str(pids_max))
         if cpus is not None:
             write_file(self._dirs["cpu"] / CFS_PERIOD, str(CPU_PERIOD_US))
@@ -84,6 +110,11 @@ class CgroupV1:
             # On v1 a child's CPUs must stay within its parent's: narrow the leaf,
             # where the job runs (it holds no other process).
             write_file(self._dirs["cpuset"] / LEAF / CPUSET_CPUS, cpuset)
+            self._pinned = True
+        elif self._pinned:  # a recycled cgroup: its last job was pinned, this one is not
+            top = self._dirs["cpuset"]
+            write_file(top / LEAF / CPUSET_CPUS, read_file(top / CPUSET_CPUS).strip())
+            self._pinned = False
 
     def reset_accounting(self) -> None:
         write_file(self._dirs["cpuacct"] / CPU_USAGE, "0")
@@ -107,9 +138,28 @@ class CgroupV1:
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=int(read_file(mem / MEMORY_PEAK)),
             # Counted where the kill or the refused fork happened: anywhere below.
-            oom_kills=_most(mem, OOM_CONTROL, "oom_kill"),
-            pids_limit_hits=_most(self._dirs["pids"], PIDS_EVENTS, "max"),
+            oom_kills=counter_sum(subtree(mem), OOM_CONTROL, "oom_kill") - self._oom_base,
+            pids_limit_hits=counter_sum(subtree(self._dirs["pids"]), PIDS_EVENTS, "max")
+            - self._pids_base,
         )
+
+    def held_fds(self) -> tuple[int, ...]:
+        return ()
+
+    def recycle(self) -> bool:
+        if not all(
+            has_no_children(d / LEAF) and os.stat(d).st_nlink == 3 for d in self._unique_dirs()
+        ):
+            return False  # the job made cgroups of its own, or ours are gone
+        pids = self._dirs["pids"]
+        if int(read_file(pids / PIDS_CURRENT)) != 0:
+            return False
+        mem = self._dirs["memory"]
+        if int(read_file(mem / MEMORY_USAGE)) > RECLAIM_ABOVE:  # page cache it left charged
+            write_file(mem / FORCE_EMPTY, "0")
+        self._oom_base = counter_sum((mem, mem / LEAF), OOM_CONTROL, "oom_kill")
+        self._pids_base = counter_sum((pids, pids / LEAF), PIDS_EVENTS, "max")
+        return True
 
     def _pids(self) -> set[int]:
         pids: set[int] = set()
@@ -142,11 +192,6 @@ class CgroupV1:
 
     def destroy(self) -> None:
         for_each(remove_tree, self._unique_dirs())
-
-
-def _most(top: Path, filename: str, key: str) -> int:
-    """The largest ``key`` counter in ``filename`` of ``top`` and the cgroups below it."""
-    return max((parse_keyed(read_file(d / filename)).get(key, 0) for d in subtree(top)), default=0)
 
 
 def mounted_hierarchies(root: Path, mountinfo: str = "/proc/self/mountinfo") -> dict[str, Path]:
@@ -187,6 +232,7 @@ class SetupV1:
     def __init__(self, root: Path, parent: str) -> None:
         self.root = root
         self.parent = parent
+        self._real_parents: list[tuple[Path, bool]] | None = None
         self._extra = [
             name
             for name, path in mounted_hierarchies(root).items()
@@ -218,23 +264,32 @@ class SetupV1:
             parent.mkdir(exist_ok=True)
             _inherit_cpuset(parent)
 
+    def _parents(self) -> list[tuple[Path, bool]]:
+        """Our parent in each mounted hierarchy once (co-mounted controllers share
+        one), and whether it is the cpuset one: resolved once, not per job."""
+        if self._real_parents is None:
+            parents = dict.fromkeys(os.path.realpath(p.parent) for p in self._dirs("x").values())
+            self._real_parents = [(Path(p), (Path(p) / CPUSET_CPUS).exists()) for p in parents]
+        return self._real_parents
+
     def create(self, name: str) -> CgroupV1:
-        dirs = self._dirs(name)
         made: list[Path] = []
         try:
-            for real in dict.fromkeys(os.path.realpath(p) for p in dirs.values()):
-                os.mkdir(real)
-                made.append(Path(real))
-                _inherit_cpuset(Path(real))
-                os.mkdir(Path(real) / LEAF)
-                _inherit_cpuset(Path(real) / LEAF)
+            for parent, cpuset in self._parents():
+                top = parent / name
+                os.mkdir(top)
+                made.append(top)
+                os.mkdir(top / LEAF)
+                if cpuset:
+                    _inherit_cpuset(top)
+                    _inherit_cpuset(top / LEAF)
         except OSError as exc:
             for path in reversed(made):
                 remove_tree(path)
             raise CgroupError(
                 f"cannot create cgroup {exc.filename}: {exc.strerror}", path=exc.filename
             ) from exc
-        return CgroupV1(name, dirs)
+        return CgroupV1(name, self._dirs(name), made)
 
     def open(self, name: str) -> CgroupV1:
         return CgroupV1(name, self._dirs(name))

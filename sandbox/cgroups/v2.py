@@ -11,14 +11,17 @@ cpuset controller is available). Memory: ``memory.max`` and ``memory.swap.max`` 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from sandbox.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    counter_sum,
     cpu_quota_us,
     freeze_and_kill,
+    has_no_children,
     parse_keyed,
     read_file,
     remove_tree,
@@ -30,6 +33,7 @@ from sandbox.errors import CgroupError, UnsupportedError
 __all__ = ["CgroupV2", "SetupV2"]
 
 REQUIRED = ("memory", "pids", "cpu")
+RECLAIM_ABOVE = 2**20  # as v1.RECLAIM_ABOVE
 OPTIONAL = ("cpuset",)
 PROCS = "cgroup.procs"
 CONTROLLERS_FILE = "cgroup.controllers"
@@ -42,6 +46,7 @@ SWAP_MAX = "memory.swap.max"
 MEMORY_PEAK = "memory.peak"
 MEMORY_CURRENT = "memory.current"
 MEMORY_EVENTS = "memory.events"
+MEMORY_RECLAIM = "memory.reclaim"
 PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
 CPU_STAT = "cpu.stat"
@@ -56,6 +61,17 @@ class CgroupV2:
         self.name = name
         self.path = path
         self._cpu_base_us = 0
+        self._pinned = False
+        # Linux 6.12+: a write to memory.peak resets the peak seen through that
+        # descriptor only, so the reset and every read use this one.
+        self._peak_fd = -1
+        self._peak_resets = False
+        self._oom_base = 0
+        self._pids_base = 0
+
+    def __del__(self) -> None:
+        if self._peak_fd >= 0:
+            os.close(self._peak_fd)
 
     def procs_files(self) -> tuple[str, ...]:
         return (str(self.path / LEAF / PROCS),)
@@ -73,14 +89,34 @@ class CgroupV2:
             if not (self.path / CPUSET_CPUS).exists():
                 raise CgroupError("the cpuset controller is not enabled: cannot pin a job")
             write_file(self.path / CPUSET_CPUS, cpuset)
+            self._pinned = True
+        elif self._pinned:  # a recycled cgroup: its last job was pinned, this one is not
+            write_file(self.path / CPUSET_CPUS, "\n")  # empty: the parent's CPUs
+            self._pinned = False
 
     def reset_accounting(self) -> None:
         # cpu.stat cannot be reset: remember where the job starts.
         self._cpu_base_us = self._cpu_usec()
-        # Linux 6.12+ resets the peak on a write; older kernels keep the
-        # high-water mark of our setup (our code's few pages before execve).
-        with contextlib.suppress(CgroupError):
-            write_file(self.path / MEMORY_PEAK, "reset")
+        # Linux 6.12+ resets the peak on a write, for reads through the same
+        # descriptor; older kernels keep the high-water mark since creation.
+        if self._peak_fd < 0:
+            with contextlib.suppress(OSError):
+                self._peak_fd = os.open(self.path / MEMORY_PEAK, os.O_RDWR | os.O_CLOEXEC)
+        if self._peak_fd >= 0:
+            try:
+                os.write(self._peak_fd, b"reset")
+                self._peak_resets = True
+            except OSError:
+                self._peak_resets = False
+
+    def _peak(self) -> int:
+        if self._peak_fd >= 0:
+            with contextlib.suppress(OSError, ValueError):
+                return int(os.pread(self._peak_fd, 64, 0))
+        peak_file = self.path / MEMORY_PEAK
+        if not peak_file.exists():  # Linux < 5.19: the best we have
+            peak_file = self.path / MEMORY_CURRENT
+        return int(read_file(peak_file))
 
     def _cpu_usec(self) -> int:
         return parse_keyed(read_file(self.path / CPU_STAT)).get("usage_usec", 0)
@@ -98,21 +134,30 @@ class CgroupV2:
         return int(read_file(self.path / MEMORY_CURRENT))
 
     def stats(self) -> CgroupStats:
-        peak_file = self.path / MEMORY_PEAK
-        if not peak_file.exists():  # Linux < 5.19: the best we have
-            peak_file = self.path / MEMORY_CURRENT
+        dirs = subtree(self.path)  # a cgroup below ours has a file only if it enables it
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
-            memory_peak=int(read_file(peak_file)),
-            oom_kills=self._most(MEMORY_EVENTS, "oom_kill"),
-            pids_limit_hits=self._most(PIDS_EVENTS, "max"),
+            memory_peak=self._peak(),
+            oom_kills=counter_sum(dirs, MEMORY_EVENTS, "oom_kill") - self._oom_base,
+            pids_limit_hits=counter_sum(dirs, PIDS_EVENTS, "max") - self._pids_base,
         )
 
-    def _most(self, filename: str, key: str) -> int:
-        """The largest ``key`` counter of this cgroup and those below it."""
-        # A cgroup below ours has the file only if a controller is enabled for it.
-        files = [d / filename for d in subtree(self.path) if (d / filename).exists()]
-        return max((parse_keyed(read_file(f)).get(key, 0) for f in files), default=0)
+    def held_fds(self) -> tuple[int, ...]:
+        return (self._peak_fd,) if self._peak_fd >= 0 else ()
+
+    def recycle(self) -> bool:
+        if not (self._peak_resets and has_no_children(self.path / LEAF)):
+            return False  # an old kernel's peak would carry over, or the job made cgroups
+        if os.stat(self.path).st_nlink != 3 or not self.is_empty():
+            return False
+        current = int(read_file(self.path / MEMORY_CURRENT))
+        if current > RECLAIM_ABOVE:  # page cache the last job left charged (Linux 5.19+)
+            with contextlib.suppress(CgroupError):
+                write_file(self.path / MEMORY_RECLAIM, str(current))
+        dirs = (self.path, self.path / LEAF)
+        self._oom_base = counter_sum(dirs, MEMORY_EVENTS, "oom_kill")
+        self._pids_base = counter_sum(dirs, PIDS_EVENTS, "max")
+        return True
 
     def is_empty(self) -> bool:
         try:
@@ -137,6 +182,9 @@ class CgroupV2:
         )
 
     def destroy(self) -> None:
+        if self._peak_fd >= 0:
+            os.close(self._peak_fd)
+            self._peak_fd = -1
         remove_tree(self.path)
 
 

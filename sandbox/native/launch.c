@@ -436,11 +436,13 @@ static void mkdir_owned(const char *path, mode_t mode, uid_t owner) {
 }
 
 static void makedirs(char *path, mode_t mode, uid_t owner) {
-    for (char *s = path + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(path, 0755) < 0 && errno != EEXIST) fail(path, "mkdir");
-        *s = '/';
+    if (mkdir(path, mode) < 0 && errno == ENOENT) { /* parents first, rarely needed */
+        for (char *s = path + 1; *s; s++) {
+            if (*s != '/') continue;
+            *s = 0;
+            if (mkdir(path, 0755) < 0 && errno != EEXIST) fail(path, "mkdir");
+            *s = '/';
+        }
     }
     mkdir_owned(path, mode, owner);
 }
@@ -512,7 +514,8 @@ static void apply_mounts(const char *root, struct mount_op *ops, int n, uid_t ow
         } else if (!strcmp(m->op, "bind")) {
             mount_checked(m->source, target, NULL, MS_BIND | MS_REC, NULL);
             unsigned long flags = m->flags | (m->readonly ? MS_RDONLY : 0);
-            mount_checked(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL);
+            /* Bind flags only take effect on a remount of the bind. */
+            if (flags) mount_checked(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL);
         } else if (!strcmp(m->op, "rebind")) {
             if (!exists(target)) continue; /* this kernel has no such file */
             mount_checked(target, target, NULL, MS_BIND | MS_REC, NULL);
@@ -521,6 +524,8 @@ static void apply_mounts(const char *root, struct mount_op *ops, int n, uid_t ow
             if (is_dir(target)) {
                 mount_checked("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=0");
             } else if (exists(target)) {
+                /* /dev/null over a file reads empty; read-only, nosuid, noexec:
+                 * every mount the job can see is nosuid (tests/security). */
                 mount_checked("/dev/null", target, NULL, MS_BIND, NULL);
                 mount_checked(NULL, target, NULL,
                               MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL);
@@ -552,8 +557,11 @@ static void bring_up_loopback(void) {
     close(s);
 }
 
-static void reset_signals(void) {
-    for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+/* Every disposition to its default, every signal unblocked: what a job
+ * starts with. The launcher does this once; its children only undo what the
+ * launcher itself changed (SIGINT ignored, SIGCHLD blocked). */
+static void reset_signals(int all) {
+    for (int sig = all ? 1 : SIGINT; sig < (all ? NSIG : SIGINT + 1); sig++) signal(sig, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -681,7 +689,6 @@ static void __attribute__((noreturn)) job_process(int *cgroup_fds, int n_cgroup)
 
     step = "session";
     CHECK(setsid(), NULL, "setsid");
-    reset_signals();
     step = "stdio";
     CHECK(dup2(in, 0), NULL, "dup2");
     CHECK(dup2(out, 1), NULL, "dup2");
@@ -833,7 +840,12 @@ static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds
         char path[256];
         for (int i = 0; i < c.n_sysctls; i++) {
             snprintf(path, sizeof(path), "/proc/sys/user/%s", c.sysctl_name[i]);
-            if (exists(path)) write_file(path, c.sysctl_value[i]);
+            int fd = open(path, O_WRONLY | O_CLOEXEC);
+            if (fd < 0 && errno == ENOENT) continue; /* an older kernel has no such counter */
+            CHECK(fd, path, "open");
+            size_t len = strlen(c.sysctl_value[i]);
+            if (write(fd, c.sysctl_value[i], len) != (ssize_t)len) fail(path, "write");
+            close(fd);
         }
     }
     step = "unshare";
@@ -893,7 +905,7 @@ static void spawn(int control, int sfd, int *fds, int n_fds) {
         close(control);
         close(sfd);
         for (size_t i = 0; i < n_children; i++) close(children[i].job_fd);
-        reset_signals();
+        reset_signals(0);
         job_sock = job;
         run_container(fds[1], fds + 2, n_fds - 2, self);
     }
@@ -934,6 +946,7 @@ int main(int argc, char **argv) {
     set_title("sandbox-launch");
     umask(022); /* what the containers' directories and files get, whoever started us */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphaned inits are ours to reap */
+    reset_signals(1);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);

@@ -189,7 +189,7 @@ def test_v1_co_mounted_controllers_are_one_directory(tmp_path: Path):
     assert setup.missing() == []
     cg = setup.create("job")  # mkdir once, not EEXIST on the second name
     assert len(cg.procs_files()) == 3
-    assert cg.procs_files()[0] == str(tmp_path / "memory/sandbox/job/job/cgroup.procs")
+    assert cg.procs_files()[0] == str(tmp_path / "memory,pids/sandbox/job/job/cgroup.procs")
 
 
 def test_v1_create_undoes_a_half_made_cgroup(tmp_path: Path):

@@ -51,9 +51,11 @@ def _v1_tree(root: Path, name: str = "job") -> dict[str, Path]:
             "memory.memsw.limit_in_bytes": "",
             "memory.swappiness": "60",
             "memory.max_usage_in_bytes": "12345678",
+            "memory.usage_in_bytes": "4096",
+            "memory.force_empty": "",
             "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         },
-        "pids": {"pids.max": "max", "pids.events": "max 7\n"},
+        "pids": {"pids.max": "max", "pids.events": "max 7\n", "pids.current": "0"},
         "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1"},
         "cpuacct": {"cpuacct.usage": "1500000000"},
         "freezer": {"freezer.state": "THAWED"},
@@ -92,6 +94,59 @@ def test_v1_limits_stats_and_reset(tmp_path: Path):
     assert cg.cpu_base_ns() == 0  # v1 resets the counter itself
     assert cg.is_empty()
     assert len(cg.procs_files()) == 6
+
+
+def _with_leaves(dirs: dict[str, Path]) -> None:
+    for d in dirs.values():
+        (d / "job").mkdir(exist_ok=True)
+
+
+def test_v1_recycle_starts_the_next_job_from_zero(tmp_path: Path):
+    dirs = _v1_tree(tmp_path)
+    _with_leaves(dirs)
+    cg = CgroupV1("job", dirs)
+    assert cg.recycle()
+    stats = cg.stats()
+    assert (stats.oom_kills, stats.pids_limit_hits) == (0, 0)  # the last job's 2 and 7
+    (dirs["memory"] / "memory.oom_control").write_text("oom_kill 3\n")
+    assert cg.stats().oom_kills == 1
+    assert (dirs["memory"] / "memory.force_empty").read_text() == ""  # 4 KiB: not worth it
+    (dirs["memory"] / "memory.usage_in_bytes").write_text(str(64 << 20))
+    assert cg.recycle()
+    assert (dirs["memory"] / "memory.force_empty").read_text() == "0"
+
+
+def test_v1_recycle_refuses_what_the_job_touched(tmp_path: Path):
+    dirs = _v1_tree(tmp_path)
+    _with_leaves(dirs)
+    (dirs["freezer"] / "job" / "mine").mkdir()
+    assert not CgroupV1("job", dirs).recycle()  # a cgroup of the job's own below its leaf
+    (dirs["freezer"] / "job" / "mine").rmdir()
+    (dirs["pids"] / "pids.current").write_text("1")
+    assert not CgroupV1("job", dirs).recycle()  # a process left
+
+
+def test_v1_memory_stays_below_memory_and_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A recycled cgroup's next limit may be higher: memory+swap is raised first."""
+    dirs = _v1_tree(tmp_path)
+    cg = CgroupV1("job", dirs)
+    cg.set_limits(memory_bytes=64 << 20, pids_max=1)
+    writes: list[str] = []
+
+    def spy(path: Path, data: str) -> None:
+        writes.append(path.name)
+        write_file(path, data)
+
+    monkeypatch.setattr("sandbox.cgroups.v1.write_file", spy)
+    cg.set_limits(memory_bytes=256 << 20, pids_max=1)
+    cg.set_limits(memory_bytes=32 << 20, pids_max=1)
+    memory = [w for w in writes if "limit" in w]
+    assert memory == [
+        "memory.memsw.limit_in_bytes",
+        "memory.limit_in_bytes",
+        "memory.limit_in_bytes",
+        "memory.memsw.limit_in_bytes",
+    ]
 
 
 def test_v1_cpu_quota_and_pinning(tmp_path: Path):
@@ -142,6 +197,7 @@ def _v2_tree(root: Path) -> Path:
         "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
         "cpu.max": "max 100000",
         "memory.peak": "7654321",
+        "memory.current": "4096",
         "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
         "pids.events": "max 0\n",
         "cgroup.events": "populated 0\nfrozen 0\n",

@@ -13,6 +13,7 @@ from sandbox.logs import JsonFormatter
 def _record(job_id: str = "123-abc.1", started: float = 10.0) -> jobs.JobRecord:
     return jobs.JobRecord(
         id=job_id,
+        cgroup="123-abc.1",
         owner="123-abc",
         task_id="t-1",
         image="host",
