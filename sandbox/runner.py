@@ -47,7 +47,7 @@ from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
 from sandbox.result import JobResult, Status
 from sandbox.settings import Settings
-from sandbox.slots import Slots
+from sandbox.slots import Slot, Slots
 from sandbox.spec import File, JobSpec, Limits
 
 __all__ = ["Runtime", "execute", "execute_sync"]
@@ -127,6 +127,7 @@ class Runtime:
         # and two rmdirs per hierarchy.
         self._idle_cgroups: list[Cgroup] = []
         self.cgroups_reused = 0
+        self._teardowns: set[asyncio.Task[None]] = set()  # of finished jobs' containers
         self._images = ImageStore(self.settings.state_dir)
         self._image_cache: dict[str, tuple[int, Image]] = {}
         self._lock_fd = -1
@@ -203,7 +204,9 @@ class Runtime:
             self._lock_fd = -1
 
     async def aclose(self) -> None:
-        """Drain the warm pool (waiting for its containers to exit), then :meth:`close`."""
+        """Finish the teardowns, drain the warm pool (waiting for its containers to
+        exit), then :meth:`close`."""
+        await self._finish_teardowns()
         if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
             await self._pool.drain()
             self._pool = None
@@ -343,9 +346,16 @@ class Runtime:
         return self._launcher.pid if self._launcher is not None else None
 
     async def pool_settled(self) -> None:
-        """Wait until the warm pool is not building (it refills after each job)."""
+        """Wait until every finished job's container is gone and the warm pool is
+        not building (it refills after each job)."""
+        await self._finish_teardowns()
         if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
             await self._pool.settled()
+
+    async def _finish_teardowns(self) -> None:
+        loop = asyncio.get_running_loop()
+        while mine := [t for t in self._teardowns if t.get_loop() is loop]:
+            await asyncio.gather(*mine, return_exceptions=True)
 
     def pool_containers(self) -> list[Container]:
         """The warm pool's containers (ready or being built): not any job's."""
@@ -399,22 +409,44 @@ class Runtime:
         container = await self._container_source()(plan.container)
         slot = None
         job: _Job | None = None
+        ended = False
         try:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
             job = _Job(f"{self.owner}-{next(self._job_ids)}", spec, plan, image.name, task_id)
             result = await self._run(container, job, str(slot.id) if slot else "")
             self._log_job(container, job, result)
+            ended = True
             return result
         finally:
             if job is not None:
                 jobs.remove(self.settings.run_dir, job.id)
+            teardown = self._teardown(container, slot, plan.container)
+            if ended:
+                # The result is complete: the rest (the init's exit, the kernel's
+                # teardown of the namespaces, reaping, the cgroup) is off the
+                # caller's path. pool_settled() and aclose() wait for it.
+                task = asyncio.create_task(teardown)
+                self._teardowns.add(task)
+                task.add_done_callback(self._teardown_done)
+            else:  # an error or a cancellation: all is gone before it propagates
+                await asyncio.shield(teardown)
+
+    async def _teardown(self, container: Container, slot: Slot | None, plan: ContainerPlan) -> None:
+        """After a job: wait for its container to be gone, recycle its cgroup, refill the pool."""
+        try:
+            await container.remove()
+        finally:
             if slot is not None:
                 slot.release()
-            await asyncio.shield(container.remove())
             if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
-                self._pool.refill(plan.container)
+                self._pool.refill(plan)
                 self._publish_stats()
+
+    def _teardown_done(self, task: asyncio.Task[None]) -> None:
+        self._teardowns.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("container teardown failed: %s", task.exception())
 
     async def _run(self, container: Container, task: _Job, cpuset: str) -> JobResult:
         spec, lim, job = task.spec, task.plan.limits, task.plan.job
@@ -466,7 +498,7 @@ class Runtime:
             if job.collect:
                 outputs = await asyncio.to_thread(_collect, container, job, lim.output)
             container.release()
-            await _wait_gone(container, streams)
+            await _wait_ended(container, streams)
         except BaseException:
             container.kill("cancelled")
             with contextlib.suppress(Exception):
@@ -479,7 +511,6 @@ class Runtime:
                 os.close(fd)
             for stream in streams:
                 stream.close()
-            container.close()
         killed = jobs.kill_requested(self.settings.run_dir, task.id)
         return self._result(container, streams, lim, outputs, killed)
 
@@ -630,6 +661,18 @@ def _collect(
         return files.collect(root, job.workdir, job.collect, cap)
     finally:
         os.close(root)
+
+
+async def _wait_ended(job: Container, streams: list[_Stream]) -> None:
+    """Wait until the job's main process has exited and its output is drained.
+
+    A daemon that keeps the output open dies when the released init exits.
+    """
+    waits = asyncio.gather(job.exited, *(s.eof for s in streams))
+    if not await within(waits, _KILL_GRACE):
+        job.kill("cleanup")
+        if not await within(waits, _KILL_GRACE):
+            raise CleanupError("a killed container did not end within its grace period")
 
 
 async def _wait_gone(job: Container, streams: list[_Stream]) -> None:
