@@ -247,19 +247,15 @@ def wire(records: Iterable[tuple[object, ...]]) -> bytes:
     Raises:
         ValueError: a token holds a NUL byte (the spec refuses them earlier).
     """
-    out = bytearray()
-    for record in records:
-        for item in record:
-            if item is None:
-                token = b""
-            elif isinstance(item, bool | int):
-                token = str(int(item)).encode()
-            else:
-                token = os.fsencode(str(item))
-            if b"\0" in token:
-                raise ValueError(f"plan token holds a NUL byte: {token!r}")
-            out += token + b"\0"
-    return bytes(out)
+    tokens = [
+        "" if item is None else str(int(item)) if isinstance(item, int) else str(item)
+        for record in records
+        for item in record
+    ]
+    text = "\0".join(tokens) + "\0"
+    if text.count("\0") != len(tokens):
+        raise ValueError(f"plan token holds a NUL byte: {next(t for t in tokens if chr(0) in t)!r}")
+    return os.fsencode(text)
 
 
 def _number(value: float) -> str:

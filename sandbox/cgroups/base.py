@@ -186,8 +186,14 @@ def read_file(path: Path) -> str:
         CgroupError: naming the path.
     """
     try:
-        with open(path) as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = [os.read(fd, 65536)]  # one read, for all but a long cgroup.procs
+            while len(chunks[-1]) == 65536:
+                chunks.append(os.read(fd, 65536))
+            return b"".join(chunks).decode()
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise CgroupError(
             f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno

@@ -72,6 +72,15 @@ class CgroupV1:
         self._pids_base = 0
         self._has_memsw: bool | None = None
         self._memory_limit = 2**63  # a new cgroup's: unlimited
+        self._paths: dict[tuple[str, str], Path] = {}  # built once: a recycled cgroup's jobs
+        self._procs: tuple[str, ...] | None = None
+
+    def _file(self, controller: str, filename: str) -> Path:
+        """``<controller's directory>/<filename>`` (``job/...`` for the leaf's)."""
+        path = self._paths.get((controller, filename))
+        if path is None:
+            path = self._paths[controller, filename] = self._dirs[controller] / filename
+        return path
 
     def _unique_dirs(self) -> list[Path]:
         """One directory per mounted hierarchy (co-mounted controllers share one)."""
@@ -83,27 +92,28 @@ class CgroupV1:
         return self._unique
 
     def procs_files(self) -> tuple[str, ...]:
-        return tuple(str(d / LEAF / PROCS) for d in self._unique_dirs())
+        if self._procs is None:
+            self._procs = tuple(str(d / LEAF / PROCS) for d in self._unique_dirs())
+        return self._procs
 
     def set_limits(
         self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
     ) -> None:
-        mem = self._dirs["memory"]
         if self._has_memsw is None:  # swap accounting (and swappiness) are the host's choice
-            self._has_memsw = (mem / MEMSW_LIMIT).exists()
-            if (mem / SWAPPINESS).exists():
-                write_file(mem / SWAPPINESS, "0")
+            self._has_memsw = self._file("memory", MEMSW_LIMIT).exists()
+            if self._file("memory", SWAPPINESS).exists():
+                write_file(self._file("memory", SWAPPINESS), "0")
         # memory <= memory+swap at every moment: raise the second first, lower it last.
         order = [MEMORY_LIMIT, MEMSW_LIMIT] if self._has_memsw else [MEMORY_LIMIT]
         if memory_bytes > self._memory_limit:
             order.reverse()
         for filename in order:
-            write_file(mem / filename, str(memory_bytes))
+            write_file(self._file("memory", filename), str(memory_bytes))
         self._memory_limit = memory_bytes
-        write_file(self._dirs["pids"] / PIDS_MAX, str(pids_max))
+        write_file(self._file("pids", PIDS_MAX), str(pids_max))
         if cpus is not None:
-            write_file(self._dirs["cpu"] / CFS_PERIOD, str(CPU_PERIOD_US))
-            write_file(self._dirs["cpu"] / CFS_QUOTA, str(cpu_quota_us(cpus)))
+            write_file(self._file("cpu", CFS_PERIOD), str(CPU_PERIOD_US))
+            write_file(self._file("cpu", CFS_QUOTA), str(cpu_quota_us(cpus)))
         if cpuset:
             if "cpuset" not in self._dirs:
                 raise CgroupError("no cpuset hierarchy is mounted: cannot pin a job")
@@ -117,11 +127,11 @@ class CgroupV1:
             self._pinned = False
 
     def reset_accounting(self) -> None:
-        write_file(self._dirs["cpuacct"] / CPU_USAGE, "0")
-        write_file(self._dirs["memory"] / MEMORY_PEAK, "0")  # resets to the current usage
+        write_file(self._file("cpuacct", CPU_USAGE), "0")
+        write_file(self._file("memory", MEMORY_PEAK), "0")  # resets to the current usage
 
     def cpu_usage_ns(self) -> int:
-        return int(read_file(self._dirs["cpuacct"] / CPU_USAGE))
+        return int(read_file(self._file("cpuacct", CPU_USAGE)))
 
     def cpu_total_ns(self) -> int:
         return self.cpu_usage_ns()
@@ -130,13 +140,13 @@ class CgroupV1:
         return 0
 
     def memory_current(self) -> int:
-        return int(read_file(self._dirs["memory"] / MEMORY_USAGE))
+        return int(read_file(self._file("memory", MEMORY_USAGE)))
 
     def stats(self) -> CgroupStats:
         mem = self._dirs["memory"]
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
-            memory_peak=int(read_file(mem / MEMORY_PEAK)),
+            memory_peak=int(read_file(self._file("memory", MEMORY_PEAK))),
             # Counted where the kill or the refused fork happened: anywhere below.
             oom_kills=counter_sum(subtree(mem), OOM_CONTROL, "oom_kill") - self._oom_base,
             pids_limit_hits=counter_sum(subtree(self._dirs["pids"]), PIDS_EVENTS, "max")
@@ -147,16 +157,15 @@ class CgroupV1:
         return ()
 
     def recycle(self) -> bool:
-        if not all(
-            has_no_children(d / LEAF) and os.stat(d).st_nlink == 3 for d in self._unique_dirs()
-        ):
+        # Its cgroup namespace is rooted at the leaf: nothing of the job's can be beside it.
+        if not all(has_no_children(d / LEAF) for d in self._unique_dirs()):
             return False  # the job made cgroups of its own, or ours are gone
         pids = self._dirs["pids"]
-        if int(read_file(pids / PIDS_CURRENT)) != 0:
+        if int(read_file(self._file("pids", PIDS_CURRENT))) != 0:
             return False
         mem = self._dirs["memory"]
-        if int(read_file(mem / MEMORY_USAGE)) > RECLAIM_ABOVE:  # page cache it left charged
-            write_file(mem / FORCE_EMPTY, "0")
+        if self.memory_current() > RECLAIM_ABOVE:  # page cache it left charged
+            write_file(self._file("memory", FORCE_EMPTY), "0")
         self._oom_base = counter_sum((mem, mem / LEAF), OOM_CONTROL, "oom_kill")
         self._pids_base = counter_sum((pids, pids / LEAF), PIDS_EVENTS, "max")
         return True

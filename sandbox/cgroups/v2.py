@@ -148,7 +148,7 @@ class CgroupV2:
     def recycle(self) -> bool:
         if not (self._peak_resets and has_no_children(self.path / LEAF)):
             return False  # an old kernel's peak would carry over, or the job made cgroups
-        if os.stat(self.path).st_nlink != 3 or not self.is_empty():
+        if not self.is_empty():
             return False
         current = int(read_file(self.path / MEMORY_CURRENT))
         if current > RECLAIM_ABOVE:  # page cache the last job left charged (Linux 5.19+)
