@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = _spec(args)
     try:
-        result = execute_sync(spec)
+        result = execute_sync(spec, pool=False)
     except SpecError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except SandboxError as exc:
@@ -339,7 +339,7 @@ def _smoke_job() -> Check:
 
     start = time.perf_counter()
     try:
-        result = execute_sync(JobSpec(code="print('ok')"))
+        result = execute_sync(JobSpec(code="print('ok')"), pool=False)
     except SandboxError as exc:
         return Check("container", False, str(exc), "see the error above; run as root")
     elapsed = (time.perf_counter() - start) * 1000

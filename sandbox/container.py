@@ -289,10 +289,13 @@ class Container:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is None:
-            self._kill_cgroup()
-        else:
-            self._cgroup_kill = running.run_in_executor(None, self._kill_cgroup)
+        if running is not None:
+            try:
+                self._cgroup_kill = running.run_in_executor(None, self._kill_cgroup)
+                return
+            except RuntimeError:  # the interpreter is exiting: no new threads
+                pass
+        self._kill_cgroup()
 
     def _kill_cgroup(self) -> None:
         with contextlib.suppress(SandboxError, OSError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -25,6 +26,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -178,11 +180,7 @@ class Runtime:
             self._pool.discard()
             self._pool = None
         while self._idle_cgroups:
-            cgroup = self._idle_cgroups.pop()
-            try:
-                cgroup.destroy()
-            except (OSError, SandboxError) as exc:  # reclaimed by the next start
-                log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
+            _destroy_now(self._idle_cgroups.pop())
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -202,6 +200,23 @@ class Runtime:
                     os.unlink(path)
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    def forget(self) -> None:
+        """In a forked child: close our copies of the parent's descriptors, nothing else.
+
+        The launcher sees its control socket close only when every copy is
+        closed; the containers, cgroups and lock stay the parent's.
+        """
+        if self._control is not None:
+            os.close(self._control.detach())
+            self._control = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        self._launcher = None
+        self._pool = None
+        self._idle_cgroups = []
+        self._teardowns = set()
 
     async def aclose(self) -> None:
         """Finish the teardowns, drain the warm pool (waiting for its containers to
@@ -713,6 +728,24 @@ async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) ->
         await asyncio.sleep(max(0.005, (limit_ns - used) / 1e9 / cpus))
 
 
+def _destroy_now(cgroup: Cgroup) -> None:
+    """Remove an emptied cgroup, blocking: a moment's EBUSY while the kernel
+    lets go of exited tasks is waited out; a failure is logged (the next start
+    reclaims it)."""
+    for attempt in range(50):
+        try:
+            cgroup.destroy()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or attempt == 49:
+                log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
+                return
+        except SandboxError as exc:
+            log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
+            return
+        time.sleep(0.002)
+
+
 def _seccomp_filter(profile: str) -> bytes:
     """The compiled BPF of a profile (once per process).
 
@@ -732,8 +765,8 @@ def default_runtime(*, warm: bool = True) -> Runtime:
     """The process-wide runtime used by :func:`execute` when none is given.
 
     Args:
-        warm: with the warm pool (for a long-lived event loop); :func:`execute_sync`
-            uses one without, since each call has a loop of its own.
+        warm: with the warm pool; a runtime without one suits a single job
+            (the ``sandbox run`` command), which would not use what it built.
     """
     runtime = _defaults.get(warm)
     if runtime is None:
@@ -742,6 +775,66 @@ def default_runtime(*, warm: bool = True) -> Runtime:
         _defaults[warm] = runtime
         atexit.register(runtime.close)
     return runtime
+
+
+class _Background:
+    """The process-wide warm runtime of :func:`execute_sync`, on a loop of its own thread.
+
+    Each call from synchronous code pays a warm job's cost, not a runtime's
+    start: the pool and the launcher live from the first call to exit.
+    """
+
+    def __init__(self) -> None:
+        self.runtime = Runtime()
+        self.runtime.open()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="sandbox-runtime", daemon=True
+        )
+        self.thread.start()
+
+    def execute(self, spec: JobSpec) -> JobResult:
+        return asyncio.run_coroutine_threadsafe(self.runtime.execute(spec), self.loop).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.runtime.aclose(), self.loop).result(timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+            self.loop.close()
+            self.runtime.close()
+
+
+_background: _Background | None = None
+_background_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: let go of the parent's runtimes without touching their
+    containers (they are the parent's), and start afresh on the next call."""
+    global _background
+    for runtime in _defaults.values():
+        atexit.unregister(runtime.close)
+        runtime.forget()
+    if _background is not None:
+        atexit.unregister(_background.close)
+        _background.runtime.forget()
+    _defaults.clear()
+    _background = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+async def _execute_and_settle(runtime: Runtime, spec: JobSpec) -> JobResult:
+    """A job on a loop that ends with it: its container's teardown is awaited too."""
+    try:
+        return await runtime.execute(spec)
+    finally:
+        await runtime.pool_settled()
 
 
 async def execute(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult:
@@ -757,6 +850,22 @@ async def execute(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult
     return await (runtime or default_runtime()).execute(spec)
 
 
-def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult:
-    """Run one job and return its result, blocking. Not for use inside an event loop."""
-    return asyncio.run((runtime or default_runtime(warm=False)).execute(spec))
+def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None, pool: bool = True) -> JobResult:
+    """Run one job and return its result, blocking. Not for use inside an event loop.
+
+    Without ``runtime``, jobs run on a process-wide warm runtime started on
+    first use (in a thread of its own), shut down at exit, and started anew
+    in a forked child. ``pool=False`` is for a process that runs one job
+    (``sandbox run``): no warm pool is built for jobs that will not come.
+    """
+    if runtime is None and not pool:
+        runtime = default_runtime(warm=False)
+    if runtime is not None:
+        return asyncio.run(_execute_and_settle(runtime, spec))
+    global _background
+    with _background_lock:
+        if _background is None:
+            _background = _Background()
+            atexit.register(_background.close)
+        background = _background
+    return background.execute(spec)

@@ -1,0 +1,79 @@
+"""execute_sync: one warm process-wide runtime, started on first use, safe across fork.
+
+A script that calls ``execute_sync`` in a loop pays a warm job's cost each
+time, not a runtime's start; a forked child gets a runtime of its own and
+never touches its parent's containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from sandbox import JobSpec, Status, runner
+from tests.conftest import TEST_SETTINGS
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+TRUE = JobSpec(code="exec /bin/true\n", language="sh")
+
+
+@pytest.fixture
+def background(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process-wide runtime, on the test's run dir and cgroup parent; closed after."""
+    monkeypatch.setenv("SANDBOX_RUN_DIR", str(TEST_SETTINGS.run_dir))
+    monkeypatch.setenv("SANDBOX_CGROUP_PARENT", TEST_SETTINGS.cgroup_parent)
+    assert runner._background is None
+    yield
+    if runner._background is not None:
+        runner._background.close()
+        runner._background = None
+
+
+def _settle() -> None:
+    """Let the background runtime finish its teardowns and refills (a pause between calls)."""
+    bg = runner._background
+    assert bg is not None
+    asyncio.run_coroutine_threadsafe(bg.runtime.pool_settled(), bg.loop).result(timeout=30)
+
+
+def test_execute_sync_reuses_one_warm_runtime(background):
+    first = runner.execute_sync(TRUE)
+    assert first.status is Status.OK, first
+    rt = runner._background.runtime if runner._background else None
+    assert rt is not None
+    for _ in range(5):
+        _settle()
+        assert runner.execute_sync(TRUE).status is Status.OK
+    assert runner._background is not None
+    assert runner._background.runtime is rt
+    stats = rt.pool_stats()
+    assert stats is not None
+    assert stats.hits == 5  # the pool built ahead served every later call
+
+
+def test_a_forked_child_gets_a_runtime_of_its_own(background):
+    assert runner.execute_sync(TRUE).status is Status.OK
+    parent = runner._background
+    assert parent is not None
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh runtime, its own launcher; then exit cleanly
+        code = 1
+        try:
+            result = runner.execute_sync(JobSpec(code="print(2)"))
+            own = runner._background
+            if own is not None:
+                theirs = parent.runtime.launcher_pid
+                ok = own is not parent and own.runtime.launcher_pid != theirs
+                code = 0 if ok and result.stdout == "2\n" else 1
+                own.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    again = runner.execute_sync(TRUE)  # the parent's runtime is untouched
+    assert again.status is Status.OK, again
+    assert runner._background is parent
