@@ -158,13 +158,17 @@ def snapshot(main: int) -> dict[str, Any]:
         if "sandbox" in line.split()[4]
     )
     root = Path("/sys/fs/cgroup")
-    cgroups = sorted(
-        str(p) for p in [*root.glob(f"*/{PARENT}/*"), *root.glob(f"{PARENT}/*")] if p.is_dir()
-    )
+    # The memory hierarchy's (v1) or the unified tree's (v2): one per container.
+    base = root / "memory" / PARENT if (root / "memory").is_dir() else root / PARENT
+    tops = [p for p in base.glob("*") if p.is_dir()]
+    in_use = [p for p in tops if (p / "job" / "cgroup.procs").read_text().strip()]
     workers = _worker_processes(main)
     return {
         "mounts": mounts,
-        "cgroups": len(cgroups),  # the ready pool's containers: a count, not names
+        # The ready pool's containers: a count, not names. Emptied cgroups kept
+        # for the next containers (bounded by Runtime.idle_cgroup_cap) are not.
+        "cgroups": len(in_use),
+        "idle_cgroups": len(tops) - len(in_use),
         "processes": len(_descendants(main)),
         "fds": {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in workers},
         "rss": sum(_rss(pid) for pid in workers),
@@ -180,20 +184,24 @@ def _settled(main: int, timeout: float = 30) -> dict[str, Any]:
     while time.monotonic() < deadline:
         time.sleep(1)
         now = snapshot(main)
-        if {k: v for k, v in now.items() if k != "rss"} == {
-            k: v for k, v in last.items() if k != "rss"
+        if {k: v for k, v in now.items() if k not in ("rss", "idle_cgroups")} == {
+            k: v for k, v in last.items() if k not in ("rss", "idle_cgroups")
         }:
             return now
         last = now
     return last
 
 
-def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Differences that are leaks (memory: beyond the margin)."""
+def compare(before: dict[str, Any], after: dict[str, Any], concurrency: int = 2) -> dict[str, Any]:
+    """Differences that are leaks (memory: beyond the margin; emptied cgroups: beyond
+    what the runtimes may keep, Runtime.idle_cgroup_cap each)."""
     leaks: dict[str, Any] = {}
     for key in ("mounts", "cgroups", "processes", "fds", "job_records", "mount_point"):
         if before[key] != after[key]:
             leaks[key] = {"before": before[key], "after": after[key]}
+    idle_max = concurrency * 2 * (POOL_SIZE + len(os.sched_getaffinity(0)))
+    if after["idle_cgroups"] > idle_max:
+        leaks["idle_cgroups"] = {"after": after["idle_cgroups"], "max": idle_max}
     margin = max(MEMORY_MARGIN, before["rss"] // 10)
     if after["rss"] - before["rss"] > margin:
         leaks["rss"] = {"before": before["rss"], "after": after["rss"], "margin": margin}
@@ -250,7 +258,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
                         wrong.append({"kind": kind.name, "result": data})
             elapsed = time.monotonic() - start
             after = _settled(worker.pid)
-            leaks = compare(before, after)
+            leaks = compare(before, after, concurrency)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:

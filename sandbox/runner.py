@@ -59,7 +59,6 @@ job_log = logging.getLogger("sandbox.jobs")
 
 _CHUNK = 65536
 _KILL_GRACE = 10.0  # seconds to wait for a killed container to be gone
-_IDLE_CGROUPS = 64  # emptied cgroups kept for reuse, at most
 
 
 class _Stream:
@@ -314,7 +313,7 @@ class Runtime:
             CleanupError: it stayed busy (see :func:`~sandbox.container.destroy_cgroup`).
         """
         try:
-            reusable = len(self._idle_cgroups) < _IDLE_CGROUPS and cgroup.recycle()
+            reusable = len(self._idle_cgroups) < self.idle_cgroup_cap and cgroup.recycle()
         except (OSError, SandboxError) as exc:
             log.debug("cgroup %s not reusable: %s", cgroup.name, exc)
             reusable = False
@@ -322,6 +321,11 @@ class Runtime:
             self._idle_cgroups.append(cgroup)
         else:
             await destroy_cgroup(cgroup)
+
+    @property
+    def idle_cgroup_cap(self) -> int:
+        """Emptied cgroups kept at most: what a burst of jobs and pool builds uses at once."""
+        return 2 * (self.pool_size + self.slots)
 
     def idle_cgroups(self) -> list[str]:
         """Names of the emptied cgroups kept for the next containers (not any job's)."""

@@ -32,6 +32,7 @@ async def serial(settings, runtime) -> AsyncIterator[Runtime]:
 async def _twice(rt: Runtime, first: str, second: str = "pass", **spec):
     """Run ``first`` then ``second``; check the second reused the first one's cgroup."""
     a, _ = await run(rt, first, **spec)
+    await rt.pool_settled()  # its container's teardown, after the result, recycles the cgroup
     reused = rt.cgroups_reused
     b, _ = await run(rt, second)
     assert rt.cgroups_reused == reused + 1, "the second job did not get the first's cgroup"

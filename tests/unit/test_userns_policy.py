@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ from sandbox.settings import USERNS_BASE, Settings
 from sandbox.spec import JobSpec
 
 
+IMAGE = Image("host", root=Path("/img"), binds=("/usr",))
+
+
 def _container(**settings: object) -> ContainerPlan:
-    image = Image("host", root=Path("/img"), binds=("/usr",))
-    return build_plan(JobSpec(code="x"), Settings(**settings), image).container  # type: ignore[arg-type]
+    return build_plan(JobSpec(code="x"), Settings(**settings), IMAGE).container  # type: ignore[arg-type]
 
 
 def test_on_by_default_with_the_reserved_range():
@@ -86,3 +89,16 @@ def test_range_clashes_are_named(tmp_path: Path):
     assert _ids_in_use(100000, 165536, tmp_path) == f"bob in {tmp_path}/passwd"
     assert _ids_in_use(200000, 200001, tmp_path) == f"alice's range in {tmp_path}/subuid"
     assert _ids_in_use(USERNS_BASE, USERNS_BASE + 65536, tmp_path) == ""
+
+
+def test_kernel_limits_reach_the_plan_memlock_in_pages():
+    """SHM_LOCK counts pages against a ceiling the kernel takes from RLIMIT_MEMLOCK as is."""
+    settings = Settings(kernel_limits={"memlock_bytes": 2**20, "inotify_instances": 5})
+    container = build_plan(JobSpec(code="x"), settings, IMAGE).container
+    assert (resource.RLIMIT_MEMLOCK, 2**20 // resource.getpagesize()) in container.ceilings
+    assert (resource.RLIMIT_SIGPENDING, 4096) in container.ceilings
+    assert ("max_inotify_instances", 5) in container.sysctls
+    assert ("max_user_namespaces", 8) in container.sysctls
+    with pytest.raises(ValidationError, match="unknown kernel limit"):
+        Settings(kernel_limits={"inotify": 1})
+    assert build_plan(JobSpec(code="x"), Settings(userns=False), IMAGE).container.ceilings == ()
