@@ -15,7 +15,6 @@ from sandbox.plan import ContainerPlan, build_plan
 from sandbox.settings import USERNS_BASE, Settings
 from sandbox.spec import JobSpec
 
-
 IMAGE = Image("host", root=Path("/img"), binds=("/usr",))
 
 
