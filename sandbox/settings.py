@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     hostname: str = "sandbox"
     setup_timeout: float = Field(30.0, gt=0, description="seconds to build a container")
     pool_size: int = Field(
-        2, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
+        4, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
     )
     pool_sizes: dict[str, int] = Field(
         default_factory=dict,
