@@ -161,13 +161,14 @@ def snapshot(main: int) -> dict[str, Any]:
     # The memory hierarchy's (v1) or the unified tree's (v2): one per container.
     base = root / "memory" / PARENT if (root / "memory").is_dir() else root / PARENT
     tops = [p for p in base.glob("*") if p.is_dir()]
-    in_use = [p for p in tops if (p / "job" / "cgroup.procs").read_text().strip()]
+    in_use = [p for p in tops if _read(p / "job" / "cgroup.procs").strip()]
     workers = _worker_processes(main)
     return {
         "mounts": mounts,
         # The ready pool's containers: a count, not names. Emptied cgroups kept
         # for the next containers (bounded by Runtime.idle_cgroup_cap) are not.
         "cgroups": len(in_use),
+        "cgroups_in_use": sorted(p.name for p in in_use),
         "idle_cgroups": len(tops) - len(in_use),
         "processes": len(_descendants(main)),
         "fds": {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in workers},
@@ -177,6 +178,14 @@ def snapshot(main: int) -> dict[str, Any]:
     }
 
 
+def _read(path: Path) -> str:
+    """A cgroupfs file's text, or "" if its cgroup went away as we looked."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def _settled(main: int, timeout: float = 30) -> dict[str, Any]:
     """A snapshot once the pool has refilled (two equal snapshots a second apart)."""
     deadline = time.monotonic() + timeout
@@ -184,8 +193,9 @@ def _settled(main: int, timeout: float = 30) -> dict[str, Any]:
     while time.monotonic() < deadline:
         time.sleep(1)
         now = snapshot(main)
-        if {k: v for k, v in now.items() if k not in ("rss", "idle_cgroups")} == {
-            k: v for k, v in last.items() if k not in ("rss", "idle_cgroups")
+        moving = ("rss", "idle_cgroups", "cgroups_in_use")  # recycled cgroups change hands
+        if {k: v for k, v in now.items() if k not in moving} == {
+            k: v for k, v in last.items() if k not in moving
         }:
             return now
         last = now
@@ -199,6 +209,8 @@ def compare(before: dict[str, Any], after: dict[str, Any], concurrency: int = 2)
     for key in ("mounts", "cgroups", "processes", "fds", "job_records", "mount_point"):
         if before[key] != after[key]:
             leaks[key] = {"before": before[key], "after": after[key]}
+    if "cgroups" in leaks:  # which: the names say whose (owner) and which (n)
+        leaks["cgroups"]["in_use"] = after["cgroups_in_use"]
     idle_max = concurrency * 2 * (POOL_SIZE + len(os.sched_getaffinity(0)))
     if after["idle_cgroups"] > idle_max:
         leaks["idle_cgroups"] = {"after": after["idle_cgroups"], "max": idle_max}

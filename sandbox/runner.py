@@ -28,9 +28,10 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sandbox import files, host, jobs, languages, native, reclaim, seccomp
 from sandbox.caps import last_capability
@@ -52,9 +53,10 @@ from sandbox.settings import Settings
 from sandbox.slots import Slot, Slots
 from sandbox.spec import File, JobSpec, Limits
 
-__all__ = ["Runtime", "execute", "execute_sync"]
+__all__ = ["Runtime", "RuntimeThread", "execute", "execute_sync"]
 
 log = logging.getLogger("sandbox")
+T = TypeVar("T")
 job_log = logging.getLogger("sandbox.jobs")
 
 _CHUNK = 65536
@@ -781,38 +783,78 @@ def default_runtime(*, warm: bool = True) -> Runtime:
     return runtime
 
 
-class _Background:
-    """The process-wide warm runtime of :func:`execute_sync`, on a loop of its own thread.
+class RuntimeThread:
+    """A runtime on an event loop of its own thread, for synchronous callers.
 
-    Each call from synchronous code pays a warm job's cost, not a runtime's
-    start: the pool and the launcher live from the first call to exit.
+    The loop lives until :meth:`stop`, so the runtime's warm pool does too;
+    callers hand it coroutines and wait for their results. :func:`execute_sync`
+    has one per process; each Celery worker process has one (worker/tasks.py).
     """
 
-    def __init__(self) -> None:
-        self.runtime = Runtime()
-        self.runtime.open()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="sandbox-runtime", daemon=True
-        )
-        self.thread.start()
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.runtime: Runtime | None = None
+        self._lock = threading.Lock()
 
-    def execute(self, spec: JobSpec) -> JobResult:
-        return asyncio.run_coroutine_threadsafe(self.runtime.execute(spec), self.loop).result()
+    def start(self) -> None:
+        """Open the runtime and start its loop (once).
 
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.runtime.aclose(), self.loop).result(timeout=30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
-            self.loop.close()
-            self.runtime.close()
+        Raises:
+            UnsupportedError: the host cannot run sandboxes.
+        """
+        with self._lock:
+            if self.runtime is not None:
+                return
+            runtime = Runtime(self._settings)
+            runtime.open()
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="sandbox-loop", daemon=True)
+            thread.start()
+            self.loop, self._thread, self.runtime = loop, thread, runtime
+
+    def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
+        self.start()
+        assert self.loop is not None
+        assert self.runtime is not None
+        return asyncio.run_coroutine_threadsafe(work(self.runtime), self.loop).result()
+
+    def execute(self, spec: JobSpec, task_id: str | None = None) -> JobResult:
+        """:meth:`Runtime.execute`, blocking."""
+        return self.call(lambda runtime: runtime.execute(spec, task_id=task_id))
+
+    def pool_stats(self) -> PoolStats | None:
+        """The warm pool's counters, if the runtime has started."""
+        return self.runtime.pool_stats() if self.runtime is not None else None
+
+    def stop(self) -> None:
+        """Close the runtime (its teardowns and pool first), stop the loop."""
+        with self._lock:
+            if self.runtime is None or self.loop is None or self._thread is None:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self.runtime.aclose(), self.loop).result(30)
+            except Exception:
+                log.exception("closing the sandbox runtime")
+            finally:
+                self.runtime.close()
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(10)
+                if not self.loop.is_running():
+                    self.loop.close()
+                self.runtime = self.loop = self._thread = None
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's runtime without touching it."""
+        if self.runtime is not None:
+            self.runtime.forget()
+        self.runtime = self.loop = self._thread = None
+        self._lock = threading.Lock()
 
 
-_background: _Background | None = None
+_background: RuntimeThread | None = None
 _background_lock = threading.Lock()
 
 
@@ -824,8 +866,8 @@ def _forget_after_fork() -> None:
         atexit.unregister(runtime.close)
         runtime.forget()
     if _background is not None:
-        atexit.unregister(_background.close)
-        _background.runtime.forget()
+        atexit.unregister(_background.stop)
+        _background.forget()
     _defaults.clear()
     _background = None
 
@@ -869,7 +911,8 @@ def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None, pool: bool = 
     global _background
     with _background_lock:
         if _background is None:
-            _background = _Background()
-            atexit.register(_background.close)
+            _background = RuntimeThread()
+            _background.start()
+            atexit.register(_background.stop)
         background = _background
     return background.execute(spec)

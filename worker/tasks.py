@@ -12,12 +12,9 @@ client has to import.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
@@ -33,8 +30,7 @@ from worker.app import JUDGE_LIMIT, app, limits_settings, settings
 
 if TYPE_CHECKING:
     from sandbox.judging import JudgeResult
-    from sandbox.pool import PoolStats
-    from sandbox.runner import Runtime
+    from sandbox.runner import RuntimeThread
 
 __all__ = ["SubmitError", "judge", "judge_budget", "run", "runtime_host", "submission_size"]
 
@@ -47,66 +43,19 @@ class SubmitError(SandboxError):
     """The job could not be sent (Redis unreachable); says what to check."""
 
 
-class RuntimeHost:
-    """This worker process's runtime, on an event loop in a thread of its own.
+_host: RuntimeThread | None = None
 
-    The loop lives as long as the process, so the runtime's warm pool does
-    too; tasks hand it coroutines and wait for their results.
+
+def runtime_host() -> RuntimeThread:
+    """The runtime of this worker process, on a loop of its own thread.
+
+    Made on first use: a client that only sends tasks never imports the runtime.
     """
+    global _host
+    if _host is None:
+        from sandbox.runner import RuntimeThread
 
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runtime: Runtime | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        with self._lock:
-            if self._runtime is not None:
-                return
-            from sandbox.runner import Runtime
-
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="sandbox-loop", daemon=True)
-            thread.start()
-            runtime = Runtime()
-            runtime.open()
-            self._loop, self._thread, self._runtime = loop, thread, runtime
-
-    def execute(self, spec: JobSpec, task_id: str | None = None) -> JobResult:
-        return self.call(lambda runtime: runtime.execute(spec, task_id=task_id))
-
-    def pool_stats(self) -> PoolStats | None:
-        return self._runtime.pool_stats() if self._runtime is not None else None
-
-    def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
-        """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
-        self.start()
-        assert self._loop is not None
-        assert self._runtime is not None
-        future: Future[T] = asyncio.run_coroutine_threadsafe(work(self._runtime), self._loop)
-        return future.result()
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._runtime is None or self._loop is None or self._thread is None:
-                return
-            try:
-                asyncio.run_coroutine_threadsafe(self._runtime.aclose(), self._loop).result(30)
-            except Exception:
-                log.exception("closing the sandbox runtime")
-                self._runtime.close()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-            self._runtime = self._loop = self._thread = None
-
-
-_host = RuntimeHost()
-
-
-def runtime_host() -> RuntimeHost:
-    """The runtime of this worker process."""
+        _host = RuntimeThread()
     return _host
 
 
@@ -173,7 +122,7 @@ def run(self: Task, **fields: Any) -> dict[str, Any]:
     with metrics.running("sandbox.run"):
         result = _run(self, fields)
     metrics.observe_job(str(fields.get("language", "python")), result)
-    metrics.observe_pool(_host.pool_stats())
+    metrics.observe_pool(runtime_host().pool_stats())
     return result.model_dump(mode="json")
 
 
@@ -181,7 +130,7 @@ def _run(self: Task, fields: dict[str, Any]) -> JobResult:
     return _delivered(
         self,
         "job",
-        lambda task_id: _host.execute(JobSpec.model_validate(fields), task_id),
+        lambda task_id: runtime_host().execute(JobSpec.model_validate(fields), task_id),
         JobResult.internal_error,
     )
 
@@ -267,7 +216,7 @@ def judge(self: Task, **fields: Any) -> dict[str, Any]:
     with metrics.running("sandbox.judge"):
         result = _judge(self, fields)
     metrics.observe_submission(str(fields.get("language", "python")), result.status.value)
-    metrics.observe_pool(_host.pool_stats())
+    metrics.observe_pool(runtime_host().pool_stats())
     return result.model_dump(mode="json")
 
 
@@ -278,7 +227,7 @@ def _judge(self: JudgeTask, fields: dict[str, Any]) -> JudgeResult:
     def work(task_id: str | None) -> JudgeResult:
         spec = JudgeSpec.model_validate(fields)
         self.check(spec)
-        return _host.call(lambda runtime: judge_submission(spec, runtime, task_id=task_id))
+        return runtime_host().call(lambda runtime: judge_submission(spec, runtime, task_id=task_id))
 
     return _delivered(
         self,

@@ -7,7 +7,6 @@ never touches its parent's containers.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 
@@ -29,7 +28,7 @@ def background(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert runner._background is None
     yield
     if runner._background is not None:
-        runner._background.close()
+        runner._background.stop()
         runner._background = None
 
 
@@ -37,7 +36,7 @@ def _settle() -> None:
     """Let the background runtime finish its teardowns and refills (a pause between calls)."""
     bg = runner._background
     assert bg is not None
-    asyncio.run_coroutine_threadsafe(bg.runtime.pool_settled(), bg.loop).result(timeout=30)
+    bg.call(lambda runtime: runtime.pool_settled())
 
 
 def test_execute_sync_reuses_one_warm_runtime(background):
@@ -59,17 +58,18 @@ def test_a_forked_child_gets_a_runtime_of_its_own(background):
     assert runner.execute_sync(TRUE).status is Status.OK
     parent = runner._background
     assert parent is not None
+    assert parent.runtime is not None
+    theirs = parent.runtime.launcher_pid
     pid = os.fork()
     if pid == 0:  # the child: a fresh runtime, its own launcher; then exit cleanly
         code = 1
         try:
             result = runner.execute_sync(JobSpec(code="print(2)"))
-            own = runner._background
-            if own is not None:
-                theirs = parent.runtime.launcher_pid
+            own = runner._background  # the parent's was forgotten at the fork
+            if own is not None and own.runtime is not None:
                 ok = own is not parent and own.runtime.launcher_pid != theirs
                 code = 0 if ok and result.stdout == "2\n" else 1
-                own.close()
+                own.stop()
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
