@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -52,6 +53,15 @@ class Kind:
     check: Callable[[dict[str, Any]], bool]
 
 
+INOTIFY_BOMB = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+held = []
+while (fd := libc.inotify_init1(0)) >= 0:
+    held.append(fd)
+print(len(held))
+"""
+
 MIX = [
     Kind("ok", "print(sum(map(int, input().split())))", {"stdin": "2 3\n"},
          lambda r: r["status"] == "ok" and r["stdout"] == "5\n"),
@@ -78,6 +88,9 @@ MIX = [
          {}, lambda r: r["status"] == "ok" and r["stdout"] == "bye\n"),
     Kind("shell", "echo $((6 * 7))", {"language": "sh"},
          lambda r: r["status"] == "ok" and r["stdout"] == "42\n"),
+    # A kernel-wide counter, exhausted: it stops at the per-job ceiling
+    # (SANDBOX_KERNEL_LIMITS inotify_instances, 64), charged to its own uid.
+    Kind("inotify", INOTIFY_BOMB, {}, lambda r: r["status"] == "ok" and r["stdout"] == "64\n"),
 ]  # fmt: skip
 
 
@@ -176,6 +189,16 @@ def snapshot(main: int) -> dict[str, Any]:
         "job_records": sorted(p.name for p in (RUN_DIR / "jobs").glob("*")),
         "mount_point": sorted(os.listdir(RUN_DIR / "mnt")) if (RUN_DIR / "mnt").is_dir() else [],
     }
+
+
+def _host_can_inotify() -> bool:
+    """Root on the host still gets inotify instances after jobs exhausted theirs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fds = [libc.inotify_init1(0) for _ in range(8)]
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
+    return all(fd >= 0 for fd in fds)
 
 
 def _read(path: Path) -> str:
@@ -286,7 +309,8 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
         for parent in [*root.glob(f"*/{PARENT}"), root / PARENT]:
             with contextlib.suppress(OSError):
                 parent.rmdir()
-    ok = not wrong and not leaks and not leftover_cgroups
+    host_inotify = _host_can_inotify()
+    ok = not wrong and not leaks and not leftover_cgroups and host_inotify
     if ok:  # kept only to look into a failure
         os.unlink(log_path)
         shutil.rmtree(RUN_DIR, ignore_errors=True)  # the soak's own run dir
@@ -300,6 +324,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
         "wrong_count": len(wrong),
         "leaks": leaks,
         "cgroups_after_shutdown": leftover_cgroups,
+        "host_root_gets_inotify": host_inotify,
         "rss_before": before["rss"],
         "rss_after": after["rss"],
         "worker_log": None if ok else log_path,
