@@ -232,7 +232,7 @@ struct job_plan {
     long long file_size[MAX_ITEMS];
     int file_exec[MAX_ITEMS];
     int n_files;
-    char *argv[MAX_ITEMS + 1], *env[MAX_ITEMS + 1];
+    char **argv, **env; /* NULL-terminated; as many as the plan has (execve bounds them) */
     int n_argv, n_env;
     long long seccomp_size, code_size;
     long long blob; /* offset of the seccomp program, then code, then files */
@@ -305,6 +305,17 @@ static void parse_container(struct reader *r, struct container_plan *c) {
     }
 }
 
+/* Add `item` to a NULL-terminated array that grows by doubling. */
+static char **append(char **array, int *n, char *item) {
+    if ((*n & (*n + 1)) == 0 || *n == 0) { /* n+1 is a power of two: room for twice */
+        array = realloc(array, sizeof(char *) * (size_t)(2 * (*n + 1) + 1));
+        if (!array) fail(NULL, "realloc");
+    }
+    array[(*n)++] = item;
+    array[*n] = NULL;
+    return array;
+}
+
 static void parse_job(struct reader *r, struct job_plan *j, char *start) {
     memset(j, 0, sizeof(*j));
     for (char *k; (k = need(r)) && strcmp(k, "end") != 0;) {
@@ -328,10 +339,10 @@ static void parse_job(struct reader *r, struct job_plan *j, char *start) {
             j->file_name[j->n_files] = need(r);
             j->file_size[j->n_files] = num(r);
             j->file_exec[j->n_files++] = (int)num(r);
-        } else if (!strcmp(k, "argv") && j->n_argv < MAX_ITEMS) {
-            j->argv[j->n_argv++] = need(r);
-        } else if (!strcmp(k, "env") && j->n_env < MAX_ITEMS) {
-            j->env[j->n_env++] = need(r);
+        } else if (!strcmp(k, "argv")) {
+            j->argv = append(j->argv, &j->n_argv, need(r));
+        } else if (!strcmp(k, "env")) {
+            j->env = append(j->env, &j->n_env, need(r));
         } else if (!strcmp(k, "seccomp")) {
             j->seccomp_size = num(r);
         } else if (!strcmp(k, "code")) {
@@ -677,7 +688,10 @@ static void __attribute__((noreturn)) job_process(int *cgroup_fds, int n_cgroup)
     step = "files";
     long long offset = files_at;
     for (int i = 0; i < j.n_files; i++) {
-        snprintf(path, sizeof(path), "%s/%s", j.workdir, j.file_name[i]);
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", j.workdir, j.file_name[i]) >= sizeof(path)) {
+            errno = ENAMETOOLONG;
+            fail(j.file_name[i], "file name");
+        }
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                       j.file_exec[i] ? 0755 : 0644);
         CHECK(fd, path, "open");
@@ -724,8 +738,8 @@ static void __attribute__((noreturn)) job_process(int *cgroup_fds, int n_cgroup)
         CHECK(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog), NULL, "seccomp");
     }
     step = "execve";
-    j.argv[j.n_argv] = NULL;
-    j.env[j.n_env] = NULL;
+    static char *no_env[] = {NULL};
+    if (!j.env) j.env = no_env;
     event(job_sock, "{\"event\": \"started\", \"t\": %lld}", now_ns());
     execve(j.argv[0], j.argv, j.env);
     fail(j.argv[0], "execve");
@@ -906,6 +920,16 @@ static void spawn(int control, int sfd, int *fds, int n_fds) {
         close(sfd);
         for (size_t i = 0; i < n_children; i++) close(children[i].job_fd);
         reset_signals(0);
+        /* Not the supervisor's stdout and stderr: nothing of a container
+         * writes there, and a root job that could read its init's fds finds
+         * /dev/null. Errors go over the job socket. */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+            if (null > 2) close(null);
+        }
         job_sock = job;
         run_container(fds[1], fds + 2, n_fds - 2, self);
     }

@@ -144,3 +144,12 @@ async def test_sh_language(runtime):
     assert result.stdout == "sum=5 arg=x\n"
     assert result.exit_code == 4
     assert result.status is Status.RUNTIME_ERROR
+
+
+async def test_thousands_of_arguments_and_variables_reach_the_program(runtime):
+    """The launcher's plan has no fixed number of argv or env entries."""
+    env = {f"V{i}": str(i) for i in range(1000)}
+    code = "import os, sys; print(len(sys.argv) - 1, sum(k.startswith('V') for k in os.environ))"
+    result = await runtime.execute(JobSpec(code=code, argv=[str(i) for i in range(5000)], env=env))
+    assert result.status is Status.OK, result
+    assert result.stdout == "5000 1000\n"
