@@ -11,18 +11,20 @@ Public API::
     result = await sandbox.submit("print(1)")
 
 Names are imported lazily (PEP 562), so importing :mod:`sandbox` costs
-nothing and the spawner process, which imports :mod:`sandbox.init`, never
-loads pydantic.
+nothing: not even :mod:`typing` (the ``sandbox run`` client of `sandbox
+serve` starts in a few milliseconds).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from sandbox import errors as _errors  # no dependencies: cheap to import
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from sandbox.errors import (
         CapabilityError,
         CgroupError,

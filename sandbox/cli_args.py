@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -23,16 +23,24 @@ class UsageError(Exception):
     """Bad command-line input: reported on stderr, exit status 2."""
 
 
-def read_file(path: str, what: str) -> str:
+def read_file(
+    path: str, what: str, *, cwd: str | None = None, stdin: BinaryIO | None = None
+) -> str:
     """The text of ``path`` (``-``: standard input), invalid UTF-8 replaced.
+
+    Args:
+        path: the file, relative to ``cwd`` (default: ours).
+        what: what it is, for the message.
+        cwd: the directory relative paths start from (`sandbox serve`: the client's).
+        stdin: what ``-`` reads (default: our standard input).
 
     Raises:
         UsageError: it cannot be read (``what`` names it in the message).
     """
     if path == "-":
-        return sys.stdin.buffer.read().decode(errors="replace")
+        return (stdin or sys.stdin.buffer).read().decode(errors="replace")
     try:
-        return Path(path).read_bytes().decode(errors="replace")
+        return (Path(cwd or ".") / path).read_bytes().decode(errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
 

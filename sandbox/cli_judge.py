@@ -11,7 +11,6 @@ result was printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -140,6 +139,8 @@ def judge_command(args: argparse.Namespace, language: str) -> int:
             return await judge(spec, runtime, parallel=args.parallel)
 
     try:
+        import asyncio  # here: `sandbox run` through `sandbox serve` never loads it
+
         result = asyncio.run(run())
     except SpecError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)

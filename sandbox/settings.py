@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.cpus import parse_cpu_list
+from sandbox.paths import DEFAULT_RUN_DIR
 from sandbox.spec import normalise_capabilities, parse_size
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "KERNEL_LIMITS", "USERNS_BASE", "Settings"]
@@ -83,7 +84,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SANDBOX_", frozen=True, extra="ignore")
 
-    run_dir: Path = Field(Path("/run/sandbox"), description="locks and mount points")
+    run_dir: Path = Field(
+        Path(DEFAULT_RUN_DIR), description="locks, mount points, the serve socket"
+    )
     state_dir: Path = Field(Path("/var/lib/sandbox"), description="images")
     cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="where cgroupfs is mounted")
     cgroup_parent: str = Field(

@@ -80,6 +80,16 @@ def test_systemd_unit_runs_the_worker_with_a_warm_shutdown():
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_systemd_unit_serves_sandbox_run_warm():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string((ROOT / "deploy/sandbox-serve.service").read_text())
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1:] == ["serve"]
+    assert service["KillSignal"] == "SIGTERM"  # sandbox serve stops on it, socket first
+    assert int(service["TimeoutStopSec"]) > 300  # above the largest wall limit
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
 def test_dockerfile_copies_what_exists_and_runs_the_entrypoint():
     dockerfile = (ROOT / "deploy/Dockerfile").read_text()
     for line in dockerfile.splitlines():

@@ -1,0 +1,575 @@
+"""``sandbox``: run a program in a throwaway container, or check this host.
+
+    sandbox run hello.py                       # prints what it prints, exits with its code
+    sandbox run --json --memory 64M bomb.py    # the JobResult as one JSON object
+    cat prog.py | sandbox run --stdin in.txt -
+    sandbox submit --json prog.py              # the same, through Redis and a worker
+    sandbox worker [CELERY ARGS...]            # start a worker
+    sandbox doctor [--json]
+    sandbox image import|build|ls|rm|inspect ...
+    sandbox pool status [--json]
+    sandbox gc [--json]
+
+Exit codes of ``run`` without ``--json``: the program's own exit code; 128+N
+if it died of signal N; 124 when it ran out of time; 125 when the sandbox
+failed; 2 for bad usage or a refused spec. With ``--json`` the code is 0
+whenever a result was printed. Diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
+
+from sandbox.cli_args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
+from sandbox.cli_judge import add_commands as add_judge_commands
+from sandbox.cli_judge import judge_command, languages_command
+from sandbox.cli_ops import add_commands as add_ops_commands
+from sandbox.cli_ops import exec_command, kill_command, ps_command
+
+if TYPE_CHECKING:
+    from sandbox.host import Check
+    from sandbox.result import JobResult
+    from sandbox.settings import Settings
+    from sandbox.spec import JobSpec
+
+__all__ = ["main"]
+
+EXIT_TIMEOUT = 124
+
+
+def _known_language(name: str) -> str:
+    from sandbox import languages
+
+    try:
+        languages.get(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return name
+
+
+def _language_of(path: str, lang: str | None) -> str:
+    """``--lang``, else the language whose extensions include the file's, else python."""
+    if lang:
+        return lang
+    from sandbox import languages
+
+    suffix = Path(path).suffix
+    for name, info in languages.known().items():
+        if suffix in info.extensions:
+            return name
+    return "python"
+
+
+class StrictParser(argparse.ArgumentParser):
+    """argparse raising usage errors instead of printing and exiting (`sandbox serve`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or f"{self.prog}: exit {status}")
+
+
+def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> Any:
+    parser = parser_class(
+        prog="sandbox", description="Run untrusted code in throwaway Linux containers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run a program in a fresh container, here",
+        description="Run FILE (or '-' for standard input) in a fresh container. "
+        "Options go before FILE; everything after FILE is passed to the program.",
+    )
+    _add_job_flags(run)
+    submit = sub.add_parser(
+        "submit",
+        help="send a program to the workers through Redis and print its result",
+        description="Like `run`, but through Redis (SANDBOX_REDIS_URL) and a worker.",
+    )
+    _add_job_flags(submit)
+    submit.add_argument(
+        "--wait", type=float, default=600.0, metavar="SEC", help="seconds to wait for the result"
+    )
+    worker = sub.add_parser(
+        "worker",
+        help="start a worker (celery worker with our defaults; celery options pass through)",
+        description="Check this host, then exec `celery -A worker.app:app worker ARGS...`.",
+    )
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    add_judge_commands(sub, _known_language)
+    add_ops_commands(sub)
+    health = sub.add_parser(
+        "health",
+        help="is this worker host healthy? (a live worker, Redis, a container start)",
+        description="For container orchestrators: exit 0 if healthy, 1 if not.",
+    )
+    health.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor = sub.add_parser("doctor", help="check that this host can run sandboxes")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    image = sub.add_parser("image", help="manage images").add_subparsers(
+        dest="image_command", required=True, metavar="COMMAND"
+    )
+    imp = image.add_parser(
+        "import",
+        help="import a docker export / docker save / OCI archive",
+        description="Import FILE (.tar or .tar.gz from `docker export`, `docker save` or an "
+        "OCI image layout) as image NAME. Hostile archives are refused.",
+    )
+    imp.add_argument("name", metavar="NAME")
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    build = image.add_parser(
+        "build", help="build an image with debootstrap (needs the Debian archive)"
+    )
+    build.add_argument("name", metavar="NAME")
+    build.add_argument("--debootstrap", metavar="SUITE", required=True, help="e.g. bookworm")
+    build.add_argument("--include", default="", metavar="PKG,...", help="extra packages")
+    build.add_argument("--variant", default="minbase", help="debootstrap variant")
+    build.add_argument("--mirror", metavar="URL", help="Debian mirror (default: debootstrap's)")
+    build.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    ls = image.add_parser("ls", help="list images")
+    ls.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    rm = image.add_parser("rm", help="remove an image")
+    rm.add_argument("name", metavar="NAME")
+    inspect = image.add_parser("inspect", help="print an image's manifest (JSON)")
+    inspect.add_argument("name", metavar="NAME")
+
+    pool = sub.add_parser("pool", help="the warm pool").add_subparsers(
+        dest="pool_command", required=True, metavar="COMMAND"
+    )
+    status = pool.add_parser("status", help="counters of each running runtime's warm pool")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+
+    gc = sub.add_parser("gc", help="reclaim what crashed runtimes left behind")
+    gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    serve = sub.add_parser(
+        "serve",
+        help="keep a warm runtime that `sandbox run` on this host hands its jobs to",
+        description="Listen on <SANDBOX_RUN_DIR>/sandbox.sock (root only); `sandbox run` "
+        "then runs its job here, warm, instead of starting a runtime of its own.",
+    )
+    serve.add_argument("--foreground", action="store_true", help="(the default; for unit files)")
+    return parser
+
+
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
+    parser.add_argument(
+        "--lang",
+        type=_known_language,
+        metavar="NAME",
+        help="a language of `sandbox languages` (default: from the extension)",
+    )
+    parser.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
+    parser.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
+    parser.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M (no swap)")
+    parser.add_argument("--pids", type=int, metavar="N", help="max processes and threads")
+    parser.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit in seconds")
+    parser.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU time limit in seconds")
+    parser.add_argument("--cpus", type=float, metavar="N", help="CPUs used at once (default 1)")
+    parser.add_argument("--output", metavar="SIZE", help="max bytes kept per output stream")
+    parser.add_argument("--disk", metavar="SIZE", help="writable space in the container")
+    parser.add_argument("--open-files", type=int, metavar="N", help="max open files per process")
+    parser.add_argument(
+        "--cap", action="append", default=[], metavar="NAME", help="grant a capability (repeatable)"
+    )
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
+    parser.add_argument(
+        "--network", action="store_true", help="share the host network (if allowed)"
+    )
+    parser.add_argument(
+        "--seccomp-profile",
+        choices=["default", "strict", "ptrace"],
+        default="default",
+        help="named syscall filter (docs/security.md)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def _fail(message: str, code: int, err: TextIO | None = None) -> int:
+    print(f"sandbox: {message}", file=err or sys.stderr)
+    return code
+
+
+def _spec(
+    args: argparse.Namespace, *, cwd: str | None = None, stdin_file: BinaryIO | None = None
+) -> JobSpec:
+    """The JobSpec the job flags describe.
+
+    Args:
+        args: the parsed flags.
+        cwd: where relative file names start (`sandbox serve`: the client's directory).
+        stdin_file: what ``-`` reads (`sandbox serve`: the client's standard input).
+
+    Raises:
+        UsageError: a flag's value is invalid (named, as pydantic says).
+    """
+    from pydantic import ValidationError
+
+    from sandbox.spec import JobSpec
+
+    code = read_file(args.file, "source file", cwd=cwd, stdin=stdin_file)
+    stdin = read_file(args.stdin, "stdin file", cwd=cwd, stdin=stdin_file) if args.stdin else ""
+    language = _language_of(args.file, args.lang)
+    limits = given(
+        {
+            "memory": args.memory,
+            "pids": args.pids,
+            "wall_time": args.time,
+            "cpu_time": args.cpu_time,
+            "cpus": args.cpus,
+            "output": args.output,
+            "disk": args.disk,
+            "open_files": args.open_files,
+        }
+    )
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--env wants NAME=VALUE, got {item!r}")
+        env[key] = value
+    try:
+        return JobSpec(
+            code=code,
+            language=language,
+            stdin=stdin,
+            argv=tuple(args.args),
+            env=env,
+            limits=limits,
+            capabilities=args.cap,
+            network=args.network,
+            seccomp_profile=args.seccomp_profile,
+            image=args.image,
+        )
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+
+
+def _report(
+    result: JobResult, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Print a result as `run` and `submit` do (on ``out`` and ``err``, ours by
+    default); return the exit status."""
+    from sandbox.result import Status
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if as_json:
+        print(result.model_dump_json(), file=out)
+        return 0
+    out.write(result.stdout)
+    out.flush()
+    err.write(result.stderr)
+    if result.status is Status.INTERNAL_ERROR:
+        return _fail(result.error or "the sandbox failed", EXIT_SANDBOX, err)
+    if result.status is Status.TIMEOUT:
+        return _fail(
+            f"time limit exceeded (wall {result.wall_time:.2f} s, cpu {result.cpu_time:.2f} s)",
+            EXIT_TIMEOUT,
+            err,
+        )
+    if result.status is Status.MEMORY_LIMIT:
+        _fail(f"memory limit exceeded (peak {result.memory_peak} bytes)", 0, err)
+    elif result.status is Status.OUTPUT_LIMIT:
+        _fail("output limit exceeded; output truncated", 0, err)
+    if result.signal is not None:
+        return 128 + result.signal
+    return result.exit_code or 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sandbox.errors import SandboxError, SpecError
+    from sandbox.result import JobResult
+    from sandbox.runner import execute_sync
+
+    spec = _spec(args)
+    try:
+        result = execute_sync(spec, pool=False)
+    except SpecError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SandboxError as exc:
+        result = JobResult.internal_error(str(exc))
+    return _report(result, args.json)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from sandbox.result import JobResult
+    from worker.tasks import run
+
+    spec = _spec(args)
+    pending = run.delay(**spec.model_dump(mode="json", exclude_unset=True))
+    try:
+        data = pending.get(timeout=args.wait)
+    except ResultTimeout:
+        with contextlib.suppress(Exception):  # stop listening now, not at interpreter exit
+            pending.backend.remove_pending_result(pending)
+        return _fail(f"no result within {args.wait:g} s (are workers running?)", EXIT_SANDBOX)
+    return _report(JobResult.model_validate(data), args.json)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    from sandbox.cgroups import detect_setup
+    from sandbox.host import require_capable
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    require_capable(settings)
+    detect_setup(settings.cgroup_root, settings.cgroup_parent).ensure_parent()
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app:app", "worker", *args.celery_args]
+    if not any(a.startswith(("--loglevel", "-l")) for a in args.celery_args):
+        argv += ["--loglevel", "INFO"]
+    os.execv(sys.executable, argv)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from sandbox.host import run_checks
+
+    checks = run_checks()
+    ok = all(c.ok for c in checks if c.essential)
+    if ok:  # the proof: one real job, end to end
+        checks.append(_smoke_job())
+        ok = checks[-1].ok
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}))
+        return 0 if ok else 1
+    for c in checks:
+        mark = "ok  " if c.ok else ("FAIL" if c.essential else "warn")
+        line = f"[{mark}] {c.name}: {c.detail}"
+        if not c.ok and c.hint:
+            line += f"\n       fix: {c.hint}"
+        print(line)
+    print("this host can run sandboxes" if ok else "this host cannot run sandboxes yet")
+    return 0 if ok else 1
+
+
+def _smoke_job() -> Check:
+    import time
+
+    from sandbox.errors import SandboxError
+    from sandbox.host import Check
+    from sandbox.runner import execute_sync
+    from sandbox.spec import JobSpec
+
+    start = time.perf_counter()
+    try:
+        result = execute_sync(JobSpec(code="print('ok')"), pool=False)
+    except SandboxError as exc:
+        return Check("container", False, str(exc), "see the error above; run as root")
+    elapsed = (time.perf_counter() - start) * 1000
+    if result.stdout != "ok\n":
+        return Check("container", False, f"a test job printed {result.stdout!r}: {result}")
+    return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
+
+
+def _progress() -> Callable[[int, int], None]:
+    """A progress line on stderr, redrawn at most 5 times a second (a TTY only)."""
+    last = 0.0
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if not sys.stderr.isatty() or (now - last < 0.2 and done < total):
+            return
+        last = now
+        pct = 100 * done // total if total else 100
+        end = "\n" if done >= total else ""
+        print(
+            f"\rimporting: {pct:3d}% ({done >> 20} / {total >> 20} MiB)", end=end, file=sys.stderr
+        )
+
+    return show
+
+
+def _print_manifest(manifest: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(manifest))
+    else:
+        print(
+            f"{manifest['name']}: {manifest.get('source', '?')}, "
+            f"{manifest.get('size', 0) >> 20} MiB, created {manifest.get('created', '?')}"
+        )
+
+
+def _image(args: argparse.Namespace) -> int:
+    from sandbox.image import ImageStore
+    from sandbox.settings import Settings
+
+    store = ImageStore(Settings().state_dir)
+    command = args.image_command
+    if command == "ls":
+        store.ensure_host()
+        manifests = store.manifests()
+        if args.json:
+            print(json.dumps(manifests))
+            return 0
+        print(f"{'NAME':20} {'SOURCE':16} {'SIZE':>10}  CREATED")
+        for m in manifests:
+            size = f"{m.get('size', 0) / 2**20:.1f} MiB"
+            print(f"{m['name']:20} {m.get('source', '?'):16} {size:>10}  {m.get('created', '?')}")
+        return 0
+    if command == "inspect":
+        store.get(args.name)  # builds a built-in image on first use
+        print(json.dumps(store.manifest(args.name), indent=2))
+        return 0
+    if command == "rm":
+        store.remove(args.name)
+        print(f"removed {args.name}", file=sys.stderr)
+        return 0
+    if command == "import":
+        manifest = store.import_archive(args.name, Path(args.file), progress=_progress())
+        _print_manifest(manifest, args.json)
+        if manifest.get("dropped_devices") or manifest.get("stripped_setid"):
+            print(
+                f"sandbox: dropped {manifest.get('dropped_devices', 0)} device node(s), "
+                f"stripped setuid/setgid from {len(manifest.get('stripped_setid', []))} file(s)",
+                file=sys.stderr,
+            )
+        return 0
+    include = tuple(p for p in args.include.split(",") if p)
+    manifest = store.build_debootstrap(
+        args.name,
+        args.debootstrap,
+        include=include,
+        variant=args.variant,
+        mirror=args.mirror,
+        output=lambda line: print(line, file=sys.stderr),
+    )
+    _print_manifest(manifest, args.json)
+    return 0
+
+
+def _pool(args: argparse.Namespace) -> int:
+    from sandbox.reclaim import owner_alive
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    rows = []
+    for path in sorted((settings.run_dir / "pools").glob("*.json")):
+        owner = path.stem
+        if not owner_alive(settings.run_dir, owner, remove_stale=False):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            rows.append(json.loads(path.read_text()))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no running runtime has a warm pool (it starts with the first job)", file=sys.stderr)
+        return 0
+    print(f"{'OWNER':18} {'PID':>7} {'READY':>5} {'HITS':>7} {'MISSES':>7} {'BUILD ms':>9}")
+    for r in rows:
+        avg = 1000 * r["build_seconds_total"] / r["builds"] if r["builds"] else 0.0
+        print(
+            f"{r['owner']:18} {r['pid']:>7} {r['ready']:>5} {r['hits']:>7} "
+            f"{r['misses']:>7} {avg:>9.1f}"
+        )
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from worker.health import check
+
+    checks = check()
+    ok = all(c.ok for c in checks)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}))
+    else:
+        for c in checks:
+            print(f"[{'ok  ' if c.ok else 'FAIL'}] {c.name}: {c.detail}", file=sys.stderr)
+            if not c.ok and c.hint:
+                print(f"       {c.hint}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _settings() -> Settings:
+    """The host's settings, for commands that act on its running jobs (as root)."""
+    from sandbox.host import require_capable
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    require_capable(settings)
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sandbox import daemon
+
+    return daemon.serve()
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from sandbox.host import require_capable
+    from sandbox.reclaim import collect
+    from sandbox.settings import Settings
+
+    settings = Settings()
+    require_capable(settings)
+    report = collect(settings)
+    if args.json:
+        print(json.dumps(report.__dict__))
+    elif report.empty:
+        print("nothing to reclaim", file=sys.stderr)
+    else:
+        print(
+            f"reclaimed {len(report.cgroups)} cgroup(s), {len(report.owners)} dead runtime(s), "
+            f"{len(report.job_records)} job record(s), "
+            f"{len(report.image_dirs)} image staging dir(s)",
+            file=sys.stderr,
+        )
+    for error in report.errors:
+        print(f"sandbox: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sandbox`` command."""
+    from sandbox.errors import SandboxError
+
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["worker"] and "-h" not in raw[1:2] and "--help" not in raw[1:2]:
+        # Everything after `worker` is celery's, options first included.
+        args = argparse.Namespace(command="worker", celery_args=raw[1:])
+    else:
+        args = _parser().parse_args(raw)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run,
+        "submit": _submit,
+        "worker": _worker,
+        "doctor": _doctor,
+        "image": _image,
+        "pool": _pool,
+        "gc": _gc,
+        "judge": lambda a: judge_command(a, _language_of(a.file, a.lang)),
+        "languages": languages_command,
+        "health": _health,
+        "serve": _serve,
+        "ps": lambda a: ps_command(a, _settings()),
+        "exec": lambda a: exec_command(a, _settings()),
+        "kill": lambda a: kill_command(a, _settings()),
+    }
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SandboxError as exc:
+        code = EXIT_USAGE if isinstance(exc, ValueError) else 1
+        return _fail(str(exc), code)
