@@ -474,6 +474,10 @@ async def exhaust_and_share(runtime: Runtime, counter: Counter) -> dict[str, Any
     """The attack: one job exhausts ``counter``; meanwhile others still get one."""
     async with exhausted(runtime, counter.exhaust()) as held:
         report = held.report
+        if report["count"] == 0 and report["errno"] in ("ENOTSUP", "EOPNOTSUPP"):
+            # E.g. fanotify marks on tmpfs and overlay files before Linux 6.6 (no
+            # fsid): a job gets none at all, so there is nothing of the host's to take.
+            pytest.skip(f"this kernel gives a job none of it ({report['errno']})")
         least, most = counter.ceiling(runtime.settings, report)
         assert report["errno"] == counter.refusal, report
         assert least <= report["count"] <= most, (report, (least, most))

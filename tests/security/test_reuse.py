@@ -84,7 +84,8 @@ async def test_cpu_time_is_the_jobs_own(serial):
     )
     a, b = await _twice(serial, spin)
     assert a.cpu_time >= 0.3, a
-    assert b.cpu_time < 0.15, b
+    # The second job's own start (an interpreter's) is all it used, not the first's 0.3 s.
+    assert b.cpu_time < a.cpu_time - 0.25, (a, b)
 
 
 LEAVE = """
