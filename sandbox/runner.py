@@ -21,6 +21,7 @@ import errno
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -33,12 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox import files, host, jobs, languages, native, reclaim, seccomp
+from sandbox import files, host, jobs, languages, native, reclaim, seccomp, verdict
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, destroy_cgroup, memfd, within
 from sandbox.cpus import parse_cpu_list
 from sandbox.errors import (
+    CgroupError,
     CleanupError,
     SandboxError,
     SeccompError,
@@ -48,7 +50,7 @@ from sandbox.errors import (
 from sandbox.image import Image, ImageStore
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.pool import PoolStats, RootfsPool
-from sandbox.result import JobResult, Status
+from sandbox.result import JobResult
 from sandbox.settings import Settings
 from sandbox.slots import Slot, Slots
 from sandbox.spec import File, JobSpec, Limits
@@ -61,6 +63,12 @@ job_log = logging.getLogger("sandbox.jobs")
 
 _CHUNK = 65536
 _KILL_GRACE = 10.0  # seconds to wait for a killed container to be gone
+# After a v1 OOM notification: how long the kernel may take to kill its victim
+# (microseconds, unless it is preempted), and how often we look.
+_OOM_KILL_WAIT = 0.05
+_OOM_POLL = 0.001
+_OOM_FALLBACK_POLL = 0.01  # where the kernel refuses to notify (v1 on PREEMPT_RT)
+_oom_unnotified = False  # said so once
 
 
 class _Stream:
@@ -476,6 +484,7 @@ class Runtime:
         child_fds: list[int] = []
         streams: list[_Stream] = []
         cpu_task: asyncio.Task[None] | None = None
+        oom_watch: _OomWatch | None = None
         try:
             await container.wait_ready(self.settings.setup_timeout)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -484,8 +493,8 @@ class Runtime:
             child_fds.append(err_w)
             kill = container.kill
             streams = [
-                _Stream(out_r, lim.output, lambda: kill("output")),
-                _Stream(err_r, lim.output, lambda: kill("output")),
+                _Stream(out_r, lim.output, lambda: kill(verdict.OUTPUT)),
+                _Stream(err_r, lim.output, lambda: kill(verdict.OUTPUT)),
             ]
             wire = job.to_wire(
                 spec.code.encode(),
@@ -497,6 +506,7 @@ class Runtime:
                 memory_bytes=lim.memory, pids_max=lim.pids, cpus=lim.cpus, cpuset=cpuset
             )
             cgroup.reset_accounting()
+            oom_watch = _OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)
             # The launcher's order (launch.c, JOB_FDS): job plan, stdin, stdout, stderr.
             await container.run([child_fds[2], child_fds[3], out_w, err_w])
             for fd in child_fds:
@@ -511,11 +521,11 @@ class Runtime:
             if started_ns:
                 self._publish_job(container, task)
                 cpu_task = asyncio.create_task(
-                    _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill("cpu_time"))
+                    _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill(verdict.CPU_TIME))
                 )
                 remaining = lim.wall_time - (time.monotonic_ns() - started_ns) / 1e9
                 if not await within(container.exited, max(remaining, 0)):
-                    container.kill("wall_time")
+                    container.kill(verdict.WALL_TIME)
             if job.collect:
                 outputs = await asyncio.to_thread(_collect, container, job, lim.output)
             container.release()
@@ -528,6 +538,8 @@ class Runtime:
         finally:
             if cpu_task is not None:
                 cpu_task.cancel()
+            if oom_watch is not None:
+                oom_watch.close()
             for fd in child_fds:
                 os.close(fd)
             for stream in streams:
@@ -622,33 +634,25 @@ class Runtime:
         started = job.started.result() if job.started.done() else 0
         ended = job.ended_ns or time.monotonic_ns()
         wall_time = (ended - started) / 1e9 if started else 0.0
-        oom = stats.oom_kills > 0
-        timed_out = job.kill_reason in ("wall_time", "cpu_time") or cpu_time >= lim.cpu_time
-        truncated = any(s.truncated for s in streams)
-        if killed:
-            status = Status.KILLED
-        elif job.kill_reason == "output":
-            status = Status.OUTPUT_LIMIT
-        elif job.kill_reason in ("wall_time", "cpu_time"):
-            status = Status.TIMEOUT
-        elif oom:
-            status = Status.MEMORY_LIMIT
-        elif timed_out:
-            status = Status.TIMEOUT
-        elif exit_code == 0:
-            status = Status.OK
-        else:
-            status = Status.RUNTIME_ERROR
         return JobResult(
-            status=status,
+            status=verdict.decide_status(
+                operator_kill=killed,
+                kill_reason=job.kill_reason,
+                oom_kills=stats.oom_kills,
+                exit_code=exit_code,
+                cpu_time=cpu_time,
+                cpu_time_limit=lim.cpu_time,
+            ),
             stdout=streams[0].data.decode(errors="replace"),
             stderr=streams[1].data.decode(errors="replace"),
             exit_code=exit_code,
             signal=sig,
-            oom_killed=oom,
-            timed_out=timed_out,
+            oom_killed=stats.oom_kills > 0,
+            timed_out=verdict.time_limit_hit(
+                kill_reason=job.kill_reason, cpu_time=cpu_time, cpu_time_limit=lim.cpu_time
+            ),
             pids_limit_hit=stats.pids_limit_hits > 0,
-            output_truncated=truncated,
+            output_truncated=any(s.truncated for s in streams),
             wall_time=round(wall_time, 6),
             cpu_time=round(cpu_time, 6),
             memory_peak=stats.memory_peak,
@@ -732,6 +736,66 @@ async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) ->
             return
         # The earliest moment the limit can be reached, all CPUs busy.
         await asyncio.sleep(max(0.005, (limit_ns - used) / 1e9 / cpus))
+
+
+class _OomWatch:
+    """Kills the job at its memory cgroup's first OOM kill, where the kernel kills
+    only one process of it (v1: see :meth:`~sandbox.cgroups.base.Cgroup.watch_oom`;
+    on v2 the kernel kills the whole job and this watches nothing).
+
+    One per job, armed before the job can allocate, closed after it.
+    """
+
+    def __init__(self, cgroup: Cgroup, kill: Callable[[], None], exited: asyncio.Future[None]):
+        global _oom_unnotified
+        self._cgroup = cgroup
+        self._kill = kill
+        self._exited = exited
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._fd = -1
+        try:
+            self._fd = cgroup.watch_oom()
+        except CgroupError as exc:
+            if not _oom_unnotified:
+                _oom_unnotified = True
+                log.warning("no OOM notification (%s): polling OOM-kill counters instead", exc)
+            self._timer = self._loop.call_later(
+                _OOM_FALLBACK_POLL, self._check, _OOM_FALLBACK_POLL, math.inf
+            )
+            return
+        if self._fd >= 0:
+            self._loop.add_reader(self._fd, self._notified)
+
+    def _notified(self) -> None:
+        self._loop.remove_reader(self._fd)
+        with contextlib.suppress(OSError):
+            os.read(self._fd, 8)  # the eventfd's count, back to 0
+        # The notification comes as the kernel sets out to kill a process: let
+        # it kill (and count) its victim first, else our SIGKILL pre-empts it
+        # and the job would end uncounted (oom_killed false).
+        self._check(_OOM_POLL, self._loop.time() + _OOM_KILL_WAIT)
+
+    def _check(self, interval: float, deadline: float) -> None:
+        self._timer = None
+        if self._exited.done():  # the main process was the victim, or exited: release ends the rest
+            return
+        if self._cgroup.oom_kills() > 0:
+            self._kill()
+        elif self._loop.time() < deadline:
+            self._timer = self._loop.call_later(interval, self._check, interval, deadline)
+        elif self._fd >= 0:  # memory was freed without a kill (a process exiting): watch on
+            self._loop.add_reader(self._fd, self._notified)
+
+    def close(self) -> None:
+        """Stop watching; closing the eventfd unregisters the kernel's event."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _destroy_now(cgroup: Cgroup) -> None:

@@ -133,6 +133,31 @@ class Cgroup(Protocol):
         """Descriptors this object keeps open (closed by :meth:`destroy`)."""
         ...
 
+    def oom_kills(self) -> int:
+        """Processes the kernel's OOM killer killed in the cgroup since the last recycle."""
+        ...
+
+    def watch_oom(self) -> int:
+        """Ask to be told when the job's memory runs out, for one job.
+
+        At its memory cap a job can thrash for seconds (reclaim refaulting
+        the pages its processes need) and, after one OOM kill, go on doing
+        so; the whole job ends at the first one instead. On v2 the kernel
+        does it (``memory.oom.group``, set when the cgroup is created); on v1
+        the supervisor must, when this descriptor says so.
+
+        Returns:
+            A new non-blocking, close-on-exec descriptor that becomes
+            readable when the kernel's OOM killer acts on the job's memory
+            limit (v1: an eventfd registered on ``memory.oom_control``); the
+            caller watches it for this job only and closes it, which
+            unregisters it. -1 if the kernel ends the whole job by itself.
+
+        Raises:
+            CgroupError: the kernel refused the registration.
+        """
+        ...
+
     def recycle(self) -> bool:
         """Make the cgroup of a finished job ready for another one, if it can be.
 

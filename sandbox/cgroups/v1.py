@@ -48,6 +48,7 @@ MEMORY_PEAK = "memory.max_usage_in_bytes"
 MEMORY_USAGE = "memory.usage_in_bytes"
 FORCE_EMPTY = "memory.force_empty"
 OOM_CONTROL = "memory.oom_control"
+EVENT_CONTROL = "cgroup.event_control"
 PIDS_MAX = "pids.max"
 PIDS_CURRENT = "pids.current"
 PIDS_EVENTS = "pids.events"
@@ -155,6 +156,35 @@ class CgroupV1:
 
     def held_fds(self) -> tuple[int, ...]:
         return ()
+
+    def oom_kills(self) -> int:
+        # As stats(): counted where the kill happened, anywhere below.
+        return counter_sum(subtree(self._dirs["memory"]), OOM_CONTROL, "oom_kill") - self._oom_base
+
+    def watch_oom(self) -> int:
+        # v1 has no memory.oom.group: the supervisor ends the job. The event is
+        # registered where the limit is (an OOM there notifies that memcg and
+        # every memcg below it), with a fresh eventfd per job: nothing of the
+        # last job's count carries over, and closing it unregisters the event.
+        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            oom_control = self._file("memory", OOM_CONTROL)
+            try:
+                fd = os.open(oom_control, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise CgroupError(
+                    f"cannot open {oom_control}: {exc.strerror}",
+                    path=str(oom_control),
+                    errno=exc.errno,
+                ) from exc
+            try:  # the kernel keeps its own reference to both files
+                write_file(self._file("memory", EVENT_CONTROL), f"{efd} {fd}")
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.close(efd)
+            raise
+        return efd
 
     def recycle(self) -> bool:
         # Its cgroup namespace is rooted at the leaf: nothing of the job's can be beside it.

@@ -47,6 +47,7 @@ MEMORY_PEAK = "memory.peak"
 MEMORY_CURRENT = "memory.current"
 MEMORY_EVENTS = "memory.events"
 MEMORY_RECLAIM = "memory.reclaim"
+OOM_GROUP = "memory.oom.group"
 PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
 CPU_STAT = "cpu.stat"
@@ -144,6 +145,12 @@ class CgroupV2:
 
     def held_fds(self) -> tuple[int, ...]:
         return (self._peak_fd,) if self._peak_fd >= 0 else ()
+
+    def oom_kills(self) -> int:
+        return counter_sum(subtree(self.path), MEMORY_EVENTS, "oom_kill") - self._oom_base
+
+    def watch_oom(self) -> int:
+        return -1  # memory.oom.group (SetupV2.create): the kernel kills the whole job
 
     def recycle(self) -> bool:
         if not (self._peak_resets and has_no_children(self.path / LEAF)):
@@ -250,6 +257,17 @@ class SetupV2:
             raise CgroupError(
                 f"cannot create cgroup {path}: {exc.strerror}", path=str(path)
             ) from exc
+        # One workload for the OOM killer: its first kill in the job's limit
+        # kills every process of the job (and of cgroups below its leaf)
+        # rather than one, which would leave the rest thrashing at the cap.
+        # The job cannot undo it: the highest ancestor's setting wins.
+        try:
+            if (path / OOM_GROUP).exists():  # Linux 4.19+
+                write_file(path / OOM_GROUP, "1")
+        except CgroupError:
+            with contextlib.suppress(OSError):
+                remove_tree(path)
+            raise
         return CgroupV2(name, path)
 
     def open(self, name: str) -> CgroupV2:
