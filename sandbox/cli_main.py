@@ -153,13 +153,12 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
 
     gc = sub.add_parser("gc", help="reclaim what crashed runtimes left behind")
     gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
-    serve = sub.add_parser(
+    sub.add_parser(
         "serve",
         help="keep a warm runtime that `sandbox run` on this host hands its jobs to",
         description="Listen on <SANDBOX_RUN_DIR>/sandbox.sock (root only); `sandbox run` "
         "then runs its job here, warm, instead of starting a runtime of its own.",
     )
-    serve.add_argument("--foreground", action="store_true", help="(the default; for unit files)")
     return parser
 
 
