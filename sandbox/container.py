@@ -37,7 +37,7 @@ from sandbox.slots import Slot
 
 log = logging.getLogger("sandbox")
 
-__all__ = ["Container", "destroy_cgroup", "memfd", "within"]
+__all__ = ["Container", "destroy_cgroup", "destroy_cgroup_now", "memfd", "within"]
 
 
 async def within(awaitable: asyncio.Future[Any], seconds: float) -> bool:
@@ -84,9 +84,9 @@ class Container:
         self.plan = plan
         self.cgroup = cgroup
         # Host uid of root inside: its own id range's (None without a user namespace).
-        self.root_owner = (
-            (plan.root_owner if root_owner is None else root_owner) if plan.userns else None
-        )
+        if root_owner is None and plan.userns:
+            root_owner = plan.root_owner
+        self.root_owner = root_owner
         self._dispose = dispose or destroy_cgroup
         self.sock = sock
         self.loop = asyncio.get_running_loop()
@@ -331,15 +331,7 @@ class Container:
                 select.select([pidfd], [], [], 5.0)  # readable once C has exited
         self.close()
         self._release_ids()
-        for _ in range(100):
-            try:
-                self.cgroup.destroy()
-                return
-            except OSError:
-                with contextlib.suppress(SandboxError):
-                    self.cgroup.kill()
-                time.sleep(0.01)
-        log.error("cgroup %s still busy; the next start reclaims it", self.cgroup.name)
+        destroy_cgroup_now(self.cgroup)
 
     def _release_ids(self) -> None:
         if self.id_range is not None:
@@ -361,6 +353,22 @@ class Container:
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
+
+
+def destroy_cgroup_now(cgroup: Cgroup) -> None:
+    """:func:`destroy_cgroup`, blocking (no event loop): a failure is logged, not raised."""
+    for _ in range(100):
+        try:
+            cgroup.destroy()
+            return
+        except OSError:
+            with contextlib.suppress(SandboxError):
+                cgroup.kill()
+            time.sleep(0.01)
+        except SandboxError as exc:
+            log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
+            return
+    log.error("cgroup %s still busy; the next start reclaims it", cgroup.name)
 
 
 async def destroy_cgroup(cgroup: Cgroup) -> None:

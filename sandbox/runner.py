@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import errno
 import itertools
 import json
 import logging
@@ -37,7 +36,7 @@ from typing import Any, TypeVar
 from sandbox import files, host, jobs, languages, native, reclaim, seccomp, verdict
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
-from sandbox.container import Container, destroy_cgroup, memfd, within
+from sandbox.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
 from sandbox.cpus import parse_cpu_list
 from sandbox.errors import (
     CgroupError,
@@ -189,7 +188,7 @@ class Runtime:
             self._pool.discard()
             self._pool = None
         while self._idle_cgroups:
-            _destroy_now(self._idle_cgroups.pop())
+            destroy_cgroup_now(self._idle_cgroups.pop())
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -529,11 +528,11 @@ class Runtime:
             if job.collect:
                 outputs = await asyncio.to_thread(_collect, container, job, lim.output)
             container.release()
-            await _wait_ended(container, streams)
+            await _wait_drained(container.exited, streams, container)
         except BaseException:
             container.kill("cancelled")
             with contextlib.suppress(Exception):
-                await asyncio.shield(_wait_gone(container, streams))
+                await asyncio.shield(_wait_drained(container.done, streams, container))
             raise
         finally:
             if cpu_task is not None:
@@ -688,21 +687,13 @@ def _collect(
         os.close(root)
 
 
-async def _wait_ended(job: Container, streams: list[_Stream]) -> None:
-    """Wait until the job's main process has exited and its output is drained.
+async def _wait_drained(end: asyncio.Future[None], streams: list[_Stream], job: Container) -> None:
+    """Wait for ``end`` and both output EOFs; kill the container if they take too long.
 
-    A daemon that keeps the output open dies when the released init exits.
+    ``end`` is ``job.exited`` on success (a daemon that keeps the output open
+    dies when the released init exits) or ``job.done`` after an error.
     """
-    waits = asyncio.gather(job.exited, *(s.eof for s in streams))
-    if not await within(waits, _KILL_GRACE):
-        job.kill("cleanup")
-        if not await within(waits, _KILL_GRACE):
-            raise CleanupError("a killed container did not end within its grace period")
-
-
-async def _wait_gone(job: Container, streams: list[_Stream]) -> None:
-    """Wait until the container has exited and its output is drained."""
-    waits = asyncio.gather(job.done, *(s.eof for s in streams))
+    waits = asyncio.gather(end, *(s.eof for s in streams))
     if not await within(waits, _KILL_GRACE):
         job.kill("cleanup")
         if not await within(waits, _KILL_GRACE):
@@ -796,24 +787,6 @@ class _OomWatch:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
-
-
-def _destroy_now(cgroup: Cgroup) -> None:
-    """Remove an emptied cgroup, blocking: a moment's EBUSY while the kernel
-    lets go of exited tasks is waited out; a failure is logged (the next start
-    reclaims it)."""
-    for attempt in range(50):
-        try:
-            cgroup.destroy()
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or attempt == 49:
-                log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
-                return
-        except SandboxError as exc:
-            log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
-            return
-        time.sleep(0.002)
 
 
 def _seccomp_filter(profile: str) -> bytes:

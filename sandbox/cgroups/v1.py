@@ -144,12 +144,11 @@ class CgroupV1:
         return int(read_file(self._file("memory", MEMORY_USAGE)))
 
     def stats(self) -> CgroupStats:
-        mem = self._dirs["memory"]
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=int(read_file(self._file("memory", MEMORY_PEAK))),
             # Counted where the kill or the refused fork happened: anywhere below.
-            oom_kills=counter_sum(subtree(mem), OOM_CONTROL, "oom_kill") - self._oom_base,
+            oom_kills=self.oom_kills(),
             pids_limit_hits=counter_sum(subtree(self._dirs["pids"]), PIDS_EVENTS, "max")
             - self._pids_base,
         )

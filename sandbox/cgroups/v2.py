@@ -139,7 +139,7 @@ class CgroupV2:
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=self._peak(),
-            oom_kills=counter_sum(dirs, MEMORY_EVENTS, "oom_kill") - self._oom_base,
+            oom_kills=self._oom_kills_in(dirs),
             pids_limit_hits=counter_sum(dirs, PIDS_EVENTS, "max") - self._pids_base,
         )
 
@@ -147,7 +147,10 @@ class CgroupV2:
         return (self._peak_fd,) if self._peak_fd >= 0 else ()
 
     def oom_kills(self) -> int:
-        return counter_sum(subtree(self.path), MEMORY_EVENTS, "oom_kill") - self._oom_base
+        return self._oom_kills_in(subtree(self.path))
+
+    def _oom_kills_in(self, dirs: list[Path]) -> int:
+        return counter_sum(dirs, MEMORY_EVENTS, "oom_kill") - self._oom_base
 
     def watch_oom(self) -> int:
         return -1  # memory.oom.group (SetupV2.create): the kernel kills the whole job
