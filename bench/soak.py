@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -62,6 +63,33 @@ while (fd := libc.inotify_init1(0)) >= 0:
 print(len(held))
 """
 
+# More per-user counters, each exhausted at its per-job ceiling: POSIX message
+# queue bytes (819200: 9 queues of ten 8 KiB messages) and pending signals
+# (4096). (Namespaces: the seccomp filter refuses unshare to a job; their
+# ceilings are tested with it off, tests/security/test_kernel_counters.py.)
+COUNTER_BOMB = """
+import ctypes, os, signal, threading
+libc = ctypes.CDLL(None, use_errno=True)
+class Attr(ctypes.Structure):
+    _fields_ = [('flags', ctypes.c_long), ('maxmsg', ctypes.c_long),
+                ('msgsize', ctypes.c_long), ('curmsgs', ctypes.c_long),
+                ('reserved', ctypes.c_long * 4)]
+attr = Attr(0, 10, 8192, 0)
+queues = 0
+while queues < 1000 and libc.mq_open(f'/q{queues}'.encode(), os.O_RDWR | os.O_CREAT,
+                                     ctypes.c_uint(0o600), ctypes.byref(attr)) >= 0:
+    queues += 1
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+pending = 0
+while pending < 100000:
+    try:
+        signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+    except OSError:
+        break
+    pending += 1
+print(queues, pending)
+"""
+
 MIX = [
     Kind("ok", "print(sum(map(int, input().split())))", {"stdin": "2 3\n"},
          lambda r: r["status"] == "ok" and r["stdout"] == "5\n"),
@@ -91,6 +119,8 @@ MIX = [
     # A kernel-wide counter, exhausted: it stops at the per-job ceiling
     # (SANDBOX_KERNEL_LIMITS inotify_instances, 64), charged to its own uid.
     Kind("inotify", INOTIFY_BOMB, {}, lambda r: r["status"] == "ok" and r["stdout"] == "64\n"),
+    Kind("counters", COUNTER_BOMB, {},
+         lambda r: r["status"] == "ok" and r["stdout"] == "9 4096\n"),
 ]  # fmt: skip
 
 
@@ -176,6 +206,7 @@ def snapshot(main: int) -> dict[str, Any]:
     tops = [p for p in base.glob("*") if p.is_dir()]
     in_use = [p for p in tops if _read(p / "job" / "cgroup.procs").strip()]
     workers = _worker_processes(main)
+    tree = _descendants(main)
     return {
         "mounts": mounts,
         # The ready pool's containers: a count, not names. Emptied cgroups kept
@@ -183,7 +214,8 @@ def snapshot(main: int) -> dict[str, Any]:
         "cgroups": len(in_use),
         "cgroups_in_use": sorted(p.name for p in in_use),
         "idle_cgroups": len(tops) - len(in_use),
-        "processes": len(_descendants(main)),
+        "processes": len(tree),
+        "namespaces": _namespaces(tree | {main}),
         "fds": {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in workers},
         "rss": sum(_rss(pid) for pid in workers),
         "job_records": sorted(p.name for p in (RUN_DIR / "jobs").glob("*")),
@@ -191,14 +223,46 @@ def snapshot(main: int) -> dict[str, Any]:
     }
 
 
-def _host_can_inotify() -> bool:
-    """Root on the host still gets inotify instances after jobs exhausted theirs."""
+def _namespaces(pids: set[int]) -> int:
+    """How many namespaces (of every kind) the processes hold: the pool's, at rest."""
+    held = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for kind in os.listdir(f"/proc/{pid}/ns"):
+                held.add(os.readlink(f"/proc/{pid}/ns/{kind}"))
+    return len(held)
+
+
+def _host_gets_counters() -> dict[str, bool]:
+    """Root on the host still gets what jobs exhausted: inotify instances, a POSIX
+    message queue, a queued signal."""
     libc = ctypes.CDLL(None, use_errno=True)
     fds = [libc.inotify_init1(0) for _ in range(8)]
     for fd in fds:
         if fd >= 0:
             os.close(fd)
-    return all(fd >= 0 for fd in fds)
+    name = f"/soak-{os.getpid()}".encode()
+    queue = libc.mq_open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, ctypes.c_uint(0o600), None)
+    if queue >= 0:
+        os.close(queue)
+        libc.mq_unlink(name)
+    try:  # SIGRTMIN blocked in a child, sent to it: queued, or EAGAIN past root's limit
+        pid = os.fork()
+        if pid == 0:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+            try:
+                signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+                os._exit(0)
+            except OSError:
+                os._exit(1)
+        queued = os.waitpid(pid, 0)[1] == 0
+    except OSError:
+        queued = False
+    return {
+        "inotify": all(fd >= 0 for fd in fds),
+        "mqueue": queue >= 0,
+        "sigpending": queued,
+    }
 
 
 def _read(path: Path) -> str:
@@ -229,7 +293,8 @@ def compare(before: dict[str, Any], after: dict[str, Any], concurrency: int = 2)
     """Differences that are leaks (memory: beyond the margin; emptied cgroups: beyond
     what the runtimes may keep, Runtime.idle_cgroup_cap each)."""
     leaks: dict[str, Any] = {}
-    for key in ("mounts", "cgroups", "processes", "fds", "job_records", "mount_point"):
+    for key in ("mounts", "cgroups", "processes", "namespaces", "fds", "job_records",
+                "mount_point"):
         if before[key] != after[key]:
             leaks[key] = {"before": before[key], "after": after[key]}
     if "cgroups" in leaks:  # which: the names say whose (owner) and which (n)
@@ -309,8 +374,8 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
         for parent in [*root.glob(f"*/{PARENT}"), root / PARENT]:
             with contextlib.suppress(OSError):
                 parent.rmdir()
-    host_inotify = _host_can_inotify()
-    ok = not wrong and not leaks and not leftover_cgroups and host_inotify
+    host = _host_gets_counters()
+    ok = not wrong and not leaks and not leftover_cgroups and all(host.values())
     if ok:  # kept only to look into a failure
         os.unlink(log_path)
         shutil.rmtree(RUN_DIR, ignore_errors=True)  # the soak's own run dir
@@ -324,7 +389,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
         "wrong_count": len(wrong),
         "leaks": leaks,
         "cgroups_after_shutdown": leftover_cgroups,
-        "host_root_gets_inotify": host_inotify,
+        "host_root_gets": host,
         "rss_before": before["rss"],
         "rss_after": after["rss"],
         "worker_log": None if ok else log_path,
