@@ -186,7 +186,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
     parser.add_argument(
-        "--network", action="store_true", help="share the host network (if allowed)"
+        "--network", action="store_true", help="network egress, public addresses only (if allowed)"
     )
     parser.add_argument(
         "--seccomp-profile",

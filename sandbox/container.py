@@ -201,6 +201,8 @@ class Container:
                 self.started.set_result(0)
         elif kind == "error" and self.error is None:
             self.error = event
+            if not self.ready.done():  # a failed setup: wait_ready raises it now
+                self.ready.set_result(None)
         for fd in fds:
             os.close(fd)
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sandbox import egress
 from sandbox import syscalls as sc
 from sandbox.caps import CAPABILITIES, capability_mask
 from sandbox.errors import SpecError
@@ -141,6 +142,8 @@ class ContainerPlan:
     ceilings: tuple[tuple[int, int], ...] = ()
     # /proc/sys/user/<name> inside the container's user namespace.
     sysctls: tuple[tuple[str, int], ...] = ()
+    # A user-mode network stack's argv for egress (sandbox/egress.py), or ().
+    netstack: tuple[str, ...] = ()
 
     @property
     def root_owner(self) -> int:
@@ -174,6 +177,7 @@ class ContainerPlan:
             *(("sysctl", name, value) for name, value in self.sysctls),
             *(("mount", *op.fields()) for op in self.mounts),
             *(("proc", *op.fields()) for op in self.proc_mounts),
+            *(("netstack", arg) for arg in self.netstack),
             ("end",),
         ]
         return wire(records)
@@ -465,11 +469,17 @@ def build_plan(
             value=profile,
         )
 
-    namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    # A network of its own always: loopback only, or egress through a
+    # user-mode stack that needs the user namespace (sandbox/egress.py).
+    namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
     if userns:
         namespaces |= sc.CLONE_NEWNS
-    if not spec.network:
-        namespaces |= sc.CLONE_NEWNET
+    if spec.network and not userns:
+        raise SpecError(
+            "network egress needs user namespaces on this host (SANDBOX_USERNS)",
+            field="network",
+            value=True,
+        )
 
     argv, collect = _command(spec, lang)
     lim = _adjusted(lim, lang, settings) if spec.step != "compile" else lim
@@ -498,7 +508,7 @@ def build_plan(
         userns=userns,
         namespaces=namespaces,
         hostname=settings.hostname,
-        loopback=not spec.network,
+        loopback=True,
         mount_base=str(settings.run_dir / "mnt"),
         lower_dirs=(str(image.root),),
         disk_bytes=lim.disk,
@@ -518,6 +528,7 @@ def build_plan(
         )
         if userns
         else (),
+        netstack=egress.pasta_argv(settings.network_stack) if spec.network else (),
     )
     job = JobPlan(
         workdir=WORKDIR,

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox import files, host, jobs, languages, native, reclaim, seccomp, verdict
+from sandbox import egress, files, host, jobs, languages, native, reclaim, seccomp, verdict
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
@@ -176,6 +176,8 @@ class Runtime:
             self._cpus = Slots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
         if s.userns:
             self._id_ranges = Slots(s.run_dir / "userns", tuple(range(s.userns_ranges)))
+        if s.allow_network:
+            egress.install_firewall(s)
         launcher = native.path()
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)
@@ -501,8 +503,13 @@ class Runtime:
                 _seccomp_filter(job.seccomp_profile) if container.plan.seccomp else b"",
             )
             child_fds += [memfd("job", wire), memfd("stdin", spec.stdin.encode())]
+            # A network stack in the cgroup (egress.py) has room of its own.
+            stack = bool(container.plan.netstack)
             cgroup.set_limits(
-                memory_bytes=lim.memory, pids_max=lim.pids, cpus=lim.cpus, cpuset=cpuset
+                memory_bytes=lim.memory + (egress.STACK_MEMORY if stack else 0),
+                pids_max=lim.pids + (egress.STACK_PIDS if stack else 0),
+                cpus=lim.cpus,
+                cpuset=cpuset,
             )
             cgroup.reset_accounting()
             oom_watch = _OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)

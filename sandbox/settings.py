@@ -108,7 +108,16 @@ class Settings(BaseSettings):
     allowed_capabilities: Annotated[frozenset[str], BeforeValidator(normalise_capabilities)] = (
         DOCKER_DEFAULT_CAPABILITIES
     )
-    allow_network: bool = Field(False, description="let jobs share the host's network")
+    allow_network: bool = Field(
+        False, description="let jobs ask for network egress (their own stack, sandbox/egress.py)"
+    )
+    network_stack: str = Field("/usr/bin/pasta", description="the user-mode network stack")
+    network_connections: int = Field(
+        32, ge=1, le=65536, description="connections at once per job with a network"
+    )
+    network_rate: Size = Field(
+        8 * 2**20, ge=1024, description="bytes a second a job with a network may send"
+    )
     allowed_seccomp_profiles: frozenset[str] = Field(
         frozenset({"default", "strict"}),
         description='seccomp profiles a job may ask for, e.g. ["default", "strict", "ptrace"]',

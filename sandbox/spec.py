@@ -148,7 +148,9 @@ class JobSpec(BaseModel):
     capabilities: frozenset[str] = Field(
         frozenset(), description="capability names to grant; non-empty runs the job as root"
     )
-    network: bool = Field(False, description="share the host's network (operator must allow)")
+    network: bool = Field(
+        False, description="network egress: public addresses only (the operator must allow it)"
+    )
     seccomp_profile: SeccompProfile = Field(
         "default",
         description="named syscall filter (docs/security.md); the operator allows which",

@@ -55,6 +55,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -219,6 +220,8 @@ struct container_plan {
     int n_sysctls;
     struct mount_op mounts[MAX_ITEMS], proc[MAX_ITEMS / 4];
     int n_mounts, n_proc;
+    char *netstack[MAX_ITEMS / 4 + 8]; /* a user-mode network stack's argv (pasta), or none */
+    int n_netstack;
 };
 
 struct job_plan {
@@ -294,6 +297,8 @@ static void parse_container(struct reader *r, struct container_plan *c) {
             read_mount(r, &c->mounts[c->n_mounts++]);
         } else if (!strcmp(k, "proc") && c->n_proc < MAX_ITEMS / 4) {
             read_mount(r, &c->proc[c->n_proc++]);
+        } else if (!strcmp(k, "netstack") && c->n_netstack < MAX_ITEMS / 4) {
+            c->netstack[c->n_netstack++] = need(r);
         } else {
             errno = EINVAL;
             fail(k, "unknown plan key");
@@ -643,6 +648,32 @@ static int recv_fds(int sock, char *buf, size_t cap, int *fds, int max_fds, int 
 
 /* ---- J: the job's process --------------------------------------------------- */
 
+/* With a network stack: wait until it has given the namespace its default
+ * route (the interface, its address and route are its last steps), so that
+ * the job's first connect finds a network. */
+static void wait_for_route(void) {
+    step = "network";
+    for (int i = 0; i < 10000; i++) { /* 10 s at 1 ms */
+        FILE *f = fopen("/proc/net/route", "re");
+        if (!f) fail("/proc/net/route", "open");
+        char line[256];
+        int found = 0;
+        while (fgets(line, sizeof(line), f)) {
+            char dev[32];
+            unsigned long dest;
+            if (sscanf(line, "%31s %lx", dev, &dest) == 2 && dest == 0) found = 1;
+        }
+        fclose(f);
+        if (found) return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    errno = ETIMEDOUT;
+    fail(NULL, "the network stack gave no route");
+}
+
+static int egress; /* the container has a network stack (pasta) */
+
 static void __attribute__((noreturn)) job_process(int *cgroup_fds, int n_cgroup) {
     fail_status = 127;
     step = "cgroup";
@@ -652,6 +683,7 @@ static void __attribute__((noreturn)) job_process(int *cgroup_fds, int n_cgroup)
     }
     step = "unshare";
     CHECK(unshare(CLONE_NEWCGROUP), NULL, "unshare(CLONE_NEWCGROUP)");
+    if (egress) wait_for_route();
     event(job_sock, "{\"event\": \"ready\"}");
 
     char msg[64];
@@ -812,6 +844,52 @@ static void __attribute__((noreturn)) container_init(struct container_plan *c, i
     _exit(0); /* the kernel now kills whatever is left in the namespace */
 }
 
+/* ---- N: the network stack of a container with egress -------------------------- */
+
+/* Forked by C while C is still host root in the host's network namespace:
+ * waits for I's pid, joins the job's cgroup (what it uses is the job's, and
+ * it dies with it), and execs the user-mode stack (pasta). The stack needs
+ * /dev/net/tun, which hosts may keep root-only: a /dev of our own, in a mount
+ * namespace of N's own, holds a node it can open after it drops to the
+ * container's uid (--runas). Its sockets are opened in the host's network
+ * namespace as that uid, and the host's firewall (sandbox/egress.py) filters
+ * them by it; its tap device is in the job's. */
+static void __attribute__((noreturn)) network_stack(struct container_plan *c, int ready,
+                                                    int *cgroup_fds, int n_cgroup, uid_t owner) {
+    step = "netstack";
+    pid_t init = 0;
+    if (read(ready, &init, sizeof(init)) != sizeof(init)) _exit(1); /* no init: no job */
+    close(ready);
+    for (int i = 0; i < n_cgroup; i++) {
+        if (write(cgroup_fds[i], "0", 1) != 1) fail(NULL, "join cgroup");
+        close(cgroup_fds[i]);
+    }
+    CHECK(unshare(CLONE_NEWNS), NULL, "unshare(CLONE_NEWNS)");
+    mount_checked(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+    mount_checked("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k");
+    CHECK(mkdir("/dev/net", 0755), "/dev/net", "mkdir");
+    umask(0);
+    CHECK(mknod("/dev/net/tun", S_IFCHR | 0666, makedev(10, 200)), "/dev/net/tun", "mknod");
+    CHECK(mknod("/dev/null", S_IFCHR | 0666, makedev(1, 3)), "/dev/null", "mknod");
+    static char runas[64], userns[64], netns[64];
+    snprintf(runas, sizeof(runas), "%u:%u", owner, owner);
+    snprintf(userns, sizeof(userns), "/proc/%d/ns/user", init);
+    snprintf(netns, sizeof(netns), "/proc/%d/ns/net", init);
+    char *argv[MAX_ITEMS / 4 + 8];
+    int n = 0;
+    for (int i = 0; i < c->n_netstack; i++) argv[n++] = c->netstack[i];
+    argv[n++] = "--runas";
+    argv[n++] = runas;
+    argv[n++] = "--userns";
+    argv[n++] = userns;
+    argv[n++] = "--netns";
+    argv[n++] = netns;
+    argv[n] = NULL;
+    static char *no_env[] = {NULL};
+    execve(argv[0], argv, no_env);
+    fail(argv[0], "execve");
+}
+
 /* ---- C: the container's parent ---------------------------------------------- */
 
 static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds, int n_cgroup,
@@ -839,6 +917,21 @@ static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds
     mount_overlay(&c, owner, root, sizeof(root));
     step = "mount";
     apply_mounts(root, c.mounts, c.n_mounts, owner);
+    int net_ready = -1;
+    pid_t netstack = 0;
+    if (c.n_netstack > 0) {
+        int p[2];
+        CHECK(pipe2(p, O_CLOEXEC), NULL, "pipe");
+        netstack = fork();
+        CHECK(netstack, NULL, "fork");
+        if (netstack == 0) {
+            close(p[1]);
+            network_stack(&c, p[0], cgroup_fds, n_cgroup, owner);
+        }
+        close(p[0]);
+        net_ready = p[1];
+        egress = 1;
+    }
     if (userns >= 0) {
         step = "userns";
         CHECK(setns(userns, CLONE_NEWUSER), NULL, "setns(CLONE_NEWUSER)");
@@ -874,6 +967,10 @@ static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds
     }
     close(life[0]);
     for (int i = 0; i < n_cgroup; i++) close(cgroup_fds[i]);
+    if (net_ready >= 0) { /* N may attach to I's namespaces now */
+        if (write(net_ready, &pid, sizeof(pid)) != sizeof(pid)) fail(NULL, "netstack");
+        close(net_ready);
+    }
     /* A pidfd of I, opened while I is our unreaped child: the supervisor kills
      * the container through it; we reap I before we exit. */
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -885,6 +982,11 @@ static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds
     }
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (netstack > 0) { /* the stack ends with the job (our uid now is its uid) */
+        kill(netstack, SIGKILL);
+        while (waitpid(netstack, NULL, 0) < 0 && errno == EINTR) {
+        }
     }
     _exit(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1);
 }

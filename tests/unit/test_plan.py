@@ -67,12 +67,21 @@ def test_unknown_and_disallowed_capabilities_are_refused():
 def test_network_needs_the_operator():
     with pytest.raises(SpecError, match="SANDBOX_ALLOW_NETWORK"):
         plan(JobSpec(code="x", network=True))
-    shared = plan(JobSpec(code="x", network=True), allow_network=True).container
-    assert not shared.namespaces & sc.CLONE_NEWNET
-    assert not shared.loopback
+    egress = plan(JobSpec(code="x", network=True), allow_network=True).container
+    assert egress.namespaces & sc.CLONE_NEWNET  # its own, with a network stack
+    assert egress.loopback
+    assert egress.netstack[0] == "/usr/bin/pasta"
+    assert "--no-map-gw" in egress.netstack  # the host's loopback is not the gateway
     isolated = plan(JobSpec(code="x")).container
     assert isolated.namespaces & sc.CLONE_NEWNET
     assert isolated.loopback
+    assert isolated.netstack == ()
+    assert egress != isolated  # never each other's pooled container
+
+
+def test_network_egress_needs_user_namespaces():
+    with pytest.raises(SpecError, match="SANDBOX_USERNS"):
+        plan(JobSpec(code="x", network=True), allow_network=True, userns=False)
 
 
 def test_input_size_is_bounded():
