@@ -20,9 +20,13 @@
  *   C  container  host root: mount namespace, overlay root on a tmpfs, binds,
  *                 /dev; joins the user namespace; writes its counter ceilings
  *                 (/proc/sys/user); unshares mnt, pid, ipc, uts, net; forks I.
+ *   N  netstack   (network=true only) forked by C while host root: joins the
+ *                 job's cgroup, execs pasta as the container's uid on I's
+ *                 namespaces (sandbox/egress.py); C kills it when I is gone.
  *   I  init       pid 1: /proc, hostname, lo, pivot_root; forks J; becomes its
  *                 own uid; reaps; reports the job's exit; waits for "release".
- *   J  job        joins the cgroup; unshares the cgroup namespace; "ready";
+ *   J  job        joins the cgroup; unshares the cgroup namespace; (with N:
+ *                 waits for the default route); "ready";
  *                 waits for "run" + fds; files; session, stdio, rlimits, caps,
  *                 no_new_privs, seccomp (BPF compiled by the supervisor), execve.
  *
