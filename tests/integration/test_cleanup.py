@@ -25,11 +25,12 @@ def _job_cgroup_dirs(rt: Runtime) -> list[Path]:
     """The cgroups of ``rt``'s jobs, in every hierarchy (v1) or the unified one (v2).
 
     Only this runtime's (named ``<owner>.<n>``): another test session may share the
-    parent. The warm pool's ready containers have cgroups too; they are no job's.
+    parent. The warm pool's ready containers have cgroups too, and emptied ones
+    kept for reuse (Runtime.idle_cgroups); they are no job's.
     """
     root, parent = rt.settings.cgroup_root, rt.settings.cgroup_parent
     mine = f"{rt.owner}.*"
-    pool = {c.cgroup.name for c in rt.pool_containers()}
+    pool = {c.cgroup.name for c in rt.pool_containers()} | set(rt.idle_cgroups())
     found = [*root.glob(f"*/{parent}/{mine}/"), *root.glob(f"{parent}/{mine}/")]
     return [d for d in found if d.name not in pool]
 
@@ -100,6 +101,7 @@ async def test_cancellation_mid_job_kills_everything(runtime):
         await task
     assert time.monotonic() - start < 2
     assert [pid for pid in pids if alive(pid)] == []
+    await runtime.pool_settled()  # its cgroup's teardown runs after the caller's answer
     assert _job_cgroup_dirs(runtime) == []
 
 
