@@ -5,12 +5,16 @@ app plus reference tasks) on this machine, then measures, in one run:
 
 - latency of one job at a time (p50, p99), and
 - throughput of N jobs submitted at once,
+- with ``--queued Q``, whether the cost per job stays flat as a queue of Q
+  ``sandbox.run`` jobs drains: jobs/s per tenth of the queue, from the times
+  the worker stored each result (Celery's ``date_done``),
 
 for a no-op Celery task, a bare subprocess task (``sh -c 'exec /bin/true'``
 unsandboxed) and ``sandbox.run`` of the same program, so the sandbox's share
 of the cost shows as a ratio.
 
     sudo .venv/bin/python bench/service.py [--jobs 1000] [--latency 200] [--concurrency 2]
+        [--queued 10000]
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs submitted at once")
     parser.add_argument("--latency", type=int, default=200, help="jobs one at a time")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--queued", type=int, default=0, help="sandbox.run jobs queued at once")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
@@ -111,6 +116,8 @@ def main() -> None:
                 "p99_ms": samples[int(0.99 * (len(samples) - 1))],
                 "jobs_per_s": args.jobs / elapsed,
             }
+        if args.queued:
+            report["queued"] = _drain(lambda: kinds["sandbox.run"](), args.queued)
     finally:
         worker.terminate()
         worker.wait(60)
@@ -132,6 +139,34 @@ def main() -> None:
             f"{label:22} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['jobs_per_s']:8.0f} "
             f"{row['p50_ms'] / base['p50_ms']:11.2f}x"
         )
+    if "queued" in report:
+        q = report["queued"]
+        print(f"{q['jobs']} sandbox.run jobs queued at once: jobs/s per tenth of the queue")
+        print("  " + " ".join(f"{rate:.0f}" for rate in q["jobs_per_s_by_tenth"]))
+        print(f"  last tenth / first tenth: {q['last_vs_first']:.2f}")
+
+
+def _drain(send: Any, count: int) -> dict[str, Any]:
+    """Queue ``count`` jobs at once, wait for all; jobs/s over each tenth of them,
+    in the order the worker finished them."""
+    pending = [send() for _ in range(count)]
+    done = []
+    for p in pending:
+        p.get(timeout=3600)
+        done.append(p.date_done.timestamp())
+        p.forget()  # the backend need not hold 10,000 results
+    done.sort()
+    tenth = max(1, count // 10)
+    rates = []
+    for i in range(0, count - tenth + 1, tenth):
+        span = done[i + tenth - 1] - done[i]
+        rates.append((tenth - 1) / span if span > 0 else float("inf"))
+    return {
+        "jobs": count,
+        "jobs_per_s_by_tenth": rates,
+        "last_vs_first": rates[-1] / rates[0] if rates and rates[0] else 0.0,
+        "seconds": done[-1] - done[0],
+    }
 
 
 if __name__ == "__main__":
