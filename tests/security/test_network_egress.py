@@ -85,7 +85,11 @@ async def main():
     async with Runtime(settings) as runtime:
         net = await runtime.execute(JobSpec(code=sys.argv[2], network=True))
         local = await runtime.execute(JobSpec(code=INTERFACES))
-    print(json.dumps({'net': net.model_dump(mode='json'), 'local': local.model_dump(mode='json')}))
+        # Killed at its wall limit, from the warm pool: its stack goes with it.
+        slow = await runtime.execute(JobSpec(code="import time; time.sleep(30)", network=True,
+                                             limits={"wall_time": 1}))
+    print(json.dumps({name: result.model_dump(mode='json')
+                      for name, result in (('net', net), ('local', local), ('slow', slow))}))
 asyncio.run(main())
 """
 
@@ -197,7 +201,9 @@ def test_the_firewall_is_in_our_namespace_only(results):
 
 
 def test_no_network_stack_is_left(results):
-    """pasta runs as a uid of the jobs' range: none such process remains."""
+    """pasta runs as a uid of the jobs' range: none such process remains, also
+    after a job killed at its time limit."""
+    assert results["slow"]["status"] == "timeout"
     time.sleep(0.2)
     from sandbox import Settings
 
