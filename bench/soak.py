@@ -293,8 +293,8 @@ def compare(before: dict[str, Any], after: dict[str, Any], concurrency: int = 2)
     """Differences that are leaks (memory: beyond the margin; emptied cgroups: beyond
     what the runtimes may keep, Runtime.idle_cgroup_cap each)."""
     leaks: dict[str, Any] = {}
-    for key in ("mounts", "cgroups", "processes", "namespaces", "fds", "job_records",
-                "mount_point"):
+    equal = ("mounts", "cgroups", "processes", "namespaces", "fds", "job_records", "mount_point")
+    for key in equal:
         if before[key] != after[key]:
             leaks[key] = {"before": before[key], "after": after[key]}
     if "cgroups" in leaks:  # which: the names say whose (owner) and which (n)
