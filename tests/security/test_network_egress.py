@@ -23,6 +23,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,14 +148,14 @@ def host_reaches(addr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def results(world: None) -> dict[str, dict]:
+def results(world: None) -> dict[str, Any]:
     parent = f"{TAG}-egress"
     out = subprocess.run(
         in_ns(HOST_NS, sys.executable, "-c", RUNNER, parent, JOB),
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    data: dict[str, dict] = json.loads(out.stdout.splitlines()[-1])
+    data: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     tables = (in_ns(HOST_NS, "nft", "list", "tables"), ["nft", "list", "tables"])
     data["tables"] = {
         name: subprocess.run(argv, capture_output=True, text=True).stdout
