@@ -99,12 +99,17 @@ class SandboxTask(Task):  # type: ignore[misc]
 
 
 def _count_attempt(task_id: str) -> int:
-    """How many times this job has been delivered, counted in Redis."""
-    client = app.backend.client
+    """How many times this job has been delivered, counted in Redis.
+
+    One round trip (a pipeline, not a transaction: the count is advisory); the
+    key expires with the result (docs/adr/0005-ack-policy.md).
+    """
     key = ATTEMPTS_KEY.format(task_id)
-    attempts = int(client.incr(key))
-    client.expire(key, settings.result_expires)
-    return attempts
+    with app.backend.client.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, settings.result_expires)
+        attempts, _ = pipe.execute()
+    return int(attempts)
 
 
 def _queue_wait(task: Task) -> None:
@@ -157,8 +162,6 @@ def _delivered(
         result = failed(str(exc))
     except ValueError as exc:  # pydantic's ValidationError, a judge budget
         result = failed(f"invalid {what}: {exc}")
-    if task_id:
-        app.backend.client.delete(ATTEMPTS_KEY.format(task_id))
     return result
 
 
