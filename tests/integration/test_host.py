@@ -98,7 +98,12 @@ def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         deadline = time.monotonic() + 30
-        while not _cgroup_pids(settings, proc.pid):
+        # Running: its record is written. (Its cgroup has a process sooner:
+        # the job's process joins it while the container is built.)
+        while not (
+            _cgroup_pids(settings, proc.pid)
+            and list((settings.run_dir / "jobs").glob(f"{proc.pid}-*.json"))
+        ):
             assert time.monotonic() < deadline, "the job never started"
             assert proc.poll() is None, "the supervisor died early"
             time.sleep(0.05)
