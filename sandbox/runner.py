@@ -28,6 +28,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -857,6 +858,10 @@ class RuntimeThread:
             thread = threading.Thread(target=loop.run_forever, name="sandbox-loop", daemon=True)
             thread.start()
             self.loop, self._thread, self.runtime = loop, thread, runtime
+            # Stopped at exit (its pool's containers and cgroups with it),
+            # forgotten in a forked child (_forget_after_fork).
+            atexit.register(self.stop)
+            _started.add(self)
 
     def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
         """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
@@ -876,6 +881,8 @@ class RuntimeThread:
     def stop(self) -> None:
         """Close the runtime (its teardowns and pool first), stop the loop."""
         with self._lock:
+            atexit.unregister(self.stop)
+            _started.discard(self)
             if self.runtime is None or self.loop is None or self._thread is None:
                 return
             try:
@@ -892,6 +899,8 @@ class RuntimeThread:
 
     def forget(self) -> None:
         """In a forked child: drop the parent's runtime without touching it."""
+        atexit.unregister(self.stop)
+        _started.discard(self)
         if self.runtime is not None:
             self.runtime.forget()
         self.runtime = self.loop = self._thread = None
@@ -900,6 +909,7 @@ class RuntimeThread:
 
 _background: RuntimeThread | None = None
 _background_lock = threading.Lock()
+_started: weakref.WeakSet[RuntimeThread] = weakref.WeakSet()  # every started RuntimeThread
 
 
 def _forget_after_fork() -> None:
@@ -909,9 +919,8 @@ def _forget_after_fork() -> None:
     for runtime in _defaults.values():
         atexit.unregister(runtime.close)
         runtime.forget()
-    if _background is not None:
-        atexit.unregister(_background.stop)
-        _background.forget()
+    for thread in list(_started):
+        thread.forget()
     _defaults.clear()
     _background = None
 
@@ -957,6 +966,5 @@ def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None, pool: bool = 
         if _background is None:
             _background = RuntimeThread()
             _background.start()
-            atexit.register(_background.stop)
         background = _background
     return background.execute(spec)

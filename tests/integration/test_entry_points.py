@@ -7,7 +7,10 @@ never touches its parent's containers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -77,3 +80,33 @@ def test_a_forked_child_gets_a_runtime_of_its_own(background):
     again = runner.execute_sync(TRUE)  # the parent's runtime is untouched
     assert again.status is Status.OK, again
     assert runner._background is parent
+
+
+EXITS_WITHOUT_STOP = """
+from sandbox import JobSpec
+from sandbox.runner import RuntimeThread
+host = RuntimeThread()  # as worker.tasks.runtime_host() makes one
+for _ in range(3):
+    assert host.execute(JobSpec(code="exec /bin/true", language="sh")).exit_code == 0
+print(host.runtime.owner)
+"""
+
+
+def test_a_runtime_thread_is_stopped_at_exit():
+    """A process that never calls stop() leaves no container or cgroup of its
+    runtime behind (nothing for the next start to reclaim)."""
+    parent = f"{TEST_SETTINGS.cgroup_parent}-exit"
+    env = {**os.environ, "SANDBOX_RUN_DIR": str(TEST_SETTINGS.run_dir)}
+    env["SANDBOX_CGROUP_PARENT"] = parent
+    out = subprocess.run(
+        [sys.executable, "-c", EXITS_WITHOUT_STOP], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    owner = out.stdout.strip()
+    root = TEST_SETTINGS.cgroup_root
+    left = [*root.glob(f"*/{parent}/{owner}*"), *root.glob(f"{parent}/{owner}*")]
+    for path in [*root.glob(f"*/{parent}"), root / parent]:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    assert left == []
