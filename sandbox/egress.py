@@ -35,11 +35,11 @@ import subprocess
 from sandbox.errors import SetupError
 from sandbox.settings import Settings
 
-__all__ = ["STACK_MEMORY", "TABLE", "install_firewall", "pasta_argv", "ruleset"]
+__all__ = ["STACK_MEMORY", "STACK_PIDS", "TABLE", "install_firewall", "pasta_argv", "ruleset"]
 
 TABLE = "sandbox_egress"
 # pasta's own memory, charged to the job's cgroup, added to its cap (its
-# buffers: ~30 MiB resident).
+# buffers: ~26 MiB resident).
 STACK_MEMORY = 64 * 2**20
 STACK_PIDS = 4
 
@@ -100,8 +100,8 @@ def install_firewall(settings: Settings) -> None:
     Raises:
         SetupError: nft or pasta is missing, or the kernel refused the table.
     """
-    nft = shutil.which("nft") or "/usr/sbin/nft"
-    if not shutil.which(nft):
+    nft = shutil.which("nft") or shutil.which("/usr/sbin/nft")  # sbin: not on every PATH
+    if nft is None:
         raise SetupError(
             "SANDBOX_ALLOW_NETWORK needs nftables (apt-get install nftables; scripts/install does)",
             step="network",

@@ -73,7 +73,8 @@ for _ in range(20):
         held.append(socket.create_connection(({PUBLIC!r}, {PORT}), timeout=1))
     except OSError:
         break
-print(json.dumps({{'reach': reach, 'connections': len(held)}}))
+print(json.dumps({{'reach': reach, 'connections': len(held),
+                  'addresses': open('/proc/net/fib_trie').read()}}))
 """
 
 RUNNER = """
@@ -183,6 +184,13 @@ def test_not_the_hosts_lan_nor_the_host(results):
     report = json.loads(results["net"]["stdout"])
     for addr in (PRIVATE, HOST_ADDR, "127.0.0.1", "10.0.2.2"):
         assert not report["reach"][addr].startswith("hello"), (addr, report)
+
+
+def test_the_job_sees_its_own_address_not_the_hosts(results):
+    """pasta is given 10.0.2.100; the host's address is nowhere in the job's view."""
+    addresses = json.loads(results["net"]["stdout"])["addresses"]
+    assert "10.0.2.100" in addresses
+    assert HOST_ADDR not in addresses
 
 
 def test_connections_are_capped(results):
