@@ -46,6 +46,8 @@ async def within(awaitable: asyncio.Future[Any], seconds: float) -> bool:
     Uses ``asyncio.timeout``: unlike ``wait_for`` on Python 3.11, it never
     swallows a cancellation that arrives as the awaited thing completes.
     """
+    if awaitable.done():  # the usual case on a job's path: no timer to make
+        return True
     try:
         async with asyncio.timeout(seconds):
             await asyncio.shield(awaitable)
@@ -135,8 +137,8 @@ class Container:
         container = cls(ours, plan, cgroup, dispose, root_owner)
         try:
             fds.append(memfd("container-plan", plan.to_wire(container.root_owner)))
-            fds += [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
-            await _send_fds(control, b"prepare", [theirs.fileno(), *fds])
+            join = cgroup.join_fds()  # the cgroup's own, held: not closed here
+            await _send_fds(control, b"prepare", [theirs.fileno(), *fds, *join])
         except OSError as exc:
             container.kill("setup")
             container.close()

@@ -1,7 +1,8 @@
 """The jobs running on this host, as files: what `sandbox ps`, `exec` and `kill` read.
 
-A runtime writes ``<run_dir>/jobs/<job>.json`` when a job starts and removes
-it when the job ends; the job's id is ``<owner>-<n>`` (its cgroup, named in
+A runtime writes ``<run_dir>/jobs/<job>.json`` once a job has run for 50 ms
+(``runner.PUBLISH_AFTER``: shorter jobs never show) and removes it when the
+job ends; the job's id is ``<owner>-<n>`` (its cgroup, named in
 the record, is recycled for later jobs), so a record whose owner's lock is
 free belongs to a dead runtime and is stale (`sandbox gc` removes it). An
 operator's kill leaves ``<job>.kill`` beside the record before it kills the
@@ -69,10 +70,14 @@ def jobs_dir(run_dir: Path) -> Path:
 def write(run_dir: Path, record: JobRecord) -> None:
     """Publish a record (atomically: a reader sees all of it or nothing)."""
     directory = jobs_dir(run_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{record.id}.tmp"
     # Root only: a record holds the job's environment, which its submitter chose.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:  # the first record
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(record.__dict__))  # fields are JSON values; asdict deep-copies
     tmp.rename(directory / f"{record.id}.json")

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec, Limits
 
+_PLANS_KEPT = 64  # container plans a runtime remembers (images x disk sizes x network)
+
 __all__ = ["DEVICES", "ContainerPlan", "JobPlan", "MountOp", "Plan", "build_plan"]
 
 WORKDIR = "/box"
@@ -385,6 +387,7 @@ def build_plan(
     image: Image,
     *,
     last_cap: int = len(CAPABILITIES) - 1,
+    containers: dict[tuple[object, ...], ContainerPlan] | None = None,
 ) -> Plan:
     """Turn a job spec into a container plan, refusing what the host does not allow.
 
@@ -393,6 +396,9 @@ def build_plan(
         settings: what the operator allows.
         image: the root filesystem's read-only layers and host binds.
         last_cap: highest capability number of the running kernel.
+        containers: container plans made before, kept by the caller for the
+            same ``settings``: equal jobs then share one plan (the warm pool's
+            key, hashed through its cached wire form) instead of building it.
 
     Returns:
         The plan, ready for :mod:`sandbox.init`.
@@ -500,36 +506,14 @@ def build_plan(
         "PYTHONDONTWRITEBYTECODE": "1",
         **spec.env,
     }
-    mounts, proc_mounts = rootfs_mounts(image.binds, str(settings.run_dir / "mnt"))
-    container = ContainerPlan(
-        image_id=image.id or image.name,
-        init_uid=settings.init_uid,
-        seccomp=settings.seccomp,
-        userns=userns,
-        namespaces=namespaces,
-        hostname=settings.hostname,
-        loopback=True,
-        mount_base=str(settings.run_dir / "mnt"),
-        lower_dirs=(str(image.root),),
-        disk_bytes=lim.disk,
-        disk_inodes=max(1024, lim.disk // 4096),
-        mounts=mounts,
-        proc_mounts=proc_mounts,
-        ceilings=tuple(
-            (res, _ceiling(name, settings.kernel_limits[name]))
-            for name, res in RLIMIT_CEILINGS.items()
-        )
-        if userns
-        else (),
-        sysctls=tuple(
-            (f"max_{name}", value)
-            for name, value in sorted(settings.kernel_limits.items())
-            if name not in RLIMIT_CEILINGS
-        )
-        if userns
-        else (),
-        netstack=egress.pasta_argv(settings.network_stack) if spec.network else (),
-    )
+    key = (image.id or image.name, str(image.root), image.binds, lim.disk, spec.network)
+    container = containers.get(key) if containers is not None else None
+    if container is None:
+        container = _container_plan(settings, image, lim.disk, spec.network, userns, namespaces)
+        if containers is not None:
+            if len(containers) >= _PLANS_KEPT:
+                containers.clear()
+            containers[key] = container
     job = JobPlan(
         workdir=WORKDIR,
         source_file=f"{WORKDIR}/{lang.source}",
@@ -547,6 +531,47 @@ def build_plan(
         env=tuple(f"{k}={v}" for k, v in env.items()),
     )
     return Plan(container=container, job=job, limits=lim)
+
+
+def _container_plan(
+    settings: Settings,
+    image: Image,
+    disk: int,
+    network: bool,
+    userns: tuple[int, int] | None,
+    namespaces: int,
+) -> ContainerPlan:
+    """The container part of a plan: the same for every job of an image, disk size and network."""
+    mounts, proc_mounts = rootfs_mounts(image.binds, str(settings.run_dir / "mnt"))
+    return ContainerPlan(
+        image_id=image.id or image.name,
+        init_uid=settings.init_uid,
+        seccomp=settings.seccomp,
+        userns=userns,
+        namespaces=namespaces,
+        hostname=settings.hostname,
+        loopback=True,
+        mount_base=str(settings.run_dir / "mnt"),
+        lower_dirs=(str(image.root),),
+        disk_bytes=disk,
+        disk_inodes=max(1024, disk // 4096),
+        mounts=mounts,
+        proc_mounts=proc_mounts,
+        ceilings=tuple(
+            (res, _ceiling(name, settings.kernel_limits[name]))
+            for name, res in RLIMIT_CEILINGS.items()
+        )
+        if userns
+        else (),
+        sysctls=tuple(
+            (f"max_{name}", value)
+            for name, value in sorted(settings.kernel_limits.items())
+            if name not in RLIMIT_CEILINGS
+        )
+        if userns
+        else (),
+        netstack=egress.pasta_argv(settings.network_stack) if network else (),
+    )
 
 
 def _ceiling(name: str, value: int) -> int:

@@ -69,6 +69,10 @@ _OOM_KILL_WAIT = 0.05
 _OOM_POLL = 0.001
 _OOM_FALLBACK_POLL = 0.01  # where the kernel refuses to notify (v1 on PREEMPT_RT)
 _oom_unnotified = False  # said so once
+# A job's record (`sandbox ps`, `exec`, `kill`) is written once it has run
+# this long: most jobs end sooner, and nobody could have reached them anyway.
+PUBLISH_AFTER = 0.05
+_CPUS = os.cpu_count() or 1  # glibc reads /sys for it: once, not per job
 
 
 class _Stream:
@@ -141,6 +145,7 @@ class Runtime:
         self._teardowns: set[asyncio.Task[None]] = set()  # of finished jobs' containers
         self._images = ImageStore(self.settings.state_dir)
         self._image_cache: dict[str, tuple[int, Image]] = {}
+        self._plans: dict[tuple[object, ...], ContainerPlan] = {}  # build_plan's memo
         self._lock_fd = -1
         self._control: socket.socket | None = None
         self._launcher: subprocess.Popen[bytes] | None = None
@@ -149,6 +154,7 @@ class Runtime:
         self._stats_written = 0.0
         self._last_cap = last_capability()
         self._cpus: Slots | None = None
+        self._usable_cpus: int | None = None
         self._id_ranges: Slots | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -395,7 +401,11 @@ class Runtime:
     @property
     def slots(self) -> int:
         """Jobs worth running at once: the pinned CPUs, or the CPUs this process may use."""
-        return len(self._cpus.ids) if self._cpus else max(1, len(os.sched_getaffinity(0)))
+        if self._cpus:
+            return len(self._cpus.ids)
+        if self._usable_cpus is None:
+            self._usable_cpus = max(1, len(os.sched_getaffinity(0)))
+        return self._usable_cpus
 
     def pool_stats(self) -> PoolStats | None:
         """Counters of the warm pool, or None before its first job or when disabled."""
@@ -436,7 +446,9 @@ class Runtime:
         """
         self._control_socket()
         image = self._image(spec.image or languages.get(spec.language).image)
-        plan = build_plan(spec, self.settings, image, last_cap=self._last_cap)
+        plan = build_plan(
+            spec, self.settings, image, last_cap=self._last_cap, containers=self._plans
+        )
         container = await self._container_source()(plan.container)
         slot = None
         job: _Job | None = None
@@ -450,7 +462,7 @@ class Runtime:
             ended = True
             return result
         finally:
-            if job is not None:
+            if job is not None and job.published:
                 jobs.remove(self.settings.run_dir, job.id)
             teardown = self._teardown(container, slot, plan.container)
             if ended:
@@ -485,7 +497,8 @@ class Runtime:
         outputs: tuple[dict[str, bytes], dict[str, str]] = ({}, {})
         child_fds: list[int] = []
         streams: list[_Stream] = []
-        cpu_task: asyncio.Task[None] | None = None
+        cpu_watch: _CpuWatch | None = None
+        publish: asyncio.TimerHandle | None = None
         oom_watch: _OomWatch | None = None
         try:
             await container.wait_ready(self.settings.setup_timeout)
@@ -526,9 +539,11 @@ class Runtime:
             else:
                 container.kill("setup")
             if started_ns:
-                self._publish_job(container, task)
-                cpu_task = asyncio.create_task(
-                    _watch_cpu(cgroup, int(lim.cpu_time * 1e9), lambda: kill(verdict.CPU_TIME))
+                publish = asyncio.get_running_loop().call_later(
+                    PUBLISH_AFTER, self._publish_job, container, task
+                )
+                cpu_watch = _CpuWatch(
+                    cgroup, int(lim.cpu_time * 1e9), lambda: kill(verdict.CPU_TIME)
                 )
                 remaining = lim.wall_time - (time.monotonic_ns() - started_ns) / 1e9
                 if not await within(container.exited, max(remaining, 0)):
@@ -543,15 +558,17 @@ class Runtime:
                 await asyncio.shield(_wait_drained(container.done, streams, container))
             raise
         finally:
-            if cpu_task is not None:
-                cpu_task.cancel()
+            if publish is not None:
+                publish.cancel()
+            if cpu_watch is not None:
+                cpu_watch.close()
             if oom_watch is not None:
                 oom_watch.close()
             for fd in child_fds:
                 os.close(fd)
             for stream in streams:
                 stream.close()
-        killed = jobs.kill_requested(self.settings.run_dir, task.id)
+        killed = task.published and jobs.kill_requested(self.settings.run_dir, task.id)
         return self._result(container, streams, lim, outputs, killed)
 
     def _log_job(self, container: Container, task: _Job, result: JobResult) -> None:
@@ -599,7 +616,7 @@ class Runtime:
             task_id=task.task_id,
             image=task.image,
             language=task.spec.language,
-            started=time.time(),
+            started=time.time() - PUBLISH_AFTER,
             init_pid=container.init_pid,
             uid=job.uid,
             gid=job.gid,
@@ -615,6 +632,7 @@ class Runtime:
         )
         try:
             jobs.write(self.settings.run_dir, record)
+            task.published = True
         except OSError as exc:  # operators lose sight of it; the job itself is fine
             log.warning("cannot publish job %s: %s", task.id, exc)
 
@@ -668,7 +686,7 @@ class Runtime:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Job:
     """One job on its way through :meth:`Runtime._run`."""
 
@@ -677,6 +695,7 @@ class _Job:
     plan: Plan
     image: str
     task_id: str | None
+    published: bool = False  # its record is written (after PUBLISH_AFTER)
 
 
 def _collect(
@@ -725,16 +744,39 @@ def _pinnable(cpu_list: str) -> tuple[int, ...]:
     return cpus
 
 
-async def _watch_cpu(cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) -> None:
-    """Kill the job when its cgroup's CPU time reaches the limit."""
-    cpus = os.cpu_count() or 1
-    while True:
-        used = cgroup.cpu_usage_ns()
-        if used >= limit_ns:
-            kill()
+class _CpuWatch:
+    """Kills the job when its cgroup's CPU time reaches the limit.
+
+    It looks at the earliest moment the limit can be reached (all CPUs busy),
+    then again at the next such moment: a job that ends sooner is never read.
+    """
+
+    def __init__(self, cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) -> None:
+        self._cgroup = cgroup
+        self._limit_ns = limit_ns
+        self._kill = kill
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._wait(0), self._check)
+
+    def _wait(self, used_ns: int) -> float:
+        return max(0.005, (self._limit_ns - used_ns) / 1e9 / _CPUS)
+
+    def _check(self) -> None:
+        self._timer = None
+        try:
+            used = self._cgroup.cpu_usage_ns()
+        except CgroupError as exc:  # its cgroup is gone: the job with it
+            log.debug("cpu watch stopped: %s", exc)
             return
-        # The earliest moment the limit can be reached, all CPUs busy.
-        await asyncio.sleep(max(0.005, (limit_ns - used) / 1e9 / cpus))
+        if used >= self._limit_ns:
+            self._kill()
+        else:
+            self._timer = self._loop.call_later(self._wait(used), self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _OomWatch:

@@ -74,6 +74,16 @@ class Cgroup(Protocol):
         """The ``cgroup.procs`` files a process writes ``0`` to, to join."""
         ...
 
+    def join_fds(self) -> tuple[int, ...]:
+        """:meth:`procs_files`, opened for writing once and held (closed by :meth:`destroy`).
+
+        Each container of a recycled cgroup joins it through these: no opens per job.
+
+        Raises:
+            OSError: a file cannot be opened.
+        """
+        ...
+
     def set_limits(
         self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
     ) -> None:
@@ -289,7 +299,28 @@ def freeze_and_kill(
         freeze(False)
 
 
-def has_no_children(path: Path) -> bool:
+def open_for_writing(paths: Iterable[str]) -> tuple[int, ...]:
+    """Each path opened write-only, close-on-exec; none left open if one fails.
+
+    Raises:
+        OSError: naming the path that failed.
+    """
+    fds: list[int] = []
+    try:
+        fds.extend(os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in paths)
+    except OSError:
+        close_all(fds)
+        raise
+    return tuple(fds)
+
+
+def close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def has_no_children(path: Path | str) -> bool:
     """True if the cgroup directory has no cgroup below it (kernfs: nlink is 2 + subdirs)."""
     try:
         return os.stat(path).st_nlink == 2
@@ -304,6 +335,21 @@ def counter_sum(dirs: Iterable[Path], filename: str, key: str) -> int:
         with contextlib.suppress(CgroupError):
             total += parse_keyed(read_file(d / filename)).get(key, 0)
     return total
+
+
+def counted(top: Path) -> list[Path]:
+    """The cgroups whose counters are a job's: ``top`` and its leaf, or, when the
+    job made cgroups of its own below the leaf, every one below ``top``.
+
+    Two stats in the usual case (kernfs: nlink is 2 + subdirectories), not a walk.
+    """
+    leaf = top / LEAF
+    try:
+        if os.stat(top).st_nlink == 3 and os.stat(leaf).st_nlink == 2:
+            return [leaf, top]
+    except OSError:
+        pass
+    return subtree(top)
 
 
 def subtree(path: Path) -> list[Path]:

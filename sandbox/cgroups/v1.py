@@ -18,11 +18,14 @@ from sandbox.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    close_all,
+    counted,
     counter_sum,
     cpu_quota_us,
     for_each,
     freeze_and_kill,
     has_no_children,
+    open_for_writing,
     read_file,
     remove_tree,
     subtree,
@@ -75,6 +78,14 @@ class CgroupV1:
         self._memory_limit = 2**63  # a new cgroup's: unlimited
         self._paths: dict[tuple[str, str], Path] = {}  # built once: a recycled cgroup's jobs
         self._procs: tuple[str, ...] | None = None
+        self._leaves: tuple[str, ...] | None = None
+        self._join_fds: tuple[int, ...] = ()
+        # Limit files as we last wrote them: only we write them (the job's
+        # cgroup namespace starts below), so a recycled cgroup skips the same value.
+        self._written: dict[tuple[str, str], str] = {}
+
+    def __del__(self) -> None:
+        close_all(self._join_fds)
 
     def _file(self, controller: str, filename: str) -> Path:
         """``<controller's directory>/<filename>`` (``job/...`` for the leaf's)."""
@@ -97,6 +108,17 @@ class CgroupV1:
             self._procs = tuple(str(d / LEAF / PROCS) for d in self._unique_dirs())
         return self._procs
 
+    def join_fds(self) -> tuple[int, ...]:
+        if not self._join_fds:
+            self._join_fds = open_for_writing(self.procs_files())
+        return self._join_fds
+
+    def _put(self, controller: str, filename: str, value: str) -> None:
+        """Write a limit file, unless it holds ``value`` already."""
+        if self._written.get((controller, filename)) != value:
+            write_file(self._file(controller, filename), value)
+            self._written[controller, filename] = value
+
     def set_limits(
         self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
     ) -> None:
@@ -105,16 +127,17 @@ class CgroupV1:
             if self._file("memory", SWAPPINESS).exists():
                 write_file(self._file("memory", SWAPPINESS), "0")
         # memory <= memory+swap at every moment: raise the second first, lower it last.
-        order = [MEMORY_LIMIT, MEMSW_LIMIT] if self._has_memsw else [MEMORY_LIMIT]
-        if memory_bytes > self._memory_limit:
-            order.reverse()
-        for filename in order:
-            write_file(self._file("memory", filename), str(memory_bytes))
-        self._memory_limit = memory_bytes
-        write_file(self._file("pids", PIDS_MAX), str(pids_max))
+        if memory_bytes != self._memory_limit:
+            order = [MEMORY_LIMIT, MEMSW_LIMIT] if self._has_memsw else [MEMORY_LIMIT]
+            if memory_bytes > self._memory_limit:
+                order.reverse()
+            for filename in order:
+                write_file(self._file("memory", filename), str(memory_bytes))
+            self._memory_limit = memory_bytes
+        self._put("pids", PIDS_MAX, str(pids_max))
         if cpus is not None:
-            write_file(self._file("cpu", CFS_PERIOD), str(CPU_PERIOD_US))
-            write_file(self._file("cpu", CFS_QUOTA), str(cpu_quota_us(cpus)))
+            self._put("cpu", CFS_PERIOD, str(CPU_PERIOD_US))
+            self._put("cpu", CFS_QUOTA, str(cpu_quota_us(cpus)))
         if cpuset:
             if "cpuset" not in self._dirs:
                 raise CgroupError("no cpuset hierarchy is mounted: cannot pin a job")
@@ -149,16 +172,16 @@ class CgroupV1:
             memory_peak=int(read_file(self._file("memory", MEMORY_PEAK))),
             # Counted where the kill or the refused fork happened: anywhere below.
             oom_kills=self.oom_kills(),
-            pids_limit_hits=counter_sum(subtree(self._dirs["pids"]), PIDS_EVENTS, "max")
+            pids_limit_hits=counter_sum(counted(self._dirs["pids"]), PIDS_EVENTS, "max")
             - self._pids_base,
         )
 
     def held_fds(self) -> tuple[int, ...]:
-        return ()
+        return self._join_fds
 
     def oom_kills(self) -> int:
         # As stats(): counted where the kill happened, anywhere below.
-        return counter_sum(subtree(self._dirs["memory"]), OOM_CONTROL, "oom_kill") - self._oom_base
+        return counter_sum(counted(self._dirs["memory"]), OOM_CONTROL, "oom_kill") - self._oom_base
 
     def watch_oom(self) -> int:
         # v1 has no memory.oom.group: the supervisor ends the job. The event is
@@ -187,7 +210,9 @@ class CgroupV1:
 
     def recycle(self) -> bool:
         # Its cgroup namespace is rooted at the leaf: nothing of the job's can be beside it.
-        if not all(has_no_children(d / LEAF) for d in self._unique_dirs()):
+        if self._leaves is None:
+            self._leaves = tuple(str(d / LEAF) for d in self._unique_dirs())
+        if not all(has_no_children(leaf) for leaf in self._leaves):
             return False  # the job made cgroups of its own, or ours are gone
         pids = self._dirs["pids"]
         if int(read_file(self._file("pids", PIDS_CURRENT))) != 0:
@@ -229,6 +254,8 @@ class CgroupV1:
         freeze_and_kill(freeze, lambda: read_file(state).strip() == "FROZEN", self._pids)
 
     def destroy(self) -> None:
+        close_all(self._join_fds)
+        self._join_fds = ()
         for_each(remove_tree, self._unique_dirs())
 
 

@@ -18,10 +18,13 @@ from sandbox.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    close_all,
+    counted,
     counter_sum,
     cpu_quota_us,
     freeze_and_kill,
     has_no_children,
+    open_for_writing,
     parse_keyed,
     read_file,
     remove_tree,
@@ -69,23 +72,47 @@ class CgroupV2:
         self._peak_resets = False
         self._oom_base = 0
         self._pids_base = 0
+        self._join_fds: tuple[int, ...] = ()
+        self._swap_max: bool | None = None
+        # Limit files as we last wrote them: only we write them (the job's
+        # cgroup namespace starts below), so a recycled cgroup skips the same value.
+        self._written: dict[str, str] = {}
 
     def __del__(self) -> None:
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        close_all(self._join_fds)
+        self._join_fds = ()
         if self._peak_fd >= 0:
             os.close(self._peak_fd)
+            self._peak_fd = -1
 
     def procs_files(self) -> tuple[str, ...]:
         return (str(self.path / LEAF / PROCS),)
 
+    def join_fds(self) -> tuple[int, ...]:
+        if not self._join_fds:
+            self._join_fds = open_for_writing(self.procs_files())
+        return self._join_fds
+
+    def _put(self, filename: str, value: str) -> None:
+        """Write a limit file, unless it holds ``value`` already."""
+        if self._written.get(filename) != value:
+            write_file(self.path / filename, value)
+            self._written[filename] = value
+
     def set_limits(
         self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
     ) -> None:
-        write_file(self.path / MEMORY_MAX, str(memory_bytes))
-        if (self.path / SWAP_MAX).exists():
-            write_file(self.path / SWAP_MAX, "0")
-        write_file(self.path / PIDS_MAX, str(pids_max))
+        self._put(MEMORY_MAX, str(memory_bytes))
+        if self._swap_max is None:
+            self._swap_max = (self.path / SWAP_MAX).exists()
+        if self._swap_max:
+            self._put(SWAP_MAX, "0")
+        self._put(PIDS_MAX, str(pids_max))
         if cpus is not None:
-            write_file(self.path / CPU_MAX, f"{cpu_quota_us(cpus)} {CPU_PERIOD_US}")
+            self._put(CPU_MAX, f"{cpu_quota_us(cpus)} {CPU_PERIOD_US}")
         if cpuset:
             if not (self.path / CPUSET_CPUS).exists():
                 raise CgroupError("the cpuset controller is not enabled: cannot pin a job")
@@ -135,7 +162,7 @@ class CgroupV2:
         return int(read_file(self.path / MEMORY_CURRENT))
 
     def stats(self) -> CgroupStats:
-        dirs = subtree(self.path)  # a cgroup below ours has a file only if it enables it
+        dirs = counted(self.path)  # a cgroup below ours has a file only if it enables it
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=self._peak(),
@@ -144,10 +171,10 @@ class CgroupV2:
         )
 
     def held_fds(self) -> tuple[int, ...]:
-        return (self._peak_fd,) if self._peak_fd >= 0 else ()
+        return self._join_fds + ((self._peak_fd,) if self._peak_fd >= 0 else ())
 
     def oom_kills(self) -> int:
-        return self._oom_kills_in(subtree(self.path))
+        return self._oom_kills_in(counted(self.path))
 
     def _oom_kills_in(self, dirs: list[Path]) -> int:
         return counter_sum(dirs, MEMORY_EVENTS, "oom_kill") - self._oom_base
@@ -192,9 +219,7 @@ class CgroupV2:
         )
 
     def destroy(self) -> None:
-        if self._peak_fd >= 0:
-            os.close(self._peak_fd)
-            self._peak_fd = -1
+        self._close_fds()
         remove_tree(self.path)
 
 
