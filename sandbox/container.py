@@ -332,7 +332,9 @@ class Container:
         pidfd = self.pidfd
         if pidfd >= 0:
             with contextlib.suppress(OSError):
-                select.select([pidfd], [], [], 5.0)  # readable once C has exited
+                poll = select.poll()  # not select(): our descriptors may pass FD_SETSIZE
+                poll.register(pidfd, select.POLLIN)
+                poll.poll(5000)  # readable once C has exited
         self.close()
         self._release_ids()
         destroy_cgroup_now(self.cgroup)

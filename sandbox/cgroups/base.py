@@ -157,11 +157,13 @@ class Cgroup(Protocol):
         the supervisor must, when this descriptor says so.
 
         Returns:
-            A new non-blocking, close-on-exec descriptor that becomes
-            readable when the kernel's OOM killer acts on the job's memory
-            limit (v1: an eventfd registered on ``memory.oom_control``); the
-            caller watches it for this job only and closes it, which
-            unregisters it. -1 if the kernel ends the whole job by itself.
+            A non-blocking, close-on-exec descriptor that becomes readable
+            when the kernel's OOM killer acts on the job's memory limit (v1:
+            an eventfd registered on ``memory.oom_control``, once per cgroup
+            and drained at each call, so that it tells of this job only). It
+            is the cgroup's: the caller watches it during the job and leaves
+            it open; :meth:`destroy` closes it, which unregisters the event.
+            -1 if the kernel ends the whole job by itself.
 
         Raises:
             CgroupError: the kernel refused the registration.
@@ -328,13 +330,53 @@ def has_no_children(path: Path | str) -> bool:
         return False
 
 
-def counter_sum(dirs: Iterable[Path], filename: str, key: str) -> int:
+def counter_sum(
+    dirs: Iterable[Path], filename: str, key: str, read: Callable[[Path], str] = read_file
+) -> int:
     """The sum of ``key`` in ``filename`` of each cgroup that has the file."""
     total = 0
     for d in dirs:
         with contextlib.suppress(CgroupError):
-            total += parse_keyed(read_file(d / filename)).get(key, 0)
+            total += parse_keyed(read(d / filename)).get(key, 0)
     return total
+
+
+class HeldFiles:
+    """A job cgroup's counter files, each opened on its first read and held until :meth:`close`.
+
+    A recycled cgroup serves job after job: its counters are read through the
+    same descriptors, not with a path walk, an open and a close each time
+    (kernfs makes a file's content afresh on a read at offset 0).
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def read(self, path: Path) -> str:
+        """Read a cgroupfs file of at most 64 KiB (not cgroup.procs).
+
+        Raises:
+            CgroupError: naming the path.
+        """
+        try:
+            return os.pread(self._fd(path), 65536, 0).decode()
+        except OSError as exc:
+            raise CgroupError(
+                f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno
+            ) from exc
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(self._fds.values())
+
+    def close(self) -> None:
+        close_all(self._fds.values())
+        self._fds.clear()
 
 
 def counted(top: Path) -> list[Path]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from sandbox.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    HeldFiles,
     close_all,
     counted,
     counter_sum,
@@ -80,12 +82,22 @@ class CgroupV1:
         self._procs: tuple[str, ...] | None = None
         self._leaves: tuple[str, ...] | None = None
         self._join_fds: tuple[int, ...] = ()
+        self._files = HeldFiles()  # counters, read job after job
+        self._oom_fd = -1  # the OOM eventfd; closing it unregisters the kernel's event
         # Limit files as we last wrote them: only we write them (the job's
         # cgroup namespace starts below), so a recycled cgroup skips the same value.
         self._written: dict[tuple[str, str], str] = {}
 
     def __del__(self) -> None:
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         close_all(self._join_fds)
+        self._join_fds = ()
+        self._files.close()
+        if self._oom_fd >= 0:
+            os.close(self._oom_fd)
+            self._oom_fd = -1
 
     def _file(self, controller: str, filename: str) -> Path:
         """``<controller's directory>/<filename>`` (``job/...`` for the leaf's)."""
@@ -155,7 +167,7 @@ class CgroupV1:
         write_file(self._file("memory", MEMORY_PEAK), "0")  # resets to the current usage
 
     def cpu_usage_ns(self) -> int:
-        return int(read_file(self._file("cpuacct", CPU_USAGE)))
+        return int(self._files.read(self._file("cpuacct", CPU_USAGE)))
 
     def cpu_total_ns(self) -> int:
         return self.cpu_usage_ns()
@@ -164,30 +176,40 @@ class CgroupV1:
         return 0
 
     def memory_current(self) -> int:
-        return int(read_file(self._file("memory", MEMORY_USAGE)))
+        return int(self._files.read(self._file("memory", MEMORY_USAGE)))
 
     def stats(self) -> CgroupStats:
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
-            memory_peak=int(read_file(self._file("memory", MEMORY_PEAK))),
+            memory_peak=int(self._files.read(self._file("memory", MEMORY_PEAK))),
             # Counted where the kill or the refused fork happened: anywhere below.
             oom_kills=self.oom_kills(),
-            pids_limit_hits=counter_sum(counted(self._dirs["pids"]), PIDS_EVENTS, "max")
-            - self._pids_base,
+            pids_limit_hits=self._pids_events(counted(self._dirs["pids"])) - self._pids_base,
         )
 
     def held_fds(self) -> tuple[int, ...]:
-        return self._join_fds
+        oom = (self._oom_fd,) if self._oom_fd >= 0 else ()
+        return self._join_fds + self._files.fds() + oom
 
     def oom_kills(self) -> int:
         # As stats(): counted where the kill happened, anywhere below.
-        return counter_sum(counted(self._dirs["memory"]), OOM_CONTROL, "oom_kill") - self._oom_base
+        return self._oom_events(counted(self._dirs["memory"])) - self._oom_base
+
+    def _oom_events(self, dirs: Iterable[Path]) -> int:
+        return counter_sum(dirs, OOM_CONTROL, "oom_kill", self._files.read)
+
+    def _pids_events(self, dirs: Iterable[Path]) -> int:
+        return counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
 
     def watch_oom(self) -> int:
         # v1 has no memory.oom.group: the supervisor ends the job. The event is
         # registered where the limit is (an OOM there notifies that memcg and
-        # every memcg below it), with a fresh eventfd per job: nothing of the
-        # last job's count carries over, and closing it unregisters the event.
+        # every memcg below it), once per cgroup; each job drains what the
+        # eventfd counted before it, so it tells of this job's OOMs only.
+        if self._oom_fd >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._oom_fd, 8)
+            return self._oom_fd
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         try:
             oom_control = self._file("memory", OOM_CONTROL)
@@ -206,6 +228,7 @@ class CgroupV1:
         except BaseException:
             os.close(efd)
             raise
+        self._oom_fd = efd
         return efd
 
     def recycle(self) -> bool:
@@ -215,13 +238,13 @@ class CgroupV1:
         if not all(has_no_children(leaf) for leaf in self._leaves):
             return False  # the job made cgroups of its own, or ours are gone
         pids = self._dirs["pids"]
-        if int(read_file(self._file("pids", PIDS_CURRENT))) != 0:
+        if int(self._files.read(self._file("pids", PIDS_CURRENT))) != 0:
             return False
         mem = self._dirs["memory"]
         if self.memory_current() > RECLAIM_ABOVE:  # page cache it left charged
             write_file(self._file("memory", FORCE_EMPTY), "0")
-        self._oom_base = counter_sum((mem, mem / LEAF), OOM_CONTROL, "oom_kill")
-        self._pids_base = counter_sum((pids, pids / LEAF), PIDS_EVENTS, "max")
+        self._oom_base = self._oom_events((mem, self._file("memory", LEAF)))
+        self._pids_base = self._pids_events((pids, self._file("pids", LEAF)))
         return True
 
     def _pids(self) -> set[int]:
@@ -254,8 +277,7 @@ class CgroupV1:
         freeze_and_kill(freeze, lambda: read_file(state).strip() == "FROZEN", self._pids)
 
     def destroy(self) -> None:
-        close_all(self._join_fds)
-        self._join_fds = ()
+        self._close_fds()
         for_each(remove_tree, self._unique_dirs())
 
 

@@ -18,6 +18,7 @@ from sandbox.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
+    HeldFiles,
     close_all,
     counted,
     counter_sum,
@@ -73,6 +74,7 @@ class CgroupV2:
         self._oom_base = 0
         self._pids_base = 0
         self._join_fds: tuple[int, ...] = ()
+        self._files = HeldFiles()  # counters, read job after job
         self._swap_max: bool | None = None
         # Limit files as we last wrote them: only we write them (the job's
         # cgroup namespace starts below), so a recycled cgroup skips the same value.
@@ -84,6 +86,7 @@ class CgroupV2:
     def _close_fds(self) -> None:
         close_all(self._join_fds)
         self._join_fds = ()
+        self._files.close()
         if self._peak_fd >= 0:
             os.close(self._peak_fd)
             self._peak_fd = -1
@@ -147,7 +150,7 @@ class CgroupV2:
         return int(read_file(peak_file))
 
     def _cpu_usec(self) -> int:
-        return parse_keyed(read_file(self.path / CPU_STAT)).get("usage_usec", 0)
+        return parse_keyed(self._files.read(self.path / CPU_STAT)).get("usage_usec", 0)
 
     def cpu_usage_ns(self) -> int:
         return (self._cpu_usec() - self._cpu_base_us) * 1000
@@ -159,7 +162,7 @@ class CgroupV2:
         return self._cpu_base_us * 1000
 
     def memory_current(self) -> int:
-        return int(read_file(self.path / MEMORY_CURRENT))
+        return int(self._files.read(self.path / MEMORY_CURRENT))
 
     def stats(self) -> CgroupStats:
         dirs = counted(self.path)  # a cgroup below ours has a file only if it enables it
@@ -167,17 +170,19 @@ class CgroupV2:
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=self._peak(),
             oom_kills=self._oom_kills_in(dirs),
-            pids_limit_hits=counter_sum(dirs, PIDS_EVENTS, "max") - self._pids_base,
+            pids_limit_hits=counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
+            - self._pids_base,
         )
 
     def held_fds(self) -> tuple[int, ...]:
-        return self._join_fds + ((self._peak_fd,) if self._peak_fd >= 0 else ())
+        peak = (self._peak_fd,) if self._peak_fd >= 0 else ()
+        return self._join_fds + self._files.fds() + peak
 
     def oom_kills(self) -> int:
         return self._oom_kills_in(counted(self.path))
 
     def _oom_kills_in(self, dirs: list[Path]) -> int:
-        return counter_sum(dirs, MEMORY_EVENTS, "oom_kill") - self._oom_base
+        return counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read) - self._oom_base
 
     def watch_oom(self) -> int:
         return -1  # memory.oom.group (SetupV2.create): the kernel kills the whole job
@@ -187,18 +192,18 @@ class CgroupV2:
             return False  # an old kernel's peak would carry over, or the job made cgroups
         if not self.is_empty():
             return False
-        current = int(read_file(self.path / MEMORY_CURRENT))
+        current = self.memory_current()
         if current > RECLAIM_ABOVE:  # page cache the last job left charged (Linux 5.19+)
             with contextlib.suppress(CgroupError):
                 write_file(self.path / MEMORY_RECLAIM, str(current))
         dirs = (self.path, self.path / LEAF)
-        self._oom_base = counter_sum(dirs, MEMORY_EVENTS, "oom_kill")
-        self._pids_base = counter_sum(dirs, PIDS_EVENTS, "max")
+        self._oom_base = counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read)
+        self._pids_base = counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
         return True
 
     def is_empty(self) -> bool:
         try:
-            return parse_keyed(read_file(self.path / EVENTS)).get("populated", 0) == 0
+            return parse_keyed(self._files.read(self.path / EVENTS)).get("populated", 0) == 0
         except CgroupError:
             return True
 

@@ -197,25 +197,30 @@ def _fds() -> dict[int, str]:
     return fds
 
 
-def test_v1_registers_a_fresh_eventfd_on_oom_control_per_job(tmp_path: Path):
+def test_v1_registers_one_eventfd_per_cgroup_drained_for_each_job(tmp_path: Path):
     cg = _v1_memory(tmp_path)
     before = _fds()
-    fds = [cg.watch_oom(), cg.watch_oom()]
-    try:
-        # Two new descriptors, both eventfds: the oom_control ones are closed.
-        assert {fd: target for fd, target in _fds().items() if fd not in before} == dict.fromkeys(
-            fds, "anon_inode:[eventfd]"
-        )
-        for fd in fds:
-            assert not os.get_blocking(fd)
-            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
-        # "<eventfd> <memory.oom_control>", written where the limit is: the last registration.
-        efd, target = (tmp_path / "memory/sandbox/a.1/cgroup.event_control").read_text().split()
-        assert efd == str(fds[1])
-        assert int(target) not in fds
-    finally:
-        for fd in fds:
-            os.close(fd)
+    efd = cg.watch_oom()
+    # One new descriptor, an eventfd: the oom_control one is closed.
+    assert {fd: target for fd, target in _fds().items() if fd not in before} == {
+        efd: "anon_inode:[eventfd]"
+    }
+    assert not os.get_blocking(efd)
+    assert fcntl.fcntl(efd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    assert efd in cg.held_fds()
+    # "<eventfd> <memory.oom_control>", written where the limit is.
+    registered, target = (tmp_path / "memory/sandbox/a.1/cgroup.event_control").read_text().split()
+    assert registered == str(efd)
+    assert int(target) != efd
+    # The last job's OOM (or one of a pool container's) does not reach the next job.
+    os.eventfd_write(efd, 1)
+    assert cg.watch_oom() == efd
+    assert not _readable(efd)
+    assert (tmp_path / "memory/sandbox/a.1/cgroup.event_control").read_text() == (
+        f"{registered} {target}"
+    )  # registered once
+    with pytest.raises(OSError):  # a plain directory here, not cgroupfs: rmdir fails after
+        cg.destroy()  # closing it, which unregisters the kernel's event
     assert _fds() == before
 
 
@@ -274,6 +279,10 @@ class FakeCgroup:
     def oom_kills(self) -> int:
         return self.kills
 
+    def __del__(self) -> None:  # the cgroup's destroy()
+        if self.efd >= 0:
+            os.close(self.efd)
+
 
 async def _watch(cgroup: FakeCgroup) -> tuple[runner._OomWatch, list[str], asyncio.Future[None]]:
     killed: list[str] = []
@@ -315,8 +324,10 @@ async def test_supervisor_kills_the_job_once_the_kernel_has_counted_its_kill(
         await _until(lambda: killed == ["memory"])
     finally:
         watch.close()
-    with pytest.raises(OSError, match="Bad file descriptor"):
-        os.fstat(cg.efd)  # closed: the kernel's event is unregistered
+    os.fstat(cg.efd)  # left open: the cgroup's, for its next job
+    os.eventfd_write(cg.efd, 1)
+    await _settle()
+    assert killed == ["memory"]  # no longer watched
 
 
 async def test_an_oom_without_a_kill_does_not_end_the_job(monkeypatch: pytest.MonkeyPatch):
