@@ -1,7 +1,7 @@
 """``sandbox``, the command: its entry point (the commands: :mod:`sandbox.cli_main`).
 
 ``sandbox run`` first offers its job to `sandbox serve` (:mod:`sandbox.daemon`),
-importing only the standard library's socket and json to do so; everything
+importing only the C module ``_socket`` to do so; everything
 else, and ``sandbox run`` without a server, goes to :func:`sandbox.cli_main.main`.
 """
 

@@ -3,7 +3,7 @@
 As ``docker`` talks to ``dockerd``: a command that starts a runtime of its
 own pays Python's and pydantic's imports, the host checks and a container
 build (hundreds of milliseconds) for one job. With ``sandbox serve`` running,
-``sandbox run`` imports nothing but the standard library's socket module
+``sandbox run`` imports nothing but the C module ``_socket``
 (:func:`forward`), connects to ``<SANDBOX_RUN_DIR>/sandbox.sock``, and passes
 its arguments with its standard input, output, error and working directory
 as descriptors (SCM_RIGHTS). The server parses them with the command's own
@@ -21,13 +21,13 @@ is one process; jobs from concurrent clients run concurrently.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 from sandbox.paths import serve_socket
 
 TYPE_CHECKING = False  # not typing's: the client imports no more than it needs
 if TYPE_CHECKING:
+    import socket
     from typing import Any
 
     from sandbox.runner import Runtime
@@ -45,8 +45,12 @@ def forward(argv: list[str]) -> int | None:
     Returns:
         None if no server listens (the caller runs the job itself).
     """
+    # The C module: socket.py would import enum, selectors and collections
+    # first, which costs more than the rest of the client together.
+    import _socket
+
     path = serve_socket()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
     except OSError:  # none there, a stale socket, or not ours to use
@@ -55,8 +59,9 @@ def forward(argv: list[str]) -> int | None:
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         request = b"\0".join(os.fsencode(arg) for arg in argv)  # argv holds no NUL
-        socket.send_fds(sock, [request], [0, 1, 2, cwd])
-        sock.shutdown(socket.SHUT_WR)
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
+        sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        sock.shutdown(_socket.SHUT_WR)
         reply = b"".join(iter(lambda: sock.recv(4096), b""))
     except OSError as exc:
         print(f"sandbox: the serve socket {path} failed: {exc.strerror}", file=sys.stderr)
@@ -109,6 +114,8 @@ def _remove(path: str) -> None:
 
 def _listen(path: str) -> socket.socket:
     """A listening socket at ``path``, root's only; a stale one (no server) is replaced."""
+    import socket
+
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -165,6 +172,7 @@ async def _client(conn: socket.socket, runtime: Runtime) -> None:
 def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
     """The request (all of it, up to the client's shutdown) and its descriptors."""
     import array
+    import socket
 
     fds = array.array("i")
     msg, ancdata, _, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(CLIENT_FDS * fds.itemsize))

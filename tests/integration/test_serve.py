@@ -31,10 +31,11 @@ ENV = {
     "SANDBOX_CGROUP_PARENT": TEST_SETTINGS.cgroup_parent,
     "SANDBOX_POOL_SIZE": "1",
 }
-# The client as the console script runs it, reporting whether pydantic was loaded.
+# The client as the console script runs it, reporting what heavy modules it loaded.
 CLIENT = (
     "import sys\nfrom sandbox.cli import main\ncode = main(sys.argv[1:])\n"
-    "sys.stderr.write('pydantic loaded\\n' if 'pydantic' in sys.modules else '')\nsys.exit(code)"
+    "sys.stderr.write('pydantic loaded\\n' if 'pydantic' in sys.modules else '')\n"
+    "sys.stderr.write('socket loaded\\n' if 'socket' in sys.modules else '')\nsys.exit(code)"
 )
 
 
@@ -81,6 +82,7 @@ def test_run_goes_through_the_server(server, tmp_path: Path):
     assert done.stdout == "out A\n"
     assert "err\n" in done.stderr
     assert "pydantic loaded" not in done.stderr  # the client only forwarded
+    assert "socket loaded" not in done.stderr  # with _socket: no enum, selectors...
 
 
 def test_code_and_input_from_the_clients_stdin(server, tmp_path: Path):
