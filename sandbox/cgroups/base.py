@@ -379,13 +379,12 @@ class HeldFiles:
         self._fds.clear()
 
 
-def counted(top: Path) -> list[Path]:
-    """The cgroups whose counters are a job's: ``top`` and its leaf, or, when the
-    job made cgroups of its own below the leaf, every one below ``top``.
+def counted(top: Path, leaf: Path) -> list[Path]:
+    """The cgroups whose counters are a job's: ``top`` and its ``leaf``, or, when
+    the job made cgroups of its own below the leaf, every one below ``top``.
 
     Two stats in the usual case (kernfs: nlink is 2 + subdirectories), not a walk.
     """
-    leaf = top / LEAF
     try:
         if os.stat(top).st_nlink == 3 and os.stat(leaf).st_nlink == 2:
             return [leaf, top]

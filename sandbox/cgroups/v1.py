@@ -184,7 +184,7 @@ class CgroupV1:
             memory_peak=int(self._files.read(self._file("memory", MEMORY_PEAK))),
             # Counted where the kill or the refused fork happened: anywhere below.
             oom_kills=self.oom_kills(),
-            pids_limit_hits=self._pids_events(counted(self._dirs["pids"])) - self._pids_base,
+            pids_limit_hits=self._pids_events(self._counted("pids")) - self._pids_base,
         )
 
     def held_fds(self) -> tuple[int, ...]:
@@ -193,7 +193,10 @@ class CgroupV1:
 
     def oom_kills(self) -> int:
         # As stats(): counted where the kill happened, anywhere below.
-        return self._oom_events(counted(self._dirs["memory"])) - self._oom_base
+        return self._oom_events(self._counted("memory")) - self._oom_base
+
+    def _counted(self, controller: str) -> list[Path]:
+        return counted(self._dirs[controller], self._file(controller, LEAF))
 
     def _oom_events(self, dirs: Iterable[Path]) -> int:
         return counter_sum(dirs, OOM_CONTROL, "oom_kill", self._files.read)

@@ -65,6 +65,7 @@ class CgroupV2:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
+        self._leaf = path / LEAF
         self._cpu_base_us = 0
         self._pinned = False
         # Linux 6.12+: a write to memory.peak resets the peak seen through that
@@ -165,7 +166,8 @@ class CgroupV2:
         return int(self._files.read(self.path / MEMORY_CURRENT))
 
     def stats(self) -> CgroupStats:
-        dirs = counted(self.path)  # a cgroup below ours has a file only if it enables it
+        # A cgroup below ours has a file only if it enables the controller.
+        dirs = counted(self.path, self._leaf)
         return CgroupStats(
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=self._peak(),
@@ -179,7 +181,7 @@ class CgroupV2:
         return self._join_fds + self._files.fds() + peak
 
     def oom_kills(self) -> int:
-        return self._oom_kills_in(counted(self.path))
+        return self._oom_kills_in(counted(self.path, self._leaf))
 
     def _oom_kills_in(self, dirs: list[Path]) -> int:
         return counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read) - self._oom_base
