@@ -4,7 +4,8 @@ Starts its own redis-server and one worker (``bench.celery_bench``: the real
 app plus reference tasks) on this machine, then measures, in one run:
 
 - latency of one job at a time (p50, p99), and
-- throughput of N jobs submitted at once,
+- throughput of N jobs submitted at once, with the CPU per job of the
+  client, redis-server, the worker's process tree and the whole host,
 - with ``--queued Q``, whether the cost per job stays flat as a queue of Q
   ``sandbox.run`` jobs drains: jobs/s per tenth of the queue, from the times
   the worker stored each result (Celery's ``date_done``),
@@ -48,6 +49,42 @@ def _wait_port(port: int) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit("redis-server did not start")
+
+
+def _stat(pid: int) -> tuple[int, float]:
+    """(ppid, CPU seconds of the process and its reaped children) from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), sum(int(x) for x in fields[11:15]) / ticks
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and every live descendant (each with its reaped children)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                parent[int(name)], cpu[int(name)] = _stat(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+    mine = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    return sum(cpu.get(pid, 0.0) for pid in mine)
+
+
+def host_cpu() -> float:
+    """Busy CPU seconds of the whole machine (/proc/stat: user nice system irq softirq)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -106,15 +143,26 @@ def main() -> None:
                 send().get(timeout=60)
                 samples.append((time.perf_counter() - start) * 1000)
             samples.sort()
+            cpu0 = (os.times(), tree_cpu(redis.pid), tree_cpu(worker.pid), host_cpu())
             start = time.perf_counter()
             pending = [send() for _ in range(args.jobs)]
             for p in pending:
                 p.get(timeout=600)
             elapsed = time.perf_counter() - start
+            cpu1 = (os.times(), tree_cpu(redis.pid), tree_cpu(worker.pid), host_cpu())
+            client = (cpu1[0].user + cpu1[0].system) - (cpu0[0].user + cpu0[0].system)
             report[label] = {
                 "p50_ms": statistics.median(samples),
                 "p99_ms": samples[int(0.99 * (len(samples) - 1))],
                 "jobs_per_s": args.jobs / elapsed,
+                # CPU per job of the burst, ms: this client, redis-server, the
+                # worker's whole tree (its processes, launchers, containers), host.
+                "cpu_ms": {
+                    "client": client * 1000 / args.jobs,
+                    "redis": (cpu1[1] - cpu0[1]) * 1000 / args.jobs,
+                    "worker": (cpu1[2] - cpu0[2]) * 1000 / args.jobs,
+                    "host": (cpu1[3] - cpu0[3]) * 1000 / args.jobs,
+                },
             }
         if args.queued:
             report["queued"] = _drain(lambda: kinds["sandbox.run"](), args.queued)
@@ -132,13 +180,20 @@ def main() -> None:
         f"{args.latency} jobs one at a time, {args.jobs} at once, "
         f"worker concurrency {args.concurrency}"
     )
-    print(f"{'task':22} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8} {'p50 vs noop':>12}")
+    print(
+        f"{'task':22} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8} {'p50 vs noop':>12}"
+        "   CPU/job ms: client redis worker host"
+    )
     for label in kinds:
         row = report[label]
+        cpu = row["cpu_ms"]
         print(
             f"{label:22} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['jobs_per_s']:8.0f} "
             f"{row['p50_ms'] / base['p50_ms']:11.2f}x"
+            f"   {cpu['client']:17.2f} {cpu['redis']:5.2f} {cpu['worker']:6.2f} {cpu['host']:4.2f}"
         )
+    ratio = report["sandbox.run"]["jobs_per_s"] / report["bare subprocess task"]["jobs_per_s"]
+    print(f"sandbox.run / bare subprocess task: jobs/s {ratio:.2f}")
     if "queued" in report:
         q = report["queued"]
         print(f"{q['jobs']} sandbox.run jobs queued at once: jobs/s per tenth of the queue")
