@@ -10,8 +10,12 @@ Reliability choices (docs/adr/0005-ack-policy.md):
 - Prefetch one job per process: a long job never holds short ones hostage.
 - Celery's hard time limit sits above the largest wall limit a job may ask
   for plus setup: the sandbox, not Celery, ends a slow job (and reports its
-  partial output). Redis's visibility timeout sits above that, so a job is
-  never handed to a second worker while the first still runs it.
+  partial output).
+- Leases, not one visibility timeout for the longest job: Redis's visibility
+  timeout is ``SANDBOX_LEASE`` (30 s), every live worker renews the leases of
+  the jobs it holds (:mod:`worker.lease`), and every worker sweeps for expired
+  ones every tenth of a lease, so a lost host's jobs run again within about
+  a lease (docs/adr/0010-job-leases.md).
 
 One :class:`sandbox.Runtime` per worker process, opened after the fork
 (``worker_process_init``) on an event loop of its own, closed at shutdown.
@@ -29,6 +33,7 @@ from celery import Celery, signals
 
 from sandbox.settings import Settings
 from worker import metrics
+from worker.lease import LeaseRenewal
 from worker.settings import WorkerSettings
 
 __all__ = ["HARD_LIMIT", "JUDGE_LIMIT", "app", "limits_settings", "settings"]
@@ -63,7 +68,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_connection_timeout=settings.connect_timeout,
     broker_transport_options={
-        "visibility_timeout": int(max(HARD_LIMIT, JUDGE_LIMIT) * 2),
+        "visibility_timeout": settings.lease,
+        "unacked_restore_interval": max(1.0, settings.lease / 10),
+        "unacked_restore_throttle": 1,  # every sweep looks
         "socket_connect_timeout": settings.connect_timeout,
     },
     redis_socket_connect_timeout=settings.connect_timeout,
@@ -83,6 +90,9 @@ app.conf.update(
     task_send_sent_event=True,
     include=["worker.tasks"],
 )
+
+
+app.steps["consumer"].add(LeaseRenewal)
 
 
 @signals.worker_init.connect

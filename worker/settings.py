@@ -31,6 +31,12 @@ class WorkerSettings(BaseSettings):
         60.0, gt=0, description="seconds Celery's hard limit sits above the job's wall limit"
     )
     connect_timeout: float = Field(3.0, gt=0, description="seconds to reach Redis at submit")
+    lease: float = Field(
+        30.0,
+        ge=3,
+        description="seconds after which a job whose worker stopped renewing its lease "
+        "(a lost host) goes back to the queue; live workers renew every third of it",
+    )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus metrics on this port (off: unset)"
     )

@@ -143,6 +143,7 @@ def start_worker(redis_server: Redis, tmp_path: Path) -> Iterator[Callable[..., 
                 stderr=subprocess.STDOUT,
                 env=full_env,
                 text=True,
+                start_new_session=True,  # its own process group: a host's loss is killpg
             )  # fmt: skip
         worker = Worker(name, process, log, full_env)
         workers.append(worker)

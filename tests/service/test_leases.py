@@ -1,0 +1,105 @@
+"""Leases (docs/adr/0010-job-leases.md), with real redis-server and worker processes.
+
+A host is lost when every process of its worker dies at once: SIGKILL to the
+worker's process group. Its job must run again on another worker within
+about a lease, while a live worker's job that runs three leases long must
+never be handed to a second one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+import sandbox
+from tests.service.conftest import PARENT, RUN_DIR, Worker
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.redis]
+
+LEASE = 3.0  # SANDBOX_LEASE for these workers: short, so the test is too
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+
+
+def _deliveries(url: str, task_id: str) -> int:
+    """How many times the job was delivered (worker/tasks.py counts them in Redis)."""
+    return int(redis.Redis.from_url(url).get(f"sandbox:attempts:{task_id}") or 0)
+
+
+def _wait_started(result: object, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while result.state != "STARTED":  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+
+
+def _holder(workers: list[Worker]) -> Worker:
+    """The worker whose process runs a job now (job cgroups are named <pid>-...)."""
+    deadline = time.monotonic() + 60
+    while True:
+        for procs in [
+            *Path("/sys/fs/cgroup").glob(f"pids/{PARENT}/*/job/cgroup.procs"),
+            *Path("/sys/fs/cgroup").glob(f"{PARENT}/*/job/cgroup.procs"),
+        ]:
+            for pid in procs.read_text().split():
+                try:
+                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sandbox-init"):
+                        continue  # a ready pool container, not a job
+                except OSError:
+                    continue
+                owner = int(procs.parent.parent.name.split("-")[0])
+                for worker in workers:
+                    if os.getpgid(owner) == worker.process.pid:
+                        return worker
+        assert time.monotonic() < deadline, "no worker runs the job"
+        time.sleep(0.05)
+
+
+def test_a_lost_hosts_job_runs_again_within_a_lease(client, start_worker, redis_server):
+    fleet = [start_worker(name, concurrency=1, SANDBOX_LEASE=str(LEASE)) for name in ("a", "b")]
+    job = sandbox.run.delay("import time\ntime.sleep(8)\nprint('done')", limits={"wall_time": 30})
+    _wait_started(job)
+    doomed = _holder(fleet)
+    time.sleep(LEASE)  # its worker renews the lease meanwhile: the job stays its own
+    assert _deliveries(redis_server.url, job.id) == 1
+    os.killpg(doomed.process.pid, signal.SIGKILL)  # the host is gone: every process at once
+    lost = time.monotonic()
+    doomed.process.wait(10)
+    while _deliveries(redis_server.url, job.id) < 2:  # counted as its delivery starts
+        assert time.monotonic() - lost < 60, "the lost job was never delivered again"
+        time.sleep(0.05)
+    again = time.monotonic() - lost
+    result = job.get(timeout=60)
+    assert result["status"] == "ok", result
+    assert result["stdout"] == "done\n"
+    assert _deliveries(redis_server.url, job.id) == 2
+    # Within a lease after the last renewal and a sweep (a tenth of a lease,
+    # 1 s at least), with room for a busy machine.
+    print(f"\nthe lost host's job ran again {again:.1f} s after the loss (lease {LEASE:g} s)")
+    assert again < LEASE + 1 + 5, again
+    # What an operator does after a lost host comes back: the dead runtime's
+    # cgroups and records are reclaimed.
+    env = {**os.environ, "SANDBOX_RUN_DIR": str(RUN_DIR), "SANDBOX_CGROUP_PARENT": PARENT}
+    gc = subprocess.run([SANDBOX, "gc", "--json"], capture_output=True, text=True, env=env)
+    assert gc.returncode == 0, gc.stderr
+
+
+def test_a_live_workers_long_job_is_never_run_twice(client, start_worker, redis_server):
+    """Three leases long, with an idle second worker sweeping all the while."""
+    for name in ("w1", "w2"):
+        start_worker(name, concurrency=1, SANDBOX_LEASE=str(LEASE))
+    seconds = 3 * LEASE
+    job = sandbox.run.delay(
+        f"import time\ntime.sleep({seconds})\nprint('once')", limits={"wall_time": seconds + 10}
+    )
+    result = job.get(timeout=60)
+    assert result["status"] == "ok", result
+    assert result["stdout"] == "once\n"
+    assert _deliveries(redis_server.url, job.id) == 1
+    assert redis.Redis.from_url(redis_server.url).zcard("unacked_index") == 0

@@ -1,0 +1,46 @@
+"""The broker's visibility timeout is the lease, swept and renewed at fractions of it (ADR 0010)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from worker.settings import WorkerSettings
+
+PROBE = """
+import json
+from worker.app import app
+from worker.lease import LeaseRenewal
+options = app.conf.broker_transport_options
+print(json.dumps({
+    "visibility_timeout": options["visibility_timeout"],
+    "unacked_restore_interval": options["unacked_restore_interval"],
+    "unacked_restore_throttle": options["unacked_restore_throttle"],
+    "step": LeaseRenewal in app.steps["consumer"],
+}))
+"""
+
+
+@pytest.mark.parametrize(("lease", "sweep"), [("12", 1.2), ("30", 3.0), ("3", 1.0)])
+def test_visibility_timeout_is_the_lease(lease: str, sweep: float):
+    env = {**os.environ, "SANDBOX_LEASE": lease}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True
+    )
+    conf = json.loads(out.stdout)
+    assert conf == {
+        "visibility_timeout": float(lease),
+        "unacked_restore_interval": sweep,
+        "unacked_restore_throttle": 1,
+        "step": True,
+    }
+
+
+def test_a_lease_too_short_to_renew_is_refused():
+    with pytest.raises(ValidationError, match="lease"):
+        WorkerSettings(lease=1)
