@@ -96,6 +96,25 @@ app.steps["consumer"].add(LeaseRenewal)
 
 
 @signals.worker_init.connect
+def _ride_out_redis_outages(**_: Any) -> None:
+    """A worker stores results through a Redis outage of up to SANDBOX_REDIS_OUTAGE.
+
+    The short retries above suit clients (a submit to a Redis that is down
+    fails in a second); a worker that finishes a job while Redis restarts
+    must not turn it into a failure, nor lose it: it retries once a second
+    (its pool's processes inherit this).
+    """
+    options = dict(app.conf.result_backend_transport_options or {})
+    options["retry_policy"] = {
+        "max_retries": max(1, int(settings.redis_outage)),
+        "interval_start": 0.1,
+        "interval_step": 0.5,
+        "interval_max": 1.0,
+    }
+    app.conf.result_backend_transport_options = options
+
+
+@signals.worker_init.connect
 def _refuse_incapable_host(**_: Any) -> None:
     """A worker on a host that cannot sandbox exits at once, saying why."""
     from sandbox.cgroups import detect_setup

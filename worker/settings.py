@@ -31,6 +31,12 @@ class WorkerSettings(BaseSettings):
         60.0, gt=0, description="seconds Celery's hard limit sits above the job's wall limit"
     )
     connect_timeout: float = Field(3.0, gt=0, description="seconds to reach Redis at submit")
+    redis_outage: float = Field(
+        120.0,
+        gt=0,
+        description="seconds of Redis being unreachable that a client waiting for a result, "
+        "and a worker storing one, ride through before giving up",
+    )
     lease: float = Field(
         30.0,
         ge=3,

@@ -12,12 +12,15 @@ client has to import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celery import Task
+from celery import Task, states
+from celery.exceptions import TimeoutError as ResultTimeout
+from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -32,7 +35,15 @@ if TYPE_CHECKING:
     from sandbox.judging import JudgeResult
     from sandbox.runner import RuntimeThread
 
-__all__ = ["SubmitError", "judge", "judge_budget", "run", "runtime_host", "submission_size"]
+__all__ = [
+    "SandboxResult",
+    "SubmitError",
+    "judge",
+    "judge_budget",
+    "run",
+    "runtime_host",
+    "submission_size",
+]
 
 log = logging.getLogger("sandbox.worker")
 T = TypeVar("T")
@@ -59,10 +70,100 @@ def runtime_host() -> RuntimeThread:
     return _host
 
 
+_LOST_REDIS = (RedisError, OperationalError, OSError)
+# Celery's result consumer gives up reconnecting with this RuntimeError.
+_GAVE_UP = "result store"
+_WAIT_SLICE = 1.0  # seconds of Celery's wait between reads of the stored result
+
+
+def _lost_redis(exc: BaseException) -> bool:
+    return isinstance(exc, _LOST_REDIS) or (isinstance(exc, RuntimeError) and _GAVE_UP in str(exc))
+
+
+class SandboxResult(AsyncResult):  # type: ignore[misc]
+    """A job's pending result whose :meth:`get` rides through Redis restarts.
+
+    Celery's pub/sub result consumer may give up after a few reconnection
+    attempts ("The Celery application must be restarted"), or, after Redis
+    restarts, wait for a message that never comes (its subscription went
+    with the old connection). Here Celery's wait runs in slices of a second,
+    each followed by a read of the stored result; a lost connection switches
+    to reading it every half second, for as long as Redis stays away up to
+    ``SANDBOX_REDIS_OUTAGE`` (and within ``timeout``). The worker stores the
+    result once Redis is back.
+    """
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return super().get(min(left, _WAIT_SLICE), propagate, **kwargs)
+            except ResultTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                meta = self._stored_if_final()  # a result the subscription missed
+            except Exception as exc:
+                if not _lost_redis(exc):
+                    raise
+                log.warning("lost Redis waiting for job %s (%s): polling its result", self.id, exc)
+                meta = self._wait_stored(deadline)
+            if meta is not None:
+                with contextlib.suppress(Exception):  # only its subscription, maybe gone
+                    self.backend.remove_pending_result(self)
+                return self._outcome(meta, propagate)
+
+    def _stored_if_final(self) -> dict[str, Any] | None:
+        try:
+            meta: dict[str, Any] = self.backend.get_task_meta(self.id)
+        except Exception as exc:
+            if _lost_redis(exc):
+                return None  # Redis is away: the next slice finds out
+            raise
+        return meta if meta["status"] in states.READY_STATES else None
+
+    def _wait_stored(self, deadline: float | None) -> dict[str, Any]:
+        """Poll the stored state until it is final (Redis may be away meanwhile)."""
+        lost_since = time.monotonic()
+        while True:
+            try:
+                meta: dict[str, Any] = self.backend.get_task_meta(self.id)
+                if meta["status"] in states.READY_STATES:
+                    return meta
+                lost_since = time.monotonic()  # Redis answers: it is the job that runs on
+            except Exception as exc:
+                if not _lost_redis(exc):
+                    raise
+                if time.monotonic() - lost_since > settings.redis_outage:
+                    raise SubmitError(
+                        f"lost Redis at {settings.redis_url} for over {settings.redis_outage:g} s "
+                        f"waiting for job {self.id}; its result is kept "
+                        f"{settings.result_expires} s once stored (SANDBOX_REDIS_OUTAGE)"
+                    ) from exc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"job {self.id}: no result in time")
+            time.sleep(0.5)
+
+    def _outcome(self, meta: dict[str, Any], propagate: bool) -> Any:
+        """What Celery's get() returns or raises for a stored final state."""
+        if meta["status"] == states.SUCCESS:
+            return meta["result"]
+        exc = self.backend.exception_to_python(meta["result"])
+        if propagate:
+            raise exc
+        return exc
+
+
 class SandboxTask(Task):  # type: ignore[misc]
     """Validates a job on the client before it is sent, and routes it."""
 
     spec_model: type[JobSpec] | type[JudgeSpec] = JobSpec
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> SandboxResult:
+        """The pending result of a job: :class:`SandboxResult`."""
+        return SandboxResult(
+            task_id, backend=self.backend, task_name=self.name, app=self.app, **kwargs
+        )
 
     def check(self, spec: Any) -> None:
         """Refuse on the client what the worker would refuse anyway."""
@@ -102,14 +203,25 @@ def _count_attempt(task_id: str) -> int:
     """How many times this job has been delivered, counted in Redis.
 
     One round trip (a pipeline, not a transaction: the count is advisory); the
-    key expires with the result (docs/adr/0005-ack-policy.md).
+    key expires with the result (docs/adr/0005-ack-policy.md). While Redis is
+    away it retries, up to ``SANDBOX_REDIS_OUTAGE``, then runs the job uncounted.
     """
     key = ATTEMPTS_KEY.format(task_id)
-    with app.backend.client.pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, settings.result_expires)
-        attempts, _ = pipe.execute()
-    return int(attempts)
+    deadline = time.monotonic() + settings.redis_outage
+    delay = 0.1
+    while True:
+        try:
+            with app.backend.client.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, settings.result_expires)
+                attempts, _ = pipe.execute()
+            return int(attempts)
+        except RedisError as exc:  # Redis restarts: the job waits for it, it does not fail
+            if time.monotonic() > deadline:
+                log.warning("job %s: delivery not counted, Redis unreachable: %s", task_id, exc)
+                return 1
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _queue_wait(task: Task) -> None:
