@@ -8,6 +8,12 @@ again and runs the job through the process's :class:`sandbox.Runtime`; the
 result is the JobResult as a JSON-able dict. Failures of the sandbox itself
 come back as ``status: internal_error`` results, never as exceptions the
 client has to import.
+
+Delivery is at least once (docs/adr/0010-job-leases.md). A client that may
+submit the same job twice (a retried HTTP request, a restarted backend)
+passes ``idempotency_key=...``: the job's task id is derived from it, and a
+second submit with the same key returns the first one's pending result
+instead of sending the job again, for as long as results are kept.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SandboxResult",
     "SubmitError",
+    "idempotent_id",
     "judge",
     "judge_budget",
     "run",
@@ -48,6 +56,7 @@ __all__ = [
 log = logging.getLogger("sandbox.worker")
 T = TypeVar("T")
 ATTEMPTS_KEY = "sandbox:attempts:{}"
+IDEMPOTENCY_KEY = "sandbox:submitted:{}"
 
 
 class SubmitError(SandboxError):
@@ -179,6 +188,7 @@ class SandboxTask(Task):  # type: ignore[misc]
             if len(args) != 1:
                 raise TypeError(f"{self.name} takes the code as its only positional argument")
             fields["code"] = args[0]
+        key = fields.pop("idempotency_key", None) or options.pop("idempotency_key", None)
         spec = self.spec_model.model_validate(fields)  # raises ValidationError, on the client
         self.check(spec)
         options.setdefault("queue", settings.routes.get(spec.language, settings.queue))
@@ -187,16 +197,33 @@ class SandboxTask(Task):  # type: ignore[misc]
             options.setdefault("kwargsrepr", f"<{spec.language}: {len(spec.code)} bytes of code>")
         payload = spec.model_dump(mode="json", exclude_unset=True)
         try:
+            if key is not None:
+                options["task_id"] = idempotent_id(self.name, str(key))
+                if not self._claim(options["task_id"]):  # sent before: the same job's result
+                    return self.AsyncResult(options["task_id"])
             return super().apply_async((), payload, **options)
         except (OperationalError, RedisError, RuntimeError) as exc:
             # RuntimeError: Celery's Redis result backend gives up reconnecting so.
             if isinstance(exc, RuntimeError) and "result store" not in str(exc):
                 raise
+            if key is not None:
+                with contextlib.suppress(RedisError):  # not sent: a retry may send it
+                    self.backend.client.delete(IDEMPOTENCY_KEY.format(options["task_id"]))
             reason = "connection refused or timed out" if isinstance(exc, RuntimeError) else exc
             raise SubmitError(
                 f"cannot reach Redis at {settings.redis_url}: {reason} "
                 "(is redis-server running? set SANDBOX_REDIS_URL)"
             ) from exc
+
+    def _claim(self, task_id: str) -> bool:
+        """True for the first submit of this id (SET NX, kept as long as its result)."""
+        key = IDEMPOTENCY_KEY.format(task_id)
+        return bool(self.backend.client.set(key, time.time(), nx=True, ex=settings.result_expires))
+
+
+def idempotent_id(task_name: str, key: str) -> str:
+    """The task id of a job submitted with ``idempotency_key=key``: the same for each submit."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-worker:{task_name}:{key}"))
 
 
 def _count_attempt(task_id: str) -> int:

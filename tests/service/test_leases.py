@@ -103,3 +103,21 @@ def test_a_live_workers_long_job_is_never_run_twice(client, start_worker, redis_
     assert result["stdout"] == "once\n"
     assert _deliveries(redis_server.url, job.id) == 1
     assert redis.Redis.from_url(redis_server.url).zcard("unacked_index") == 0
+
+
+def test_an_idempotency_key_sends_a_job_once(client, start_worker, redis_server):
+    """Submitted twice with one key (a client's retry): one job, one result, one id."""
+    worker = start_worker("w1", concurrency=1)
+    code = "import random\nprint(random.random())"
+    first = sandbox.run.delay(code, idempotency_key="order-1234")
+    again = sandbox.run.delay(code, idempotency_key="order-1234")
+    assert again.id == first.id
+    result = first.get(timeout=60)
+    assert again.get(timeout=60) == result
+    later = sandbox.run.delay(code, idempotency_key="order-1234")  # after it ended: its result
+    assert later.get(timeout=60) == result
+    other = sandbox.run.delay(code, idempotency_key="order-5678")
+    assert other.id != first.id
+    assert other.get(timeout=60)["stdout"] != result["stdout"]
+    assert _deliveries(redis_server.url, first.id) == 1
+    assert worker.text().count(f"Task sandbox.run[{first.id}] received") == 1
