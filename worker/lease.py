@@ -26,6 +26,8 @@ from celery import bootsteps
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from worker import metrics
+
 __all__ = ["LeaseRenewal", "held_tags", "renew"]
 
 log = logging.getLogger("sandbox.worker")
@@ -34,25 +36,43 @@ log = logging.getLogger("sandbox.worker")
 def held_tags(channel: Any) -> list[str]:
     """Delivery tags of the messages this consumer holds, unacknowledged.
 
-    kombu's virtual QoS keeps them in ``_delivered`` (kombu 5.x; the test
-    suite runs against the real transport, so a change there fails a test).
+    kombu's virtual QoS keeps them in ``_delivered``, less those acknowledged
+    but not yet flushed (``_dirty``), as its own ``can_consume`` counts them
+    (kombu 5.x; the test suite runs the real transport, so a change there
+    fails a test).
     """
-    return list(getattr(channel.qos, "_delivered", {}))
+    qos = channel.qos
+    acked = getattr(qos, "_dirty", set())
+    return [tag for tag in getattr(qos, "_delivered", {}) if tag not in acked]
 
 
-def renew(channel: Any, tags: list[str], now: float | None = None) -> int:
-    """Rescore ``tags`` in the transport's unacked index to ``now``; how many were renewed."""
-    if not tags:
-        return 0
+def renew(
+    channel: Any, tags: list[str], queues: tuple[str, ...] = (), now: float | None = None
+) -> tuple[int, dict[str, int]]:
+    """Rescore ``tags`` in the transport's unacked index to ``now``, in one round trip.
+
+    Returns:
+        How many were renewed (one already restored is not), and the length
+        of each of ``queues``.
+    """
     when = time.time() if now is None else now
-    with channel.conn_or_acquire() as client:
-        return int(
-            client.zadd(channel.unacked_index_key, dict.fromkeys(tags, when), xx=True, ch=True)
-        )
+    with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+        if tags:
+            pipe.zadd(channel.unacked_index_key, dict.fromkeys(tags, when), xx=True, ch=True)
+        for queue in queues:
+            pipe.llen(queue)
+        replies = pipe.execute()
+    renewed = int(replies.pop(0)) if tags else 0
+    return renewed, {queue: int(n) for queue, n in zip(queues, replies, strict=True)}
 
 
 class LeaseRenewal(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Renews the leases of the consumer's messages every third of a lease."""
+    """Renews the leases of the consumer's messages every third of a lease.
+
+    It also reports them, and its queues' lengths, as metrics
+    (``sandbox_jobs_held``, ``sandbox_lease_renewals_total``,
+    ``sandbox_leases_lost_total``, ``sandbox_queue_length``).
+    """
 
     requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
 
@@ -76,8 +96,11 @@ class LeaseRenewal(bootsteps.StartStopStep):  # type: ignore[misc]
         if task_consumer is None:  # between connections
             return
         channel = task_consumer.channel
+        tags = held_tags(channel)
+        queues = tuple(queue.name for queue in task_consumer.queues)
         try:
-            renew(channel, held_tags(channel))
+            renewed, lengths = renew(channel, tags, queues)
+            metrics.observe_leases(len(tags), renewed, lengths)
         except (RedisError, OperationalError, OSError) as exc:
             # Redis is away: the leases run on; kombu reconnects, and a
             # message restored meanwhile runs twice (at least once: ADR 0010).

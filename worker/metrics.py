@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from sandbox.pool import PoolStats
     from sandbox.result import JobResult
 
-__all__ = ["observe_job", "observe_pool", "observe_submission", "prepare", "running", "serve"]
+__all__ = [
+    "observe_job",
+    "observe_leases",
+    "observe_pool",
+    "observe_redelivery",
+    "observe_submission",
+    "prepare",
+    "running",
+    "serve",
+]
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -98,6 +107,27 @@ class _Metrics:
         self.submissions = Counter(
             "sandbox_submissions_total", "Judged submissions, by verdict", ["language", "verdict"]
         )
+        self.redeliveries = Counter(
+            "sandbox_redeliveries_total",
+            "Jobs delivered again (their worker process or host was lost)",
+            ["task"],
+        )
+        self.held = Gauge(
+            "sandbox_jobs_held",
+            "Jobs this worker holds unacknowledged (running and prefetched)",
+            multiprocess_mode="livemax",
+        )
+        self.renewals = Counter("sandbox_lease_renewals_total", "Job leases renewed")
+        self.lost_leases = Counter(
+            "sandbox_leases_lost_total",
+            "Leases found expired at renewal (the job went back to the queue)",
+        )
+        self.queue_length = Gauge(
+            "sandbox_queue_length",
+            "Jobs waiting in a queue",
+            ["queue"],
+            multiprocess_mode="livemax",
+        )
         self.seen_pool: tuple[int, int] = (0, 0)
 
 
@@ -127,6 +157,20 @@ def observe_job(language: str, result: JobResult) -> None:
 
 def observe_submission(language: str, verdict: str) -> None:
     _m().submissions.labels(language, verdict).inc()
+
+
+def observe_redelivery(task: str) -> None:
+    _m().redeliveries.labels(task).inc()
+
+
+def observe_leases(held: int, renewed: int, queue_lengths: dict[str, int]) -> None:
+    """One lease renewal (worker/lease.py): jobs held, leases renewed, queue lengths."""
+    m = _m()
+    m.held.set(held)
+    m.renewals.inc(renewed)
+    m.lost_leases.inc(max(held - renewed, 0))
+    for queue, length in queue_lengths.items():
+        m.queue_length.labels(queue).set(length)
 
 
 def observe_queue_wait(task: str, seconds: float) -> None:

@@ -290,6 +290,8 @@ def _delivered(
     """
     task_id = task.request.id or ""
     attempts = _count_attempt(task_id) if task_id else 1
+    if attempts > 1:
+        metrics.observe_redelivery(task.name)
     if attempts > settings.max_attempts:
         log.error("%s %s killed its worker %d times; giving up", what, task_id, attempts - 1)
         return failed(

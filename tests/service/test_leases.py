@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 
 import sandbox
-from tests.service.conftest import PARENT, RUN_DIR, Worker
+from tests.service.conftest import PARENT, RUN_DIR, Worker, free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.redis]
 
@@ -62,7 +63,11 @@ def _holder(workers: list[Worker]) -> Worker:
 
 
 def test_a_lost_hosts_job_runs_again_within_a_lease(client, start_worker, redis_server):
-    fleet = [start_worker(name, concurrency=1, SANDBOX_LEASE=str(LEASE)) for name in ("a", "b")]
+    ports = {name: free_port() for name in ("a", "b")}
+    fleet = [
+        start_worker(name, concurrency=1, SANDBOX_LEASE=str(LEASE), SANDBOX_METRICS_PORT=str(port))
+        for name, port in ports.items()
+    ]
     job = sandbox.run.delay("import time\ntime.sleep(8)\nprint('done')", limits={"wall_time": 30})
     _wait_started(job)
     doomed = _holder(fleet)
@@ -79,6 +84,9 @@ def test_a_lost_hosts_job_runs_again_within_a_lease(client, start_worker, redis_
     assert result["status"] == "ok", result
     assert result["stdout"] == "done\n"
     assert _deliveries(redis_server.url, job.id) == 2
+    heir = next(worker for worker in fleet if worker is not doomed)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports[heir.name]}/metrics").read()
+    assert b'sandbox_redeliveries_total{task="sandbox.run"} 1.0' in metrics
     # Within a lease after the last renewal and a sweep (a tenth of a lease,
     # 1 s at least), with room for a busy machine.
     print(f"\nthe lost host's job ran again {again:.1f} s after the loss (lease {LEASE:g} s)")

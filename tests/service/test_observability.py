@@ -35,7 +35,9 @@ def _metrics(port: int) -> dict[str, float]:
 
 def test_metrics_and_json_logs(client, start_worker):
     port = free_port()
-    worker = start_worker(SANDBOX_METRICS_PORT=str(port), SANDBOX_LOG_FORMAT="json")
+    worker = start_worker(
+        SANDBOX_METRICS_PORT=str(port), SANDBOX_LOG_FORMAT="json", SANDBOX_LEASE="3"
+    )
     jobs = [
         sandbox.run.delay(f"print('{SECRET}')"),
         sandbox.run.delay("x = bytearray(512 * 2**20)", limits={"memory": "64M"}),
@@ -53,6 +55,12 @@ def test_metrics_and_json_logs(client, start_worker):
     assert samples['sandbox_jobs_running{task="sandbox.run"}'] == 0
     assert samples["sandbox_pool_hits_total"] + samples["sandbox_pool_misses_total"] >= 3
     assert "sandbox_pool_ready" in samples
+    time.sleep(1.5)  # a lease renewal (every third of the 3 s lease) reports the fleet's figures
+    samples = _metrics(port)
+    assert samples['sandbox_queue_length{queue="sandbox"}'] == 0
+    assert samples["sandbox_jobs_held"] == 0
+    assert "sandbox_lease_renewals_total" in samples
+    assert samples["sandbox_leases_lost_total"] == 0
 
     lines = [json.loads(line) for line in worker.text().splitlines() if line.startswith("{")]
     job_lines = [line for line in lines if line.get("logger") == "sandbox.jobs"]
