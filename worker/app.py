@@ -101,8 +101,9 @@ def _ride_out_redis_outages(**_: Any) -> None:
 
     The short retries above suit clients (a submit to a Redis that is down
     fails in a second); a worker that finishes a job while Redis restarts
-    must not turn it into a failure, nor lose it: it retries once a second
-    (its pool's processes inherit this).
+    must not turn it into a failure, nor lose it. Every backend operation
+    (the read before a store too) retries, with jittered backoff up to a
+    second, for about that long; its pool's processes inherit this.
     """
     options = dict(app.conf.result_backend_transport_options or {})
     options["retry_policy"] = {
@@ -111,7 +112,16 @@ def _ride_out_redis_outages(**_: Any) -> None:
         "interval_step": 0.5,
         "interval_max": 1.0,
     }
-    app.conf.result_backend_transport_options = options
+    app.conf.update(
+        result_backend_transport_options=options,
+        result_backend_always_retry=True,
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=1000,
+        # Full jitter: half a second a retry on average.
+        result_backend_max_retries=int(2 * settings.redis_outage) + 10,
+    )
+    # Celery keeps the backend it made, policies and all: one anew, from these.
+    app._backend = app._get_backend()
 
 
 @signals.worker_init.connect

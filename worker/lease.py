@@ -42,7 +42,7 @@ def held_tags(channel: Any) -> list[str]:
     fails a test).
     """
     qos = channel.qos
-    acked = getattr(qos, "_dirty", set())
+    acked: set[str] = getattr(qos, "_dirty", set())
     return [tag for tag in getattr(qos, "_delivered", {}) if tag not in acked]
 
 

@@ -1,0 +1,240 @@
+"""A fleet under fire: worker hosts lost and Redis restarted under a steady load.
+
+Starts its own redis-server (append-only, fsync always) and ``--workers``
+Celery workers of the real app, each in a process group of its own (a
+"host"), then submits a steady load of mixed jobs (short prints and 1.5 s
+sleeps) from a client thread while it
+
+1. ``--kills`` times, at random moments, SIGKILLs every process of a random
+   worker (a lost host) and starts a new one in its place, and then
+2. ``--redis-restarts`` times SIGKILLs redis-server and starts it again 2 s
+   later.
+
+It reports the jobs submitted, the jobs lost (a client that got no result,
+or a wrong one), how many ran again and, for those, the time from the loss
+of their worker to their new delivery (from the delivery counts the workers
+keep in Redis, read every 0.1 s). The lease is ``--lease`` seconds
+(SANDBOX_LEASE; docs/adr/0010-job-leases.md).
+
+    sudo .venv/bin/python bench/fleet.py [--workers 3] [--kills 20] [--redis-restarts 5]
+        [--lease 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.service import _free_port, _wait_port  # noqa: E402
+
+PARENT = "sandbox-fleet"
+RUN_DIR = "/run/sandbox-fleet"
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+class Fleet:
+    def __init__(self, url: str, lease: float, logs: Path) -> None:
+        self.url, self.lease, self.logs = url, lease, logs
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts = 0
+
+    def start(self, name: str) -> None:
+        self.starts += 1
+        env = {
+            **os.environ,
+            "SANDBOX_REDIS_URL": self.url,
+            "SANDBOX_LEASE": str(self.lease),
+            "SANDBOX_CGROUP_PARENT": PARENT,
+            "SANDBOX_RUN_DIR": RUN_DIR,
+            "SANDBOX_POOL_SIZE": "1",
+        }
+        with (self.logs / f"{name}-{self.starts}.log").open("w") as out:
+            self.workers[name] = subprocess.Popen(
+                [CELERY, "-A", "worker.app:app", "worker", "-n", f"{name}-{self.starts}@%h",
+                 "--concurrency", "2", "--loglevel", "WARNING", "--without-mingle",
+                 "--without-gossip", "--without-heartbeat"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+
+    def kill(self, name: str) -> None:
+        """The host is gone: every process of its worker at once."""
+        proc = self.workers[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def stop(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+
+
+def start_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    _wait_port(port)
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--redis-restarts", type=int, default=5)
+    parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=8.0, help="jobs submitted per second")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    os.environ["SANDBOX_REDIS_URL"] = url
+    tmp = tempfile.mkdtemp(prefix="sandbox-fleet-")
+    redis_proc = start_redis(port, tmp)
+    fleet = Fleet(url, args.lease, Path(tmp))
+    names = [f"host{i}" for i in range(args.workers)]
+    for name in names:
+        fleet.start(name)
+
+    import redis as redis_client
+
+    from worker.tasks import ATTEMPTS_KEY, run
+
+    submitted: list[tuple[Any, str]] = []
+    stop_load = threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop_load.is_set():
+            i += 1
+            code = f"print({i})" if i % 3 else f"import time\ntime.sleep(1.5)\nprint({i})"
+            try:
+                submitted.append((run.delay(code, limits={"wall_time": 20}), f"{i}\n"))
+            except Exception as exc:  # a submit during a Redis restart: the client retries
+                print(f"submit {i} refused ({exc}); retried", file=sys.stderr)
+                time.sleep(0.5)
+                continue
+            time.sleep(1 / args.rate)
+
+    rerun_seen: dict[str, float] = {}
+    kills: list[float] = []
+    stop_watch = threading.Event()
+
+    def watch() -> None:
+        r = redis_client.Redis.from_url(url)
+        while not stop_watch.is_set():
+            ids = [job.id for job, _ in list(submitted) if job.id not in rerun_seen]
+            try:
+                counts = r.mget([ATTEMPTS_KEY.format(i) for i in ids]) if ids else []
+            except redis_client.RedisError:
+                time.sleep(0.1)
+                continue
+            now = time.monotonic()
+            for task_id, count in zip(ids, counts, strict=True):
+                if count is not None and int(count) >= 2:
+                    rerun_seen[task_id] = now
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=load), threading.Thread(target=watch)]
+    for t in threads:
+        t.start()
+    began = time.monotonic()
+    time.sleep(5)  # the fleet warms up under load
+    for k in range(args.kills):
+        time.sleep(rng.uniform(1.0, 4.0))
+        victim = rng.choice(names)
+        fleet.kill(victim)
+        kills.append(time.monotonic())
+        print(f"kill {k + 1}/{args.kills}: {victim}", file=sys.stderr)
+        fleet.start(victim)
+    restarts = []
+    for k in range(args.redis_restarts):
+        time.sleep(rng.uniform(3.0, 6.0))
+        redis_proc.kill()
+        redis_proc.wait(10)
+        restarts.append(time.monotonic())
+        time.sleep(2)
+        redis_proc = start_redis(port, tmp)
+        print(f"redis restart {k + 1}/{args.redis_restarts}", file=sys.stderr)
+    stop_load.set()
+    threads[0].join()
+    lost = []
+    for job, expected in submitted:
+        try:
+            result = job.get(timeout=300)
+            if result.get("status") != "ok" or result.get("stdout") != expected:
+                lost.append((job.id, result.get("status"), result.get("error")))
+        except Exception as exc:
+            lost.append((job.id, type(exc).__name__, str(exc)))
+    stop_watch.set()
+    threads[1].join()
+    elapsed = time.monotonic() - began
+
+    def since_loss(at: float) -> float | None:
+        before = [k for k in kills + restarts if k <= at]
+        return at - max(before) if before else None
+
+    waits = sorted(w for w in (since_loss(at) for at in rerun_seen.values()) if w is not None)
+    fleet.stop()
+    redis_proc.send_signal(signal.SIGTERM)
+    redis_proc.wait(10)
+    env = {**os.environ, "SANDBOX_RUN_DIR": RUN_DIR, "SANDBOX_CGROUP_PARENT": PARENT}
+    gc = subprocess.run([SANDBOX, "gc", "--json"], capture_output=True, text=True, env=env)
+    shutil.rmtree(tmp, ignore_errors=True)
+    report = {
+        "workers": args.workers,
+        "lease_s": args.lease,
+        "kills": len(kills),
+        "redis_restarts": len(restarts),
+        "seconds": round(elapsed, 1),
+        "jobs": len(submitted),
+        "lost": len(lost),
+        "lost_examples": lost[:5],
+        "ran_again": len(waits),
+        "rerun_after_loss_s": {
+            "p50": round(statistics.median(waits), 2) if waits else None,
+            "max": round(waits[-1], 2) if waits else None,
+        },
+        "gc_ok": gc.returncode == 0,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(
+        f"{report['workers']} workers, lease {args.lease:g} s, {report['kills']} host kills, "
+        f"{report['redis_restarts']} Redis restarts, {report['seconds']} s"
+    )
+    print(f"jobs {report['jobs']}, lost {report['lost']}, ran again {report['ran_again']}")
+    r = report["rerun_after_loss_s"]
+    print(f"time from a loss to the job's new delivery: p50 {r['p50']} s, max {r['max']} s")
+    for example in report["lost_examples"]:
+        print(f"  lost: {example}")
+
+
+if __name__ == "__main__":
+    main()
