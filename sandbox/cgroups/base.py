@@ -342,21 +342,43 @@ def counter_sum(
 
 
 class HeldFiles:
-    """A job cgroup's counter files, each opened on its first read and held until :meth:`close`.
+    """A job cgroup's descriptors, each opened on its first use and held until :meth:`close`.
 
-    A recycled cgroup serves job after job: its counters are read through the
-    same descriptors, not with a path walk, an open and a close each time
-    (kernfs makes a file's content afresh on a read at offset 0).
+    A recycled cgroup serves job after job. Its counters are read through
+    the same descriptors (kernfs makes a file's content afresh on a read at
+    offset 0), each container joins it through the same ``cgroup.procs``
+    descriptors, and a few more are kept by name (v1's OOM eventfd, v2's
+    ``memory.peak``): no path walk, open and close for each job.
     """
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
+        self._join: tuple[int, ...] = ()
+        self._named: dict[str, int] = {}
 
     def _fd(self, path: Path) -> int:
         fd = self._fds.get(path)
         if fd is None:
             fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         return fd
+
+    def join(self, paths: Iterable[str]) -> tuple[int, ...]:
+        """``paths`` (the cgroup.procs files) opened for writing, once.
+
+        Raises:
+            OSError: one cannot be opened (none is left open).
+        """
+        if not self._join:
+            self._join = open_for_writing(paths)
+        return self._join
+
+    def named(self, name: str) -> int:
+        """The descriptor kept as ``name``, or -1."""
+        return self._named.get(name, -1)
+
+    def keep(self, name: str, fd: int) -> None:
+        """Hold ``fd`` as ``name`` (closed by :meth:`close`)."""
+        self._named[name] = fd
 
     def read(self, path: Path) -> str:
         """Read a cgroupfs file of at most 64 KiB (not cgroup.procs).
@@ -372,11 +394,13 @@ class HeldFiles:
             ) from exc
 
     def fds(self) -> tuple[int, ...]:
-        return tuple(self._fds.values())
+        return (*self._fds.values(), *self._join, *self._named.values())
 
     def close(self) -> None:
-        close_all(self._fds.values())
+        close_all(self.fds())
         self._fds.clear()
+        self._join = ()
+        self._named.clear()
 
 
 def counted(top: Path, leaf: Path) -> list[Path]:

@@ -20,14 +20,12 @@ from sandbox.cgroups.base import (
     LEAF,
     CgroupStats,
     HeldFiles,
-    close_all,
     counted,
     counter_sum,
     cpu_quota_us,
     for_each,
     freeze_and_kill,
     has_no_children,
-    open_for_writing,
     read_file,
     remove_tree,
     subtree,
@@ -81,23 +79,13 @@ class CgroupV1:
         self._paths: dict[tuple[str, str], Path] = {}  # built once: a recycled cgroup's jobs
         self._procs: tuple[str, ...] | None = None
         self._leaves: tuple[str, ...] | None = None
-        self._join_fds: tuple[int, ...] = ()
-        self._files = HeldFiles()  # counters, read job after job
-        self._oom_fd = -1  # the OOM eventfd; closing it unregisters the kernel's event
+        self._files = HeldFiles()  # counters, join descriptors, the OOM eventfd
         # Limit files as we last wrote them: only we write them (the job's
         # cgroup namespace starts below), so a recycled cgroup skips the same value.
         self._written: dict[tuple[str, str], str] = {}
 
     def __del__(self) -> None:
-        self._close_fds()
-
-    def _close_fds(self) -> None:
-        close_all(self._join_fds)
-        self._join_fds = ()
         self._files.close()
-        if self._oom_fd >= 0:
-            os.close(self._oom_fd)
-            self._oom_fd = -1
 
     def _file(self, controller: str, filename: str) -> Path:
         """``<controller's directory>/<filename>`` (``job/...`` for the leaf's)."""
@@ -121,9 +109,7 @@ class CgroupV1:
         return self._procs
 
     def join_fds(self) -> tuple[int, ...]:
-        if not self._join_fds:
-            self._join_fds = open_for_writing(self.procs_files())
-        return self._join_fds
+        return self._files.join(self.procs_files())
 
     def _put(self, controller: str, filename: str, value: str) -> None:
         """Write a limit file, unless it holds ``value`` already."""
@@ -188,8 +174,7 @@ class CgroupV1:
         )
 
     def held_fds(self) -> tuple[int, ...]:
-        oom = (self._oom_fd,) if self._oom_fd >= 0 else ()
-        return self._join_fds + self._files.fds() + oom
+        return self._files.fds()
 
     def oom_kills(self) -> int:
         # As stats(): counted where the kill happened, anywhere below.
@@ -209,10 +194,11 @@ class CgroupV1:
         # registered where the limit is (an OOM there notifies that memcg and
         # every memcg below it), once per cgroup; each job drains what the
         # eventfd counted before it, so it tells of this job's OOMs only.
-        if self._oom_fd >= 0:
+        held = self._files.named("oom")  # closing it unregisters the kernel's event
+        if held >= 0:
             with contextlib.suppress(BlockingIOError):
-                os.read(self._oom_fd, 8)
-            return self._oom_fd
+                os.read(held, 8)
+            return held
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         try:
             oom_control = self._file("memory", OOM_CONTROL)
@@ -231,7 +217,7 @@ class CgroupV1:
         except BaseException:
             os.close(efd)
             raise
-        self._oom_fd = efd
+        self._files.keep("oom", efd)
         return efd
 
     def recycle(self) -> bool:
@@ -280,7 +266,7 @@ class CgroupV1:
         freeze_and_kill(freeze, lambda: read_file(state).strip() == "FROZEN", self._pids)
 
     def destroy(self) -> None:
-        self._close_fds()
+        self._files.close()
         for_each(remove_tree, self._unique_dirs())
 
 

@@ -19,13 +19,11 @@ from sandbox.cgroups.base import (
     LEAF,
     CgroupStats,
     HeldFiles,
-    close_all,
     counted,
     counter_sum,
     cpu_quota_us,
     freeze_and_kill,
     has_no_children,
-    open_for_writing,
     parse_keyed,
     read_file,
     remove_tree,
@@ -68,37 +66,26 @@ class CgroupV2:
         self._leaf = path / LEAF
         self._cpu_base_us = 0
         self._pinned = False
-        # Linux 6.12+: a write to memory.peak resets the peak seen through that
-        # descriptor only, so the reset and every read use this one.
-        self._peak_fd = -1
         self._peak_resets = False
         self._oom_base = 0
         self._pids_base = 0
-        self._join_fds: tuple[int, ...] = ()
-        self._files = HeldFiles()  # counters, read job after job
+        # Counters, join descriptors, and memory.peak ("peak"): on Linux 6.12+ a
+        # write to it resets the peak seen through that descriptor only, so the
+        # reset and every read use the one kept.
+        self._files = HeldFiles()
         self._swap_max: bool | None = None
         # Limit files as we last wrote them: only we write them (the job's
         # cgroup namespace starts below), so a recycled cgroup skips the same value.
         self._written: dict[str, str] = {}
 
     def __del__(self) -> None:
-        self._close_fds()
-
-    def _close_fds(self) -> None:
-        close_all(self._join_fds)
-        self._join_fds = ()
         self._files.close()
-        if self._peak_fd >= 0:
-            os.close(self._peak_fd)
-            self._peak_fd = -1
 
     def procs_files(self) -> tuple[str, ...]:
         return (str(self.path / LEAF / PROCS),)
 
     def join_fds(self) -> tuple[int, ...]:
-        if not self._join_fds:
-            self._join_fds = open_for_writing(self.procs_files())
-        return self._join_fds
+        return self._files.join(self.procs_files())
 
     def _put(self, filename: str, value: str) -> None:
         """Write a limit file, unless it holds ``value`` already."""
@@ -131,20 +118,23 @@ class CgroupV2:
         self._cpu_base_us = self._cpu_usec()
         # Linux 6.12+ resets the peak on a write, for reads through the same
         # descriptor; older kernels keep the high-water mark since creation.
-        if self._peak_fd < 0:
+        peak = self._files.named("peak")
+        if peak < 0:
             with contextlib.suppress(OSError):
-                self._peak_fd = os.open(self.path / MEMORY_PEAK, os.O_RDWR | os.O_CLOEXEC)
-        if self._peak_fd >= 0:
+                peak = os.open(self.path / MEMORY_PEAK, os.O_RDWR | os.O_CLOEXEC)
+                self._files.keep("peak", peak)
+        if peak >= 0:
             try:
-                os.write(self._peak_fd, b"reset")
+                os.write(peak, b"reset")
                 self._peak_resets = True
             except OSError:
                 self._peak_resets = False
 
     def _peak(self) -> int:
-        if self._peak_fd >= 0:
+        peak = self._files.named("peak")
+        if peak >= 0:
             with contextlib.suppress(OSError, ValueError):
-                return int(os.pread(self._peak_fd, 64, 0))
+                return int(os.pread(peak, 64, 0))
         peak_file = self.path / MEMORY_PEAK
         if not peak_file.exists():  # Linux < 5.19: the best we have
             peak_file = self.path / MEMORY_CURRENT
@@ -177,8 +167,7 @@ class CgroupV2:
         )
 
     def held_fds(self) -> tuple[int, ...]:
-        peak = (self._peak_fd,) if self._peak_fd >= 0 else ()
-        return self._join_fds + self._files.fds() + peak
+        return self._files.fds()
 
     def oom_kills(self) -> int:
         return self._oom_kills_in(counted(self.path, self._leaf))
@@ -226,7 +215,7 @@ class CgroupV2:
         )
 
     def destroy(self) -> None:
-        self._close_fds()
+        self._files.close()
         remove_tree(self.path)
 
 
