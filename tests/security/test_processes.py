@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -42,10 +43,13 @@ if sys.argv[2] == 'linger':
 
 @pytest.mark.parametrize("main", ["exit", "linger"])
 async def test_double_forked_daemon_dies_with_its_job(runtime, main):
-    """A setsid'd grandchild ignoring SIGTERM/SIGHUP is gone when the result is back.
+    """A setsid'd grandchild ignoring SIGTERM/SIGHUP is gone with its job's container.
 
     ``exit``: the main process returns at once (the result must not wait for
     the daemon). ``linger``: the main process is killed at the wall limit.
+    The result comes back before the container's teardown (ADR 0008): the
+    daemon dies as the released init does, moments later, and is gone once
+    the teardown is done.
     """
     token = marker()
     result, elapsed = await run(runtime, DAEMON, argv=(token, main), limits={"wall_time": 2})
@@ -56,6 +60,7 @@ async def test_double_forked_daemon_dies_with_its_job(runtime, main):
     else:
         assert result.status is Status.TIMEOUT
         assert elapsed < 2 + 1.5
+    await asyncio.wait_for(runtime.pool_settled(), 5)  # the job's teardown, off its result's path
     assert host_pids_with(token) == []
     assert job_uid_descendants() == []
     await assert_host_healthy(runtime)
