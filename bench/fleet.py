@@ -23,6 +23,7 @@ keep in Redis, read every 0.1 s). The lease is ``--lease`` seconds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -63,6 +64,7 @@ class Fleet:
             "SANDBOX_CGROUP_PARENT": PARENT,
             "SANDBOX_RUN_DIR": RUN_DIR,
             "SANDBOX_POOL_SIZE": "1",
+            "TMPDIR": str(self.logs),  # billiard's pymp-* of a killed worker: removed with it
         }
         with (self.logs / f"{name}-{self.starts}.log").open("w") as out:
             self.workers[name] = subprocess.Popen(
@@ -206,6 +208,13 @@ def main() -> None:
     env = {**os.environ, "SANDBOX_RUN_DIR": RUN_DIR, "SANDBOX_CGROUP_PARENT": PARENT}
     gc = subprocess.run([SANDBOX, "gc", "--json"], capture_output=True, text=True, env=env)
     shutil.rmtree(tmp, ignore_errors=True)
+    root = Path("/sys/fs/cgroup")
+    left = [p for p in [*root.glob(f"*/{PARENT}/*"), *root.glob(f"{PARENT}/*")] if p.is_dir()]
+    if not left:  # our parent, in every hierarchy, and our run dir: the bench's own
+        for parent in [*root.glob(f"*/{PARENT}"), root / PARENT]:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
     report = {
         "workers": args.workers,
         "lease_s": args.lease,
@@ -221,6 +230,7 @@ def main() -> None:
             "max": round(waits[-1], 2) if waits else None,
         },
         "gc_ok": gc.returncode == 0,
+        "cgroups_left": [str(p) for p in left],
     }
     if args.json:
         print(json.dumps(report, indent=2))

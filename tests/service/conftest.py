@@ -120,11 +120,16 @@ class Worker:
 def start_worker(redis_server: Redis, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Start `celery worker` subprocesses; at the end stop them and check for leftovers."""
     workers: list[Worker] = []
+    # Their temp files (billiard's pymp-* directories) stay there, also when a
+    # test SIGKILLs a worker, and go with it at the end.
+    scratch = tmp_path / "worker-tmp"
+    scratch.mkdir()
 
     def start(name: str = "w1", concurrency: int = 2, wait: bool = True, **env: str) -> Worker:
         log = tmp_path / f"{name}.log"
         full_env = {
             **os.environ,
+            "TMPDIR": str(scratch),
             "SANDBOX_REDIS_URL": redis_server.url,
             "SANDBOX_CGROUP_PARENT": PARENT,
             "SANDBOX_RUN_DIR": str(RUN_DIR),
@@ -159,6 +164,7 @@ def start_worker(redis_server: Redis, tmp_path: Path) -> Iterator[Callable[..., 
     for worker in workers:
         if worker.process.poll() is None:
             worker.stop()
+    shutil.rmtree(scratch, ignore_errors=True)
     deadline = time.monotonic() + 10
     while _job_cgroups() and time.monotonic() < deadline:
         time.sleep(0.1)
