@@ -259,3 +259,42 @@ def test_file_helpers_name_the_path(tmp_path: Path):
     assert info.value.path == str(tmp_path / "missing")
     with pytest.raises(CgroupError, match="cannot write '1'"):
         write_file(tmp_path / "no" / "file", "1")
+
+
+def test_a_recycled_cgroup_writes_only_the_limits_that_change(tmp_path: Path):
+    """Only we write a job cgroup's limit files (the job's cgroup namespace starts
+    below), so the same value is not written again; a changed one always is."""
+    dirs = _v1_tree(tmp_path)
+    _with_leaves(dirs)
+    v2 = _v2_tree(tmp_path / "v2")
+    for cg, pids in ((CgroupV1("job", dirs), dirs["pids"]), (CgroupV2("job", v2), v2)):
+        cg.set_limits(memory_bytes=64 << 20, pids_max=16, cpus=1)
+        (pids / "pids.max").write_text("untouched")
+        cg.set_limits(memory_bytes=64 << 20, pids_max=16, cpus=1)  # the next job, same limits
+        assert (pids / "pids.max").read_text() == "untouched"
+        cg.set_limits(memory_bytes=32 << 20, pids_max=8, cpus=2)
+        assert (pids / "pids.max").read_text() == "8"
+    assert (dirs["memory"] / "memory.limit_in_bytes").read_text() == str(32 << 20)
+    assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "200000"
+    assert (v2 / "memory.max").read_text() == str(32 << 20)
+    assert (v2 / "cpu.max").read_text() == "200000 100000"
+
+
+def test_counters_of_cgroups_a_job_made_below_its_leaf_still_count(tmp_path: Path):
+    """Two stats find the usual leaf-only case; a cgroup of the job's own below the
+    leaf is walked, so a kill or a refused fork there cannot go uncounted."""
+    dirs = _v1_tree(tmp_path)
+    _with_leaves(dirs)
+    cg = CgroupV1("job", dirs)
+    assert cg.recycle()
+    assert (cg.stats().oom_kills, cg.stats().pids_limit_hits) == (0, 0)
+    for controller, name, text in (
+        ("memory", "memory.oom_control", "oom_kill 4\n"),
+        ("pids", "pids.events", "max 5\n"),
+    ):
+        nested = dirs[controller] / "job" / "mine"
+        nested.mkdir()
+        (nested / name).write_text(text)
+    stats = cg.stats()
+    assert (stats.oom_kills, stats.pids_limit_hits) == (4, 5)
+    assert not cg.recycle()  # and such a cgroup is never reused
