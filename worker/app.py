@@ -16,6 +16,8 @@ Reliability choices (docs/adr/0005-ack-policy.md):
   the jobs it holds (:mod:`worker.lease`), and every worker sweeps for expired
   ones every tenth of a lease, so a lost host's jobs run again within about
   a lease (docs/adr/0010-job-leases.md).
+- SIGTERM drains: no new job is taken, running ones have
+  ``SANDBOX_DRAIN_TIMEOUT`` to finish, the rest go back to the queue.
 
 One :class:`sandbox.Runtime` per worker process, opened after the fork
 (``worker_process_init``) on an event loop of its own, closed at shutdown.
@@ -33,7 +35,7 @@ from celery import Celery, signals
 
 from sandbox.settings import Settings
 from worker import metrics
-from worker.lease import LeaseRenewal
+from worker.lease import Leases, drain
 from worker.settings import WorkerSettings
 
 __all__ = ["HARD_LIMIT", "JUDGE_LIMIT", "app", "limits_settings", "settings"]
@@ -91,8 +93,8 @@ app.conf.update(
     include=["worker.tasks"],
 )
 
-
-app.steps["consumer"].add(LeaseRenewal)
+_leases: Leases | None = None
+_consumer: Any = None
 
 
 @signals.worker_init.connect
@@ -160,6 +162,53 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     from worker.health import beat_forever
 
     beat_forever(_limits.run_dir, str(getattr(sender, "hostname", "worker")))
+
+
+@signals.worker_ready.connect
+def _start_leases(sender: Any = None, **_: Any) -> None:
+    """Renew the leases of this worker's jobs from now until it has exited (worker/lease.py)."""
+    global _leases, _consumer
+    _consumer = sender
+    if _leases is None:
+        _leases = Leases(app, tuple(app.amqp.queues.consume_from or (settings.queue,)))
+        _leases.start()
+
+
+@signals.worker_shutting_down.connect
+def _drain(how: str = "Warm", **_: Any) -> None:
+    """SIGTERM: running jobs have SANDBOX_DRAIN_TIMEOUT to end; the rest are requeued."""
+    if how == "Warm" and _consumer is not None:
+        from worker.tasks import forget_delivery
+
+        drain(_consumer, settings.drain_timeout, forget_delivery)
+
+
+@signals.worker_shutdown.connect
+def _stop_leases(**_: Any) -> None:
+    global _leases
+    if _leases is not None:
+        _leases.stop()
+        _leases = None
+
+
+@signals.worker_shutdown.connect
+def _reclaim_ended_processes(**_: Any) -> None:
+    """Remove what pool processes ended mid-job (a drain's, the OOM killer's) left behind.
+
+    Their containers died with them; their cgroups and records remain, which
+    no replacement process reclaims at shutdown. Only dead runtimes' things
+    are touched (sandbox/reclaim.py), never a live one's on the same host.
+    """
+    from sandbox.errors import SandboxError
+    from sandbox.reclaim import collect
+
+    try:
+        report = collect(_limits)
+    except (OSError, SandboxError) as exc:  # say it; `sandbox gc` can redo it
+        logging.getLogger("sandbox.worker").warning("cannot reclaim at exit: %s", exc)
+        return
+    for error in report.errors:
+        logging.getLogger("sandbox.worker").warning("reclaim at exit: %s", error)
 
 
 @signals.worker_shutdown.connect

@@ -43,6 +43,12 @@ class WorkerSettings(BaseSettings):
         description="seconds after which a job whose worker stopped renewing its lease "
         "(a lost host) goes back to the queue; live workers renew every third of it",
     )
+    drain_timeout: float = Field(
+        300.0,
+        ge=0,
+        description="seconds a worker told to stop (SIGTERM) lets running jobs finish; "
+        "then they go back to the queue (keep it below the platform's grace period)",
+    )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus metrics on this port (off: unset)"
     )

@@ -251,6 +251,14 @@ def _count_attempt(task_id: str) -> int:
             delay = min(delay * 2, 1.0)
 
 
+def forget_delivery(task_id: str) -> None:
+    """Uncount a delivery that a drain ended (worker/lease.py): it did not kill its worker."""
+    try:
+        app.backend.client.decr(ATTEMPTS_KEY.format(task_id))
+    except RedisError as exc:  # advisory: the job may then count one delivery more
+        log.warning("job %s: drained delivery not uncounted: %s", task_id, exc)
+
+
 def _queue_wait(task: Task) -> None:
     sent = task.request.get("sandbox_sent_at") or (task.request.headers or {}).get(
         "sandbox_sent_at"

@@ -133,3 +133,72 @@ def test_an_idempotency_key_sends_a_job_once(client, start_worker, redis_server)
     assert other.get(timeout=60)["stdout"] != result["stdout"]
     assert _deliveries(redis_server.url, first.id) == 1
     assert worker.text().count(f"Task sandbox.run[{first.id}] received") == 1
+
+
+def test_a_redis_restart_does_not_hand_a_live_workers_job_to_another(
+    client, start_worker, redis_server
+):
+    """Redis SIGKILLed and restarted under a running job: its worker keeps the lease.
+
+    After the restart the worker's consumer reconnects on a new channel, which
+    knows nothing of the messages delivered on the old one; the leases are
+    the worker's (every job it holds), not a channel's, so the job's lease is
+    still renewed and the idle second worker never gets it.
+    """
+    for name in ("w1", "w2"):
+        start_worker(name, concurrency=1, SANDBOX_LEASE=str(LEASE))
+    seconds = 4 * LEASE
+    job = sandbox.run.delay(
+        f"import time\ntime.sleep({seconds})\nprint('once')", limits={"wall_time": seconds + 10}
+    )
+    _wait_started(job)
+    assert redis_server.process is not None
+    redis_server.process.kill()
+    redis_server.process.wait(10)
+    redis_server.process = None
+    time.sleep(1)
+    redis_server.start()
+    result = job.get(timeout=90)
+    assert result["status"] == "ok", result
+    assert result["stdout"] == "once\n"
+    time.sleep(LEASE + 2)  # a second delivery would have been counted by now
+    assert _deliveries(redis_server.url, job.id) == 1
+
+
+def test_sigterm_drains_finishing_what_fits_and_requeueing_the_rest(
+    client, start_worker, redis_server
+):
+    """A stopping worker (Kubernetes's SIGTERM) finishes a short job and hands on a long one.
+
+    With ``SANDBOX_DRAIN_TIMEOUT`` 3 s, the 1 s job ends on the stopping
+    worker; the 60 s one goes back to the queue when the drain runs out and
+    runs on the other worker at once, not a lease later. The stopping worker
+    exits cleanly, leaving nothing behind (the fixture checks).
+    """
+    lease = 30  # far longer than the test: the requeue is the drain's, not the sweep's
+    leaving = start_worker(
+        "leaving", concurrency=2, SANDBOX_DRAIN_TIMEOUT="3", SANDBOX_LEASE=str(lease)
+    )
+    short = sandbox.run.delay("import time\ntime.sleep(1)\nprint('short')")
+    long = sandbox.run.delay(
+        "import time, sys\ntime.sleep(6)\nprint('long')", limits={"wall_time": 60}
+    )
+    _wait_started(short)
+    _wait_started(long)
+    leaving.process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    staying = start_worker("staying", concurrency=1, SANDBOX_LEASE=str(lease))
+    assert short.get(timeout=30)["stdout"] == "short\n"
+    assert leaving.process.wait(30) == 0, leaving.text()
+    left = time.monotonic() - stopped
+    result = long.get(timeout=60)
+    assert result["status"] == "ok", result
+    assert result["stdout"] == "long\n"
+    assert f"Task sandbox.run[{long.id}] received" in staying.text()
+    assert f"Task sandbox.run[{short.id}] received" not in staying.text()
+    assert "drain: 1 job(s) still running after 3 s" in leaving.text()
+    # A drained delivery is not one that killed its worker.
+    assert _deliveries(redis_server.url, long.id) == 1
+    assert _deliveries(redis_server.url, short.id) == 1
+    print(f"\nthe stopping worker exited {left:.1f} s after SIGTERM (drain 3 s)")
+    assert left < 3 + 15, left
