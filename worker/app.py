@@ -34,7 +34,7 @@ from typing import Any
 from celery import Celery, signals
 
 from sandbox.settings import Settings
-from worker import metrics
+from worker import broker, metrics
 from worker.lease import Leases, drain
 from worker.settings import WorkerSettings
 
@@ -49,8 +49,9 @@ HARD_LIMIT = _limits.max_wall_time + _limits.setup_timeout + settings.time_margi
 # A judge task runs many jobs: its own budget (refused on the client beyond it).
 JUDGE_LIMIT = settings.max_judge_time + settings.time_margin
 
-app = Celery("sandbox", broker=settings.redis_url, backend=settings.redis_url)
+app = Celery("sandbox")
 app.conf.update(
+    **broker.celery_options(settings),
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],

@@ -70,13 +70,16 @@ def _worker(run_dir: Path) -> Check:
 def _redis(settings: WorkerSettings) -> Check:
     import redis
 
+    from worker import broker
+
+    where = broker.display_url(settings)
     try:
-        redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=settings.connect_timeout
-        ).ping()
+        broker.client(settings, socket_connect_timeout=settings.connect_timeout).ping()
     except redis.RedisError as exc:
-        return Check("redis", False, f"{settings.redis_url}: {exc}", "check SANDBOX_REDIS_URL")
-    return Check("redis", True, settings.redis_url)
+        return Check(
+            "redis", False, f"{where}: {exc}", "check SANDBOX_REDIS_URL and SANDBOX_REDIS_* files"
+        )
+    return Check("redis", True, where)
 
 
 def _container(settings: Settings) -> Check:

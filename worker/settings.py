@@ -6,7 +6,10 @@ The runtime's own settings (limits, cgroup parent, state dirs) are
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["WorkerSettings"]
@@ -17,7 +20,19 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SANDBOX_", frozen=True, extra="ignore")
 
-    redis_url: str = Field("redis://localhost:6379/0", description="broker and result backend")
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="broker and result backend: redis:// or rediss:// (TLS), no password in it",
+    )
+    redis_username: str | None = Field(None, description="Redis ACL user (worker/broker.py)")
+    redis_password_file: Path | None = Field(
+        None, description="a file holding the Redis password, read at each new connection"
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed Redis's; the system's when unset"
+    )
+    redis_tls_cert_file: Path | None = Field(None, description="client certificate (PEM)")
+    redis_tls_key_file: Path | None = Field(None, description="client certificate's key (PEM)")
     queue: str = Field("sandbox", description="the default queue")
     routes: dict[str, str] = Field(
         default_factory=dict,
@@ -62,3 +77,15 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="seconds a judge task may take at worst (every case run one after another)",
     )
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> WorkerSettings:
+        scheme = urlsplit(self.redis_url).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"redis_url must be redis://, rediss:// or unix://, not {scheme}://")
+        tls_files = (self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
+        if any(tls_files) and scheme != "rediss":
+            raise ValueError("redis_tls_* files are set: redis_url must be rediss:// (TLS)")
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ValueError("a client certificate needs both redis_tls_cert_file and _key_file")
+        return self

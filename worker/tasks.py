@@ -35,7 +35,7 @@ from sandbox.errors import SandboxError
 from sandbox.judging import JudgeSpec
 from sandbox.result import JobResult
 from sandbox.spec import JobSpec
-from worker import metrics
+from worker import broker, metrics
 from worker.app import JUDGE_LIMIT, app, limits_settings, settings
 
 if TYPE_CHECKING:
@@ -145,7 +145,8 @@ class SandboxResult(AsyncResult):  # type: ignore[misc]
                     raise
                 if time.monotonic() - lost_since > settings.redis_outage:
                     raise SubmitError(
-                        f"lost Redis at {settings.redis_url} for over {settings.redis_outage:g} s "
+                        f"lost Redis at {broker.display_url(settings)} "
+                        f"for over {settings.redis_outage:g} s "
                         f"waiting for job {self.id}; its result is kept "
                         f"{settings.result_expires} s once stored (SANDBOX_REDIS_OUTAGE)"
                     ) from exc
@@ -209,16 +210,31 @@ class SandboxTask(Task):  # type: ignore[misc]
             if key is not None:
                 with contextlib.suppress(RedisError):  # not sent: a retry may send it
                     self.backend.client.delete(IDEMPOTENCY_KEY.format(options["task_id"]))
-            reason = "connection refused or timed out" if isinstance(exc, RuntimeError) else exc
             raise SubmitError(
-                f"cannot reach Redis at {settings.redis_url}: {reason} "
-                "(is redis-server running? set SANDBOX_REDIS_URL)"
+                f"cannot reach Redis at {broker.display_url(settings)}: {_first_cause(exc)} "
+                "(is redis-server running? check SANDBOX_REDIS_URL and the SANDBOX_REDIS_* "
+                "user, password file and TLS files)"
             ) from exc
 
     def _claim(self, task_id: str) -> bool:
         """True for the first submit of this id (SET NX, kept as long as its result)."""
         key = IDEMPOTENCY_KEY.format(task_id)
         return bool(self.backend.client.set(key, time.time(), nx=True, ex=settings.result_expires))
+
+
+def _first_cause(exc: BaseException) -> str:
+    """What went wrong first, under Celery's and kombu's wrappers (a refused login, a bad CA)."""
+    found: dict[type, BaseException] = {}
+    seen: BaseException | None = exc
+    for _ in range(20):  # the innermost Redis error, else the innermost OS error
+        if seen is None:
+            break
+        for kind in (RedisError, OSError):
+            if isinstance(seen, kind):
+                found[kind] = seen
+        seen = seen.__cause__ or seen.__context__
+    first = found.get(RedisError) or found.get(OSError)
+    return str(first) if first is not None else "connection refused or timed out"
 
 
 def idempotent_id(task_name: str, key: str) -> str:

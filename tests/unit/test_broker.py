@@ -1,0 +1,66 @@
+"""Reaching Redis as the settings say (worker/broker.py): pure option building, no Redis."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from worker import broker
+from worker.settings import WorkerSettings
+
+
+def test_a_plain_url_is_used_as_it_is():
+    options = broker.celery_options(WorkerSettings(redis_url="redis://r:6379/1"))
+    assert options == {"broker_url": "redis://r:6379/1", "result_backend": "redis://r:6379/1"}
+
+
+def test_tls_and_a_password_file_reach_broker_and_backend(tmp_path: Path):
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    settings = WorkerSettings(
+        redis_url="rediss://r:6380/0",
+        redis_username="sandbox",
+        redis_password_file=password,
+        redis_tls_ca_file=tmp_path / "ca.crt",
+    )
+    options = broker.celery_options(settings)
+    assert options["broker_url"] == (
+        "rediss://r:6380/0?credential_provider=worker.broker.FileCredentials"
+    )
+    assert options["result_backend"] == "rediss://r:6380/0"  # the secret is never in a URL
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(tmp_path / "ca.crt")}
+    assert options["broker_use_ssl"] == options["redis_backend_use_ssl"] == tls
+    credentials = options["redis_backend_credential_provider"]
+    assert credentials.get_credentials() == ("sandbox", "s3cret")
+    password.write_text("rotated")  # read at each new connection
+    assert credentials.get_credentials() == ("sandbox", "rotated")
+    assert broker.display_url(settings) == "rediss://sandbox@r:6380/0"
+
+
+def test_a_password_in_a_url_is_never_displayed():
+    settings = WorkerSettings(redis_url="redis://user:hunter2@r:6379/0")
+    assert broker.display_url(settings) == "redis://user@r:6379/0"
+
+
+def test_an_unreadable_password_file_is_a_connection_error_naming_the_setting(tmp_path: Path):
+    from redis.exceptions import AuthenticationError
+
+    settings = WorkerSettings(redis_password_file=tmp_path / "absent")
+    with pytest.raises(AuthenticationError, match="SANDBOX_REDIS_PASSWORD_FILE"):
+        broker.FileCredentials(settings).get_credentials()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"redis_url": "redis://r/0", "redis_tls_ca_file": "/ca"}, "must be rediss://"),
+        ({"redis_url": "rediss://r/0", "redis_tls_cert_file": "/c"}, "both redis_tls_cert_file"),
+        ({"redis_url": "http://r/0"}, "redis_url must be"),
+    ],
+)
+def test_inconsistent_redis_settings_are_refused(fields: dict[str, str], message: str):
+    with pytest.raises(ValidationError, match=message):
+        WorkerSettings(**fields)  # type: ignore[arg-type]
