@@ -3,16 +3,16 @@
 A real redis-server of the test's own, on loopback, with TLS only (no
 plain port), client certificates required, the default user off and an ACL
 user ``sandbox`` limited to what Celery and kombu use (``-@dangerous``).
-Certificates come from a CA the test makes with ``openssl``. Worker and
-client get the password from a file and the TLS files from settings
-(worker/broker.py); the URL carries neither.
+CA, certificates, password and ACL file come from deploy/redis-secrets.sh,
+the script the deploy files tell operators to run. Worker and client get
+the password from a file and the TLS files from settings (worker/broker.py);
+the URL carries neither.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -25,76 +25,57 @@ from pathlib import Path
 import pytest
 
 from tests.service.conftest import free_port
+from tests.unit.test_deploy import REDIS_SECRETS
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.redis]
 
 SANDBOX = str(Path(sys.executable).with_name("sandbox"))
-# What the deploy files give the sandbox user (deploy/kubernetes/redis.yaml).
-ACL = "user sandbox on >{password} ~* &* +@all -@dangerous"
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def _certificates(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for localhost and 127.0.0.1, a client certificate."""
-    files = {name: directory / name for name in ("ca.crt", "ca.key", "server.crt", "server.key",
-                                                 "client.crt", "client.key")}  # fmt: skip
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-days", "2", "-subj", "/CN=sandbox test CA",
-             "-keyout", str(files["ca.key"]), "-out", str(files["ca.crt"]))  # fmt: skip
-    for who, extra in (
-        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        csr = directory / f"{who}.csr"
-        key = str(files[f"{who}.key"])
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-subj", f"/CN={who}", "-keyout", key, "-out", str(csr))  # fmt: skip
-        ext = directory / f"{who}.ext"
-        ext.write_text(extra + "\n")
-        _openssl("x509", "-req", "-in", str(csr), "-CA", str(files["ca.crt"]),
-                 "-CAkey", str(files["ca.key"]), "-CAcreateserial", "-days", "2",
-                 "-extfile", str(ext), "-out", str(files[f"{who}.crt"]))  # fmt: skip
-    return files
+SECRETS = Path(__file__).resolve().parents[2] / "deploy/redis-secrets.sh"
 
 
 @dataclass
 class SecureRedis:
     port: int
-    password: str
-    files: dict[str, Path]
-    password_file: Path
+    secrets: Path
+
+    @property
+    def password(self) -> str:
+        return (self.secrets / "password").read_text()
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
             "SANDBOX_REDIS_URL": f"rediss://localhost:{self.port}/0",
             "SANDBOX_REDIS_USERNAME": "sandbox",
-            "SANDBOX_REDIS_PASSWORD_FILE": str(self.password_file),
-            "SANDBOX_REDIS_TLS_CA_FILE": str(self.files["ca.crt"]),
-            "SANDBOX_REDIS_TLS_CERT_FILE": str(self.files["client.crt"]),
-            "SANDBOX_REDIS_TLS_KEY_FILE": str(self.files["client.key"]),
+            "SANDBOX_REDIS_PASSWORD_FILE": str(self.secrets / "password"),
+            "SANDBOX_REDIS_TLS_CA_FILE": str(self.secrets / "ca.crt"),
+            "SANDBOX_REDIS_TLS_CERT_FILE": str(self.secrets / "tls.crt"),
+            "SANDBOX_REDIS_TLS_KEY_FILE": str(self.secrets / "tls.key"),
             **extra,
         }
 
 
 @pytest.fixture
 def secure_redis(tmp_path: Path) -> Iterator[SecureRedis]:
-    files = _certificates(tmp_path)
-    password = secrets.token_urlsafe(24)
-    password_file = tmp_path / "redis-password"
-    password_file.write_text(password + "\n")
-    password_file.chmod(0o400)
-    acl = tmp_path / "users.acl"
-    acl.write_text(f"user default off\n{ACL.format(password=password)}\n")
+    secrets = tmp_path / "secrets"
+    made = subprocess.run(
+        [str(SECRETS), str(secrets), "localhost", "127.0.0.1"], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    listing = {path.name: path.read_bytes() for path in secrets.iterdir()}
+    assert set(listing) == REDIS_SECRETS | {"ca.key", "ca.srl"}
+    again = subprocess.run([str(SECRETS), str(secrets)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert {path.name: path.read_bytes() for path in secrets.iterdir()} == listing  # kept
+    assert listing["password"].decode() not in listing["users.acl"].decode()  # its hash only
     port = free_port()
     process = subprocess.Popen(
         [
             "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-            "--tls-cert-file", str(files["server.crt"]), "--tls-key-file", str(files["server.key"]),
-            "--tls-ca-cert-file", str(files["ca.crt"]), "--tls-auth-clients", "yes",
-            "--aclfile", str(acl), "--dir", str(tmp_path), "--appendonly", "yes", "--save", "",
+            "--tls-cert-file", str(secrets / "server.crt"),
+            "--tls-key-file", str(secrets / "server.key"),
+            "--tls-ca-cert-file", str(secrets / "ca.crt"), "--tls-auth-clients", "yes",
+            "--aclfile", str(secrets / "users.acl"),
+            "--dir", str(tmp_path), "--appendonly", "yes", "--save", "",
         ],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -106,7 +87,7 @@ def secure_redis(tmp_path: Path) -> Iterator[SecureRedis]:
             assert process.poll() is None, "redis-server with TLS did not start"
             assert time.monotonic() < deadline, "redis-server with TLS did not start"
             time.sleep(0.05)
-        yield SecureRedis(port, password, files, password_file)
+        yield SecureRedis(port, secrets)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
@@ -133,10 +114,15 @@ def test_jobs_run_through_redis_with_an_acl_user_a_password_file_and_tls(
     start_worker, secure_redis
 ):
     env = secure_redis.env()
-    worker = start_worker("tls", concurrency=1, **env)
+    # A short lease: sweeps and renewals (every second) run under the ACL too.
+    worker = start_worker("tls", concurrency=1, SANDBOX_LEASE="3", **env)
     submitted = _client(env, SUBMIT)
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stdout.split() == ["ok", "42"]
+    slow = _client(env, SUBMIT.replace("print(6 * 7)", "import time; time.sleep(2.5); print(42)"))
+    assert slow.stdout.split() == ["ok", "42"], slow.stderr
+    assert "NOPERM" not in worker.text()
+    assert "cannot renew job leases" not in worker.text()
     # Health reaches the same Redis the same way, and names it without secrets.
     health = subprocess.run(
         [SANDBOX, "health"], capture_output=True, text=True, env={**worker.env}, timeout=120

@@ -21,8 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE_KEYS = {
     "image", "build", "command", "environment", "depends_on", "cap_add", "security_opt",
     "cgroup", "volumes", "tmpfs", "stop_signal", "stop_grace_period", "privileged",
-    "expose", "healthcheck",
+    "expose", "healthcheck", "secrets",
 }  # fmt: skip
+# What deploy/redis-secrets.sh makes.
+REDIS_SECRETS = {
+    "ca.crt", "server.crt", "server.key", "tls.crt", "tls.key", "password", "users.acl",
+}  # fmt: skip
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (``330s``, ``7m``) in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]]
 
 
 def _known_env() -> set[str]:
@@ -32,7 +42,7 @@ def _known_env() -> set[str]:
 
 def test_compose_file_is_valid_and_scales_workers():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert set(compose) <= {"services", "volumes", "networks"}
+    assert set(compose) <= {"services", "volumes", "networks", "secrets"}
     services = compose["services"]
     assert set(services) == {"redis", "worker"}
     for name, service in services.items():
@@ -41,13 +51,32 @@ def test_compose_file_is_valid_and_scales_workers():
     assert "container_name" not in worker  # would forbid --scale
     assert (ROOT / worker["build"]["context"] / worker["build"]["dockerfile"]).is_file()
     assert set(worker["environment"]) <= _known_env()
-    assert worker["environment"]["SANDBOX_REDIS_URL"].startswith("redis://redis:")
+    env = worker["environment"]
     assert {"SYS_ADMIN", "NET_ADMIN"} <= set(worker["cap_add"])
     assert "privileged" not in worker  # the documented fallback, not the default
     for volume in [*worker["volumes"], *services["redis"]["volumes"]]:
         source = volume.split(":")[0]
         assert source.startswith("/") or source in compose["volumes"]
     assert "--appendonly" in services["redis"]["command"]
+    # Redis speaks TLS only, to the ACL user, with the files redis-secrets.sh makes.
+    redis_args = services["redis"]["command"]
+    tls_port = redis_args[redis_args.index("--tls-port") + 1]
+    assert redis_args[redis_args.index("--port") + 1] == "0"
+    assert env["SANDBOX_REDIS_URL"] == f"rediss://redis:{tls_port}/0"
+    assert env["SANDBOX_REDIS_USERNAME"] == "sandbox"
+    secrets = compose["secrets"]
+    assert {Path(secret["file"]).name for secret in secrets.values()} == REDIS_SECRETS
+    assert all(secret["file"].startswith("deploy/secrets/") for secret in secrets.values())
+    assert "deploy/secrets/" in (ROOT / ".gitignore").read_text().split()
+    for name, service in services.items():
+        for secret in service["secrets"]:
+            assert secret in secrets, (name, secret)
+    mounted = {f"/run/secrets/{secret}" for secret in worker["secrets"]}
+    redis_mounted = {f"/run/secrets/{secret}" for secret in services["redis"]["secrets"]}
+    assert {value for key, value in env.items() if key.endswith("_FILE")} == mounted
+    assert {arg for arg in redis_args if arg.startswith("/run/secrets/")} == redis_mounted
+    # Stopping lets running jobs drain (worker/lease.py), within the grace period.
+    assert _seconds(worker["stop_grace_period"]) > WorkerSettings().drain_timeout
     # Metrics on, health checked, in the deploy files (off by default in the CLI).
     port = worker["environment"]["SANDBOX_METRICS_PORT"]
     assert worker["expose"] == [port]
