@@ -57,6 +57,10 @@ log = logging.getLogger("sandbox.worker")
 T = TypeVar("T")
 ATTEMPTS_KEY = "sandbox:attempts:{}"
 IDEMPOTENCY_KEY = "sandbox:submitted:{}"
+# A submit holds an idempotency key this long while it sends the job; one
+# that dies before sending (the marker still says "claimed") lets a retry
+# take over once it expires.
+CLAIM_SECONDS = 10
 
 
 class SubmitError(SandboxError):
@@ -202,7 +206,7 @@ class SandboxTask(Task):  # type: ignore[misc]
                 options["task_id"] = idempotent_id(self.name, str(key))
                 if not self._claim(options["task_id"]):  # sent before: the same job's result
                     return self.AsyncResult(options["task_id"])
-            return super().apply_async((), payload, **options)
+            sent = super().apply_async((), payload, **options)
         except (OperationalError, RedisError, RuntimeError) as exc:
             # RuntimeError: Celery's Redis result backend gives up reconnecting so.
             if isinstance(exc, RuntimeError) and "result store" not in str(exc):
@@ -215,11 +219,31 @@ class SandboxTask(Task):  # type: ignore[misc]
                 "(is redis-server running? check SANDBOX_REDIS_URL and the SANDBOX_REDIS_* "
                 "user, password file and TLS files)"
             ) from exc
+        if key is not None:  # if this fails, the claim expires and a retry sends it again
+            with contextlib.suppress(RedisError):
+                self.backend.client.set(
+                    IDEMPOTENCY_KEY.format(options["task_id"]), "sent", ex=settings.result_expires
+                )
+        return sent
 
     def _claim(self, task_id: str) -> bool:
-        """True for the first submit of this id (SET NX, kept as long as its result)."""
+        """True when this submit is the one to send the job.
+
+        It is the first with its key, or the heir of one that died between
+        claiming the key and sending (its claim expired). The marker is
+        ``claimed`` (``SET NX``, for :data:`CLAIM_SECONDS`) while a submit
+        sends, then ``sent`` as long as results are kept. A submit that finds
+        it claimed waits for it to become one or the other.
+        """
         key = IDEMPOTENCY_KEY.format(task_id)
-        return bool(self.backend.client.set(key, time.time(), nx=True, ex=settings.result_expires))
+        client = self.backend.client
+        while True:
+            if client.set(key, "claimed", nx=True, ex=CLAIM_SECONDS):
+                return True
+            marker = client.get(key)
+            if marker is not None and marker != b"claimed":
+                return False
+            time.sleep(0.05)
 
 
 def _first_cause(exc: BaseException) -> str:

@@ -202,3 +202,22 @@ def test_sigterm_drains_finishing_what_fits_and_requeueing_the_rest(
     assert _deliveries(redis_server.url, short.id) == 1
     print(f"\nthe stopping worker exited {left:.1f} s after SIGTERM (drain 3 s)")
     assert left < 3 + 15, left
+
+
+def test_an_idempotency_key_whose_first_submit_died_before_sending_is_sent_by_a_retry(
+    client, start_worker, redis_server
+):
+    """The first submit claimed the key, then its process died before the job was sent."""
+    from worker.tasks import CLAIM_SECONDS, IDEMPOTENCY_KEY, idempotent_id
+
+    start_worker("w1", concurrency=1)
+    task_id = idempotent_id("sandbox.run", "order-dead-client")
+    # What the dead submit left: its claim, which expires.
+    redis.Redis.from_url(redis_server.url).set(IDEMPOTENCY_KEY.format(task_id), "claimed", ex=2)
+    started = time.monotonic()
+    job = sandbox.run.delay("print('sent by the retry')", idempotency_key="order-dead-client")
+    waited = time.monotonic() - started
+    assert job.id == task_id
+    assert job.get(timeout=60)["stdout"] == "sent by the retry\n"
+    assert 1 <= waited < CLAIM_SECONDS, waited  # it waited out the claim, no longer
+    assert redis.Redis.from_url(redis_server.url).get(IDEMPOTENCY_KEY.format(task_id)) == b"sent"
