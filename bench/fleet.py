@@ -8,16 +8,23 @@ sleeps) from a client thread while it
 1. ``--kills`` times, at random moments, SIGKILLs every process of a random
    worker (a lost host) and starts a new one in its place, and then
 2. ``--redis-restarts`` times SIGKILLs redis-server and starts it again 2 s
-   later.
+   later, and then
+3. ``--drains`` times stops a random worker with SIGTERM (a rolling
+   deploy: its running jobs have ``--drain`` seconds, then go back to the
+   queue) and starts a new one in its place at once.
 
 It reports the jobs submitted, the jobs lost (a client that got no result,
-or a wrong one), how many ran again and, for those, the time from the loss
-of their worker to their new delivery (from the delivery counts the workers
-keep in Redis, read every 0.1 s). The lease is ``--lease`` seconds
-(SANDBOX_LEASE; docs/adr/0010-job-leases.md).
+or a wrong one), how many ran again and, for those, the time from the event
+before it (a host's loss, a Redis restart) to their new delivery (from the
+delivery counts the workers keep in Redis, read every 0.1 s), and how long
+a drained worker took to exit. A job delivered again after a Redis restart
+is a duplicate (its worker lived): there should be none; one whose
+redelivery found its result stored and returned it without running is
+counted apart (an acknowledgement lost in the outage). The lease is
+``--lease`` seconds (SANDBOX_LEASE; docs/adr/0010-job-leases.md).
 
     sudo .venv/bin/python bench/fleet.py [--workers 3] [--kills 20] [--redis-restarts 5]
-        [--lease 5] [--json]
+        [--drains 5] [--lease 5] [--drain 1] [--json]
 """
 
 from __future__ import annotations
@@ -50,9 +57,10 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 class Fleet:
-    def __init__(self, url: str, lease: float, logs: Path) -> None:
-        self.url, self.lease, self.logs = url, lease, logs
+    def __init__(self, url: str, lease: float, drain: float, logs: Path) -> None:
+        self.url, self.lease, self.drain_timeout, self.logs = url, lease, drain, logs
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.retired: list[subprocess.Popen[bytes]] = []
         self.starts = 0
 
     def start(self, name: str) -> None:
@@ -61,6 +69,7 @@ class Fleet:
             **os.environ,
             "SANDBOX_REDIS_URL": self.url,
             "SANDBOX_LEASE": str(self.lease),
+            "SANDBOX_DRAIN_TIMEOUT": str(self.drain_timeout),
             "SANDBOX_CGROUP_PARENT": PARENT,
             "SANDBOX_RUN_DIR": RUN_DIR,
             "SANDBOX_POOL_SIZE": "1",
@@ -80,11 +89,20 @@ class Fleet:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
 
+    def drain(self, name: str) -> tuple[subprocess.Popen[bytes], float]:
+        """A rolling deploy: SIGTERM, and a new worker in its place at once."""
+        proc = self.workers[name]
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        self.retired.append(proc)
+        self.start(name)
+        return proc, stopped
+
     def stop(self) -> None:
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.workers.values():
+        for proc in [*self.workers.values(), *self.retired]:
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -107,7 +125,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--redis-restarts", type=int, default=5)
+    parser.add_argument("--drains", type=int, default=5)
     parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument(
+        "--drain", type=float, default=1.0, help="SANDBOX_DRAIN_TIMEOUT of the workers"
+    )
     parser.add_argument("--rate", type=float, default=8.0, help="jobs submitted per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
@@ -118,7 +140,7 @@ def main() -> None:
     os.environ["SANDBOX_REDIS_URL"] = url
     tmp = tempfile.mkdtemp(prefix="sandbox-fleet-")
     redis_proc = start_redis(port, tmp)
-    fleet = Fleet(url, args.lease, Path(tmp))
+    fleet = Fleet(url, args.lease, args.drain, Path(tmp))
     names = [f"host{i}" for i in range(args.workers)]
     for name in names:
         fleet.start(name)
@@ -183,6 +205,16 @@ def main() -> None:
         time.sleep(2)
         redis_proc = start_redis(port, tmp)
         print(f"redis restart {k + 1}/{args.redis_restarts}", file=sys.stderr)
+    exits = []
+    drains: list[float] = []
+    for k in range(args.drains):
+        time.sleep(rng.uniform(2.0, 5.0))
+        victim = rng.choice(names)
+        proc, stopped = fleet.drain(victim)
+        drains.append(stopped)
+        code = proc.wait(120)
+        exits.append((time.monotonic() - stopped, code))
+        print(f"drain {k + 1}/{args.drains}: {victim} exited {code}", file=sys.stderr)
     stop_load.set()
     threads[0].join()
     lost = []
@@ -197,12 +229,26 @@ def main() -> None:
     threads[1].join()
     elapsed = time.monotonic() - began
 
-    def since_loss(at: float) -> float | None:
-        before = [k for k in kills + restarts if k <= at]
-        return at - max(before) if before else None
+    events = sorted(
+        [(at, "kill") for at in kills]
+        + [(at, "redis") for at in restarts]
+        + [(at, "drain") for at in drains]
+    )
 
-    waits = sorted(w for w in (since_loss(at) for at in rerun_seen.values()) if w is not None)
+    def since_event(at: float) -> tuple[str, float] | None:
+        before = [(when, kind) for when, kind in events if when <= at]
+        return (before[-1][1], at - before[-1][0]) if before else None
+
+    reruns = {task_id: since_event(at) for task_id, at in rerun_seen.items()}
+    waits = sorted(e[1] for e in reruns.values() if e is not None and e[0] == "kill")
+    after_restart = [t for t, e in reruns.items() if e is not None and e[0] == "redis"]
+    after_drain = sum(e is not None and e[0] == "drain" for e in reruns.values())
+    exit_times = sorted(seconds for seconds, _ in exits)
     fleet.stop()
+    logs = "".join(log.read_text(errors="replace") for log in Path(tmp).glob("*.log"))
+    # Redeliveries that found the job's result stored: answered, not run again.
+    answered = {task_id for task_id in rerun_seen if f"{task_id} already has a result" in logs}
+    duplicates = sum(t not in answered for t in after_restart)
     redis_proc.send_signal(signal.SIGTERM)
     redis_proc.wait(10)
     env = {**os.environ, "SANDBOX_RUN_DIR": RUN_DIR, "SANDBOX_CGROUP_PARENT": PARENT}
@@ -224,10 +270,20 @@ def main() -> None:
         "jobs": len(submitted),
         "lost": len(lost),
         "lost_examples": lost[:5],
-        "ran_again": len(waits),
+        "ran_again_after_host_loss": len(waits),
         "rerun_after_loss_s": {
             "p50": round(statistics.median(waits), 2) if waits else None,
             "max": round(waits[-1], 2) if waits else None,
+        },
+        "ran_again_after_redis_restart": duplicates,
+        "redelivered_answered_from_stored_result": len(answered),
+        "requeued_by_a_drain": after_drain,
+        "drains": len(exits),
+        "drain_s": args.drain,
+        "drained_exit_codes": sorted({code for _, code in exits}),
+        "drained_exit_after_sigterm_s": {
+            "p50": round(statistics.median(exit_times), 2) if exit_times else None,
+            "max": round(exit_times[-1], 2) if exit_times else None,
         },
         "gc_ok": gc.returncode == 0,
         "cgroups_left": [str(p) for p in left],
@@ -237,11 +293,26 @@ def main() -> None:
         return
     print(
         f"{report['workers']} workers, lease {args.lease:g} s, {report['kills']} host kills, "
-        f"{report['redis_restarts']} Redis restarts, {report['seconds']} s"
+        f"{report['redis_restarts']} Redis restarts, {report['drains']} drains "
+        f"(drain {args.drain:g} s), {report['seconds']} s"
     )
-    print(f"jobs {report['jobs']}, lost {report['lost']}, ran again {report['ran_again']}")
+    print(f"jobs {report['jobs']}, lost {report['lost']}")
     r = report["rerun_after_loss_s"]
-    print(f"time from a loss to the job's new delivery: p50 {r['p50']} s, max {r['max']} s")
+    print(
+        f"ran again after a host loss: {report['ran_again_after_host_loss']}, "
+        f"new delivery p50 {r['p50']} s, max {r['max']} s after the loss"
+    )
+    print(f"ran again after a Redis restart (duplicates): {duplicates}")
+    print(
+        "redelivered, answered from the stored result without running: "
+        f"{report['redelivered_answered_from_stored_result']}"
+    )
+    print(f"requeued by a drain and run elsewhere: {report['requeued_by_a_drain']}")
+    d = report["drained_exit_after_sigterm_s"]
+    print(
+        f"drained workers exited {report['drained_exit_codes']} p50 {d['p50']} s, "
+        f"max {d['max']} s after SIGTERM"
+    )
     for example in report["lost_examples"]:
         print(f"  lost: {example}")
 

@@ -18,21 +18,95 @@ and `celery inspect` could show:
 The same options reach Celery's broker (kombu's Redis transport) and result
 backend, the lease thread and ``sandbox health``: :func:`celery_options` and
 :func:`client` are the one place they are put together.
+
+The broker is kombu's Redis transport with two changes (:class:`Transport`),
+both for a worker whose connection drops while its jobs run on (a Redis
+restart or fail-over); docs/adr/0010-job-leases.md:
+
+- a channel that closes restores nothing to the queue: the worker is alive
+  and still runs those jobs, and kombu's restore-on-close would queue each
+  again (a duplicate), or, with Redis down, fail inside Celery's
+  reconnection and end the worker ("Unrecoverable error: AttributeError:
+  'NoneType' object has no attribute 'hostname'", seen in bench/fleet.py with
+  kombu 5.7). Leases bring back the jobs of a worker that is gone;
+- a message delivered on a channel that has since closed can still be
+  acknowledged (kombu's own ack then fails on the closed channel, and the
+  finished job ran again once its lease ran out): Redis keeps unacknowledged
+  messages by delivery tag, not by connection, so a fresh connection removes
+  it. One rejected back to the queue is left to its lease (requeueing it
+  needs the closed channel's exchange table).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from redis.credentials import CredentialProvider
 from redis.exceptions import AuthenticationError
 
 from worker.settings import WorkerSettings
 
-__all__ = ["FileCredentials", "celery_options", "client", "display_url"]
+__all__ = ["FileCredentials", "Transport", "celery_options", "client", "display_url"]
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS, which acknowledges the messages of a closed channel too."""
+
+    def ack(self, delivery_tag: str) -> None:
+        if self.channel.connection is not None:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        with self.channel.client_after_close() as client, client.pipeline() as pipe:
+            self._remove_from_indices(delivery_tag, pipe).execute()  # type: ignore[no-untyped-call]
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if self.channel.connection is not None:
+            super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+        elif requeue:  # kept in Redis, unrenewed: its lease brings it back
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        else:
+            self.ack(delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel: restores nothing when closed; its messages outlive it."""
+
+    QoS = QoS
+    do_restore = False
+    _params: dict[str, Any] | None = None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = super()._connparams(  # type: ignore[no-untyped-call]
+            asynchronous=asynchronous
+        )
+        if not asynchronous:
+            self._params = dict(params)  # for client_after_close
+        return params
+
+    @contextlib.contextmanager
+    def client_after_close(self) -> Iterator[redis.Redis]:
+        """A client to this channel's Redis, from what it connected with before it closed."""
+        if self._params is None:
+            raise redis.ConnectionError("the channel never connected")
+        pool = redis.ConnectionPool(**self._params)
+        try:
+            yield self.Client(connection_pool=pool)
+        finally:
+            pool.disconnect()
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`Channel`."""
+
+    Channel = Channel
 
 
 class FileCredentials(CredentialProvider):
@@ -84,6 +158,7 @@ def celery_options(settings: WorkerSettings) -> dict[str, Any]:
     """The Celery settings that reach Redis as ``settings`` say (broker and backend)."""
     options: dict[str, Any] = {
         "broker_url": settings.redis_url,
+        "broker_transport": f"{Transport.__module__}:{Transport.__qualname__}",
         "result_backend": settings.redis_url,
     }
     if settings.redis_password_file is not None:

@@ -44,6 +44,7 @@ __all__ = ["Leases", "drain", "held_tags", "renew"]
 
 log = logging.getLogger("sandbox.worker")
 _ERRORS = (RedisError, OperationalError, OSError)
+RETRY = 0.25  # seconds between renewals while Redis is unreachable
 
 
 def _requests() -> list[Any]:
@@ -100,6 +101,7 @@ class Leases:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-leases", daemon=True)
         self._connection: Any = None
+        self._failing = False  # the last renewal failed
 
     def start(self) -> None:
         self._thread.start()
@@ -111,10 +113,15 @@ class Leases:
         self._close()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.renew_once()
+        # After a failed renewal it tries again soon: the first renewal once
+        # Redis is back must come before any other worker's sweep finds the
+        # lease run out (an outage up to two thirds of a lease is harmless).
+        wait = self.interval
+        while not self._stop.wait(wait):
+            wait = self.interval if self.renew_once() else min(self.interval, RETRY)
 
-    def renew_once(self) -> None:
+    def renew_once(self) -> bool:
+        """Renew every lease of this worker now; False if Redis could not be reached."""
         tags = held_tags(_requests())
         try:
             if self._connection is None:
@@ -124,8 +131,15 @@ class Leases:
         except _ERRORS as exc:
             # Redis is away: the leases run on, and are renewed once it is back
             # (a restored one is not: that job runs twice, at least once: ADR 0010).
-            log.warning("cannot renew job leases: %s", exc)
+            if not self._failing:
+                log.warning("cannot renew job leases, trying again every %g s: %s", RETRY, exc)
+            self._failing = True
             self._close()
+            return False
+        if self._failing:
+            log.info("job leases renewed again (%d of %d held)", renewed, len(tags))
+            self._failing = False
+        return True
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None

@@ -40,7 +40,13 @@ class WorkerSettings(BaseSettings):
     )
     result_expires: int = Field(3600, gt=0, description="seconds a result is kept in Redis")
     max_attempts: int = Field(
-        3, ge=1, description="deliveries of a job that kills its worker before it is failed"
+        3, ge=1, description="deliveries of a job that kill its worker process before it is failed"
+    )
+    max_deliveries: int = Field(
+        10,
+        ge=1,
+        description="deliveries of a job without a result, lost hosts included, before it is "
+        "failed (a job that takes its host down is not passed around the fleet forever)",
     )
     time_margin: float = Field(
         60.0, gt=0, description="seconds Celery's hard limit sits above the job's wall limit"

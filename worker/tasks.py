@@ -25,9 +25,12 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[import-untyped]
 from celery import Task, states
 from celery.exceptions import TimeoutError as ResultTimeout
+from celery.exceptions import WorkerLostError
 from celery.result import AsyncResult
+from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -39,6 +42,8 @@ from worker import broker, metrics
 from worker.app import JUDGE_LIMIT, app, limits_settings, settings
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from sandbox.judging import JudgeResult
     from sandbox.runner import RuntimeThread
 
@@ -54,8 +59,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("sandbox.worker")
-T = TypeVar("T")
-ATTEMPTS_KEY = "sandbox:attempts:{}"
+M = TypeVar("M", bound="BaseModel")
+ATTEMPTS_KEY = "sandbox:attempts:{}"  # deliveries of a job
+STRIKES_KEY = "sandbox:strikes:{}"  # deliveries whose worker process died
 IDEMPOTENCY_KEY = "sandbox:submitted:{}"
 # A submit holds an idempotency key this long while it sends the job; one
 # that dies before sending (the marker still says "claimed") lets a retry
@@ -168,10 +174,56 @@ class SandboxResult(AsyncResult):  # type: ignore[misc]
         return exc
 
 
+_drained: set[str] = set()  # jobs a drain ends (worker/lease.py): no strike, requeued
+
+
+class SandboxRequest(Request):  # type: ignore[misc]
+    """A delivery as the worker's main process sees it: counts those that killed their process.
+
+    A pool process that dies mid-job (the OOM killer, a crash, SIGKILL) is a
+    strike against the job, counted here before Celery requeues it
+    (``task_reject_on_worker_lost``); a lost host, a drain or a duplicate is
+    not, so that only a job that keeps killing its worker is given up on
+    (docs/adr/0005-ack-policy.md). A job a drain ended goes back to the
+    queue at once: Celery leaves a cancelled job's message to kombu's
+    restore-on-close, which is off here (worker/broker.py).
+    """
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        # Billiard reports a lost pool process as WorkerLostError, or as the
+        # SystemExit it got when it is reported before it has ended.
+        lost = isinstance(exc, (WorkerLostError, SystemExit, KeyboardInterrupt))
+        drained = self.id in _drained
+        if lost and not drained and not getattr(self, "_already_cancelled", False):
+            _strike(self.id)
+        outcome = super().on_failure(exc_info, send_failed_event, return_ok)
+        if drained:
+            _drained.discard(self.id)
+            if not self.acknowledged:
+                self.reject(requeue=True)
+        return outcome
+
+
+def _strike(task_id: str) -> None:
+    try:
+        with app.backend.client.pipeline(transaction=False) as pipe:
+            pipe.incr(STRIKES_KEY.format(task_id))
+            pipe.expire(STRIKES_KEY.format(task_id), settings.result_expires)
+            pipe.execute()
+    except RedisError as exc:  # advisory: the job may then run once more
+        log.warning("job %s: the death of its worker not counted: %s", task_id, exc)
+
+
 class SandboxTask(Task):  # type: ignore[misc]
     """Validates a job on the client before it is sent, and routes it."""
 
     spec_model: type[JobSpec] | type[JudgeSpec] = JobSpec
+    Request = SandboxRequest
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> SandboxResult:
         """The pending result of a job: :class:`SandboxResult`."""
@@ -266,12 +318,12 @@ def idempotent_id(task_name: str, key: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-worker:{task_name}:{key}"))
 
 
-def _count_attempt(task_id: str) -> int:
-    """How many times this job has been delivered, counted in Redis.
+def _count_delivery(task_id: str) -> tuple[int, int]:
+    """This job's deliveries so far, this one included, and its strikes, from Redis.
 
-    One round trip (a pipeline, not a transaction: the count is advisory); the
-    key expires with the result (docs/adr/0005-ack-policy.md). While Redis is
-    away it retries, up to ``SANDBOX_REDIS_OUTAGE``, then runs the job uncounted.
+    One round trip (a pipeline, not a transaction: the counts are advisory);
+    the keys expire with the result (docs/adr/0005-ack-policy.md). While Redis
+    is away it retries, up to ``SANDBOX_REDIS_OUTAGE``, then runs the job uncounted.
     """
     key = ATTEMPTS_KEY.format(task_id)
     deadline = time.monotonic() + settings.redis_outage
@@ -281,18 +333,29 @@ def _count_attempt(task_id: str) -> int:
             with app.backend.client.pipeline(transaction=False) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, settings.result_expires)
-                attempts, _ = pipe.execute()
-            return int(attempts)
+                pipe.get(STRIKES_KEY.format(task_id))
+                deliveries, _, strikes = pipe.execute()
+            return int(deliveries), int(strikes or 0)
         except RedisError as exc:  # Redis restarts: the job waits for it, it does not fail
             if time.monotonic() > deadline:
                 log.warning("job %s: delivery not counted, Redis unreachable: %s", task_id, exc)
-                return 1
+                return 1, 0
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
 
+def _stored_result(task_id: str) -> Any:
+    """The job's stored result, if a run of it has ended; None if not, or unknown."""
+    try:
+        meta = app.backend.get_task_meta(task_id, cache=False)
+    except RedisError:  # unknown: run it (at least once)
+        return None
+    return meta.get("result") if meta.get("status") == states.SUCCESS else None
+
+
 def forget_delivery(task_id: str) -> None:
-    """Uncount a delivery that a drain ended (worker/lease.py): it did not kill its worker."""
+    """Uncount a delivery that a drain ends (worker/lease.py): it did not kill its worker."""
+    _drained.add(task_id)
     try:
         app.backend.client.decr(ATTEMPTS_KEY.format(task_id))
     except RedisError as exc:  # advisory: the job may then count one delivery more
@@ -322,28 +385,45 @@ def _run(self: Task, fields: dict[str, Any]) -> JobResult:
     return _delivered(
         self,
         "job",
+        JobResult,
         lambda task_id: runtime_host().execute(JobSpec.model_validate(fields), task_id),
         JobResult.internal_error,
     )
 
 
 def _delivered(
-    task: Task, what: str, work: Callable[[str | None], T], failed: Callable[[str], T]
-) -> T:
-    """Do ``work`` for this delivery of ``task``, unless it is one too many.
+    task: Task,
+    what: str,
+    model: type[M],
+    work: Callable[[str | None], M],
+    failed: Callable[[str], M],
+) -> M:
+    """Do ``work`` for this delivery of ``task``, unless it is one too many or done already.
 
-    Deliveries are counted in Redis, so that a job that kills its worker
-    every time ends with a failed result instead of looping forever. Failures
-    of the sandbox and invalid fields become ``failed(message)``, a result.
+    Deliveries and strikes (deliveries that killed their worker process,
+    :class:`SandboxRequest`) are counted in Redis, so that a job that kills
+    its worker every time, or is passed from lost host to lost host, ends
+    with a failed result instead of looping forever. A redelivery whose job
+    already has a stored result (its first run ended; its message came back)
+    returns that ``model`` without running the job again. Failures of the
+    sandbox and invalid fields become ``failed(message)``, a result.
     """
     task_id = task.request.id or ""
-    attempts = _count_attempt(task_id) if task_id else 1
-    if attempts > 1:
+    deliveries, strikes = _count_delivery(task_id) if task_id else (1, 0)
+    if deliveries > 1:
         metrics.observe_redelivery(task.name)
-    if attempts > settings.max_attempts:
-        log.error("%s %s killed its worker %d times; giving up", what, task_id, attempts - 1)
+        stored = _stored_result(task_id)
+        if stored is not None:
+            log.warning("%s %s already has a result: not run again", what, task_id)
+            return model.model_validate(stored)
+    if strikes >= settings.max_attempts:
+        log.error("%s %s killed its worker %d times; giving up", what, task_id, strikes)
+        return failed(f"the {what} ended its worker process {strikes} times; not retried again")
+    if deliveries > settings.max_deliveries:
+        log.error("%s %s delivered %d times; giving up", what, task_id, deliveries)
         return failed(
-            f"the {what} ended its worker process {attempts - 1} times; not retried again"
+            f"the {what} was delivered {deliveries - 1} times without a result "
+            "(its workers or their hosts were lost); not retried again"
         )
     try:
         result = work(task_id or None)
@@ -424,6 +504,7 @@ def _judge(self: JudgeTask, fields: dict[str, Any]) -> JudgeResult:
     return _delivered(
         self,
         "submission",
+        JudgeResult,
         work,
         lambda message: JudgeResult(status=Verdict.INTERNAL_ERROR, error=message),
     )

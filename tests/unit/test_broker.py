@@ -14,7 +14,21 @@ from worker.settings import WorkerSettings
 
 def test_a_plain_url_is_used_as_it_is():
     options = broker.celery_options(WorkerSettings(redis_url="redis://r:6379/1"))
-    assert options == {"broker_url": "redis://r:6379/1", "result_backend": "redis://r:6379/1"}
+    assert options == {
+        "broker_url": "redis://r:6379/1",
+        "broker_transport": "worker.broker:Transport",
+        "result_backend": "redis://r:6379/1",
+    }
+
+
+def test_the_broker_leaves_unacknowledged_messages_to_their_leases():
+    """A channel that closes (a lost connection, a shutdown) queues nothing again (ADR 0010)."""
+    from worker.app import app
+
+    connection = app.connection_for_write()
+    assert isinstance(connection.transport, broker.Transport)
+    assert connection.transport.Channel.do_restore is False
+    assert connection.transport.Channel.QoS is broker.QoS
 
 
 def test_tls_and_a_password_file_reach_broker_and_backend(tmp_path: Path):
