@@ -24,7 +24,7 @@ counted apart (an acknowledgement lost in the outage). The lease is
 ``--lease`` seconds (SANDBOX_LEASE; docs/adr/0010-job-leases.md).
 
     sudo .venv/bin/python bench/fleet.py [--workers 3] [--kills 20] [--redis-restarts 5]
-        [--drains 5] [--lease 5] [--drain 1] [--json]
+        [--drains 5] [--lease 5] [--drain 1] [--json] [--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -57,8 +58,9 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 class Fleet:
-    def __init__(self, url: str, lease: float, drain: float, logs: Path) -> None:
+    def __init__(self, url: str, lease: float, drain: float, logs: Path, level: str) -> None:
         self.url, self.lease, self.drain_timeout, self.logs = url, lease, drain, logs
+        self.level = level
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.retired: list[subprocess.Popen[bytes]] = []
         self.starts = 0
@@ -78,7 +80,7 @@ class Fleet:
         with (self.logs / f"{name}-{self.starts}.log").open("w") as out:
             self.workers[name] = subprocess.Popen(
                 [CELERY, "-A", "worker.app:app", "worker", "-n", f"{name}-{self.starts}@%h",
-                 "--concurrency", "2", "--loglevel", "WARNING", "--without-mingle",
+                 "--concurrency", "2", "--loglevel", self.level, "--without-mingle",
                  "--without-gossip", "--without-heartbeat"],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=8.0, help="jobs submitted per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep-logs", type=Path, help="copy the workers' logs to this directory")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     port = _free_port()
@@ -140,7 +143,8 @@ def main() -> None:
     os.environ["SANDBOX_REDIS_URL"] = url
     tmp = tempfile.mkdtemp(prefix="sandbox-fleet-")
     redis_proc = start_redis(port, tmp)
-    fleet = Fleet(url, args.lease, args.drain, Path(tmp))
+    level = "WARNING" if args.keep_logs is None else "INFO"
+    fleet = Fleet(url, args.lease, args.drain, Path(tmp), level)
     names = [f"host{i}" for i in range(args.workers)]
     for name in names:
         fleet.start(name)
@@ -196,6 +200,10 @@ def main() -> None:
         kills.append(time.monotonic())
         print(f"kill {k + 1}/{args.kills}: {victim}", file=sys.stderr)
         fleet.start(victim)
+    # Each phase starts once the last one's reruns are in (a lease and a sweep,
+    # twice over): a rerun is put down to the event before it.
+    quiet = 2 * args.lease + 2
+    time.sleep(quiet)
     restarts = []
     for k in range(args.redis_restarts):
         time.sleep(rng.uniform(3.0, 6.0))
@@ -205,6 +213,7 @@ def main() -> None:
         time.sleep(2)
         redis_proc = start_redis(port, tmp)
         print(f"redis restart {k + 1}/{args.redis_restarts}", file=sys.stderr)
+    time.sleep(quiet)
     exits = []
     drains: list[float] = []
     for k in range(args.drains):
@@ -242,13 +251,18 @@ def main() -> None:
     reruns = {task_id: since_event(at) for task_id, at in rerun_seen.items()}
     waits = sorted(e[1] for e in reruns.values() if e is not None and e[0] == "kill")
     after_restart = [t for t, e in reruns.items() if e is not None and e[0] == "redis"]
-    after_drain = sum(e is not None and e[0] == "drain" for e in reruns.values())
     exit_times = sorted(seconds for seconds, _ in exits)
     fleet.stop()
     logs = "".join(log.read_text(errors="replace") for log in Path(tmp).glob("*.log"))
     # Redeliveries that found the job's result stored: answered, not run again.
     answered = {task_id for task_id in rerun_seen if f"{task_id} already has a result" in logs}
     duplicates = sum(t not in answered for t in after_restart)
+    # A drained job's delivery is uncounted (ADR 0010): the drain's own lines say them.
+    after_drain = sum(int(n) for n in re.findall(r"drain: (\d+) job\(s\) still running", logs))
+    if args.keep_logs is not None:
+        args.keep_logs.mkdir(parents=True, exist_ok=True)
+        for log in Path(tmp).glob("*.log"):
+            shutil.copy(log, args.keep_logs / log.name)
     redis_proc.send_signal(signal.SIGTERM)
     redis_proc.wait(10)
     env = {**os.environ, "SANDBOX_RUN_DIR": RUN_DIR, "SANDBOX_CGROUP_PARENT": PARENT}
@@ -276,6 +290,7 @@ def main() -> None:
             "max": round(waits[-1], 2) if waits else None,
         },
         "ran_again_after_redis_restart": duplicates,
+        "duplicate_examples": [t for t in after_restart if t not in answered][:5],
         "redelivered_answered_from_stored_result": len(answered),
         "requeued_by_a_drain": after_drain,
         "drains": len(exits),
@@ -315,6 +330,8 @@ def main() -> None:
     )
     for example in report["lost_examples"]:
         print(f"  lost: {example}")
+    for task_id in report["duplicate_examples"]:
+        print(f"  duplicate: {task_id}")
 
 
 if __name__ == "__main__":

@@ -70,12 +70,7 @@ app.conf.update(
     result_extended=False,
     broker_connection_retry_on_startup=True,
     broker_connection_timeout=settings.connect_timeout,
-    broker_transport_options={
-        "visibility_timeout": settings.lease,
-        "unacked_restore_interval": max(1.0, settings.lease / 10),
-        "unacked_restore_throttle": 1,  # every sweep looks
-        "socket_connect_timeout": settings.connect_timeout,
-    },
+    broker_transport_options=broker.transport_options(settings),
     redis_socket_connect_timeout=settings.connect_timeout,
     result_backend_transport_options={
         "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}

@@ -53,7 +53,14 @@ from redis.exceptions import AuthenticationError
 
 from worker.settings import WorkerSettings
 
-__all__ = ["FileCredentials", "Transport", "celery_options", "client", "display_url"]
+__all__ = [
+    "FileCredentials",
+    "Transport",
+    "celery_options",
+    "client",
+    "display_url",
+    "transport_options",
+]
 
 
 class QoS(kombu_redis.QoS):
@@ -172,6 +179,21 @@ def celery_options(settings: WorkerSettings) -> dict[str, Any]:
         options["broker_use_ssl"] = tls
         options["redis_backend_use_ssl"] = tls
     return options
+
+
+def transport_options(settings: WorkerSettings) -> dict[str, Any]:
+    """kombu's Redis transport options: leases and their sweep (docs/adr/0010-job-leases.md)."""
+    return {
+        "visibility_timeout": settings.lease,
+        "unacked_restore_interval": max(1.0, settings.lease / 10),
+        "unacked_restore_throttle": 1,  # every sweep looks
+        # The sweep's lock, held for milliseconds: one left by a sweeper that
+        # died (or lost Redis) mid-sweep stalls every sweep until it expires
+        # (kombu's default: 300 s). Two sweeps at once are safe: each restore
+        # is a transaction on the message's tag.
+        "unacked_mutex_expire": max(1.0, settings.lease / 5),
+        "socket_connect_timeout": settings.connect_timeout,
+    }
 
 
 def client(settings: WorkerSettings, **kwargs: Any) -> redis.Redis:

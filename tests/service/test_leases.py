@@ -21,6 +21,8 @@ import redis
 
 import sandbox
 from tests.service.conftest import PARENT, RUN_DIR, Worker, free_port
+from worker.broker import transport_options
+from worker.settings import WorkerSettings
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.redis]
 
@@ -76,6 +78,12 @@ def _holder(workers: list[Worker]) -> Worker:
 
 
 def test_a_lost_hosts_job_runs_again_within_a_lease(client, start_worker, redis_server):
+    """Every process of the job's worker SIGKILLed: the other worker runs it within a lease.
+
+    The host died mid-sweep too, holding the sweep's lock (kombu's
+    ``unacked_mutex``): it expires within a fifth of a lease (worker/app.py),
+    not kombu's 300 s, which had stalled every sweep of the fleet that long.
+    """
     ports = {name: free_port() for name in ("a", "b")}
     fleet = [
         start_worker(name, concurrency=1, SANDBOX_LEASE=str(LEASE), SANDBOX_METRICS_PORT=str(port))
@@ -89,6 +97,11 @@ def test_a_lost_hosts_job_runs_again_within_a_lease(client, start_worker, redis_
     os.killpg(doomed.process.pid, signal.SIGKILL)  # the host is gone: every process at once
     lost = time.monotonic()
     doomed.process.wait(10)
+    options = transport_options(WorkerSettings(lease=LEASE))  # what the workers run with
+    expire = options["unacked_mutex_expire"]
+    redis.Redis.from_url(redis_server.url).set(
+        "unacked_mutex", "the dead host's sweep", px=int(expire * 1000), nx=True
+    )
     while _deliveries(redis_server.url, job.id) < 2:  # counted as its delivery starts
         assert time.monotonic() - lost < 60, "the lost job was never delivered again"
         time.sleep(0.05)

@@ -78,3 +78,12 @@ def test_an_unreadable_password_file_is_a_connection_error_naming_the_setting(tm
 def test_inconsistent_redis_settings_are_refused(fields: dict[str, str], message: str):
     with pytest.raises(ValidationError, match=message):
         WorkerSettings(**fields)  # type: ignore[arg-type]
+
+
+def test_the_sweep_lock_expires_within_a_fifth_of_a_lease():
+    """A sweeper that dies holding kombu's unacked_mutex stalls sweeps only that long."""
+    assert "unacked_mutex_expire" in broker.Channel.from_transport_options  # kombu takes it
+    for lease, expire in ((3.0, 1.0), (30.0, 6.0), (600.0, 120.0)):
+        options = broker.transport_options(WorkerSettings(lease=lease))
+        assert options["unacked_mutex_expire"] == expire
+        assert options["visibility_timeout"] == lease

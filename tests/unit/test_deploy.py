@@ -52,7 +52,11 @@ def test_compose_file_is_valid_and_scales_workers():
     assert (ROOT / worker["build"]["context"] / worker["build"]["dockerfile"]).is_file()
     assert set(worker["environment"]) <= _known_env()
     env = worker["environment"]
-    assert {"SYS_ADMIN", "NET_ADMIN"} <= set(worker["cap_add"])
+    assert {"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"} <= set(worker["cap_add"])
+    # Scaled workers of one host share its run dir, as they share its cgroup tree.
+    assert "/run/sandbox:/run/sandbox" in worker["volumes"]
+    assert worker["cgroup"] == "host"
+    assert "tmpfs" not in worker
     assert "privileged" not in worker  # the documented fallback, not the default
     for volume in [*worker["volumes"], *services["redis"]["volumes"]]:
         source = volume.split(":")[0]
@@ -105,7 +109,7 @@ def test_systemd_unit_runs_the_worker_with_a_warm_shutdown():
     assert service["ExecStart"].split()[1:3] == ["worker", "--concurrency"]
     assert service["ExecStartPre"].endswith("sandbox doctor")
     assert service["KillSignal"] == "SIGTERM"
-    assert int(service["TimeoutStopSec"]) > 300  # above the largest job limit
+    assert int(service["TimeoutStopSec"]) > WorkerSettings().drain_timeout  # drains first
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
