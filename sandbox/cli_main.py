@@ -462,7 +462,7 @@ def _pool(args: argparse.Namespace) -> int:
     rows = []
     for path in sorted((settings.run_dir / "pools").glob("*.json")):
         owner = path.stem
-        if not owner_alive(settings.run_dir, owner, remove_stale=False):
+        if not owner_alive(settings.run_dir, owner):
             continue
         with contextlib.suppress(OSError, ValueError):
             rows.append(json.loads(path.read_text()))

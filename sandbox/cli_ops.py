@@ -53,7 +53,7 @@ def _running(settings: Settings) -> list[JobRecord]:
     found = []
     for record in jobs.read_all(settings.run_dir):
         if record.owner not in alive:
-            alive[record.owner] = owner_alive(settings.run_dir, record.owner, remove_stale=False)
+            alive[record.owner] = owner_alive(settings.run_dir, record.owner) is True
         if alive[record.owner]:
             found.append(record)
     return found

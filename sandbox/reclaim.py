@@ -11,7 +11,12 @@ Ownership is precise, never a broad name match: each runtime holds an
 exclusive ``flock`` on ``<run_dir>/owners/<owner>.lock`` for its whole life
 and names its cgroups ``<parent>/<owner>.<n>``. A cgroup whose owner's lock
 can be taken belongs to a dead runtime; a live runtime's cgroups are never
-touched, so gc can run beside working supervisors.
+touched, so gc can run beside working supervisors. A dead owner's lock file
+goes only once all its cgroups are gone. A cgroup whose owner has no lock
+file here is not ours to judge: the runtime of another run dir made it
+(two workers that share a host's cgroup tree but not its run dir, e.g.
+containers with a run dir each). It is left alone and reported, never
+taken for a dead runtime's, which would end that runtime's running jobs.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class GcReport:
 
     cgroups: list[str] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)  # cgroups with no owner here: left alone
     pool_files: list[str] = field(default_factory=list)
     job_records: list[str] = field(default_factory=list)
     image_dirs: list[str] = field(default_factory=list)
@@ -71,22 +77,37 @@ def claim_owner(run_dir: Path, owner: str) -> int:
         os.close(fd)
 
 
-def owner_alive(run_dir: Path, owner: str, *, remove_stale: bool = True) -> bool:
-    """True if the runtime ``owner`` holds its lock; a stale lock file is removed."""
+def owner_alive(run_dir: Path, owner: str) -> bool | None:
+    """True if the runtime ``owner`` holds its lock, False if its lock is free (it died),
+    None if it has no lock file in ``run_dir`` (not a runtime of this run dir, or gone)."""
     path = run_dir / "owners" / f"{owner}.lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     else:
-        if remove_stale:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # while we hold its lock: no owner can be claiming it
         return False
+    finally:
+        os.close(fd)
+
+
+def _remove_dead_owner(run_dir: Path, owner: str) -> None:
+    """Remove a dead runtime's lock file, holding its lock (no runtime can be claiming it)."""
+    path = run_dir / "owners" / f"{owner}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    except BlockingIOError:
+        pass  # alive after all: a lock is never taken twice, but never assume
     finally:
         os.close(fd)
 
@@ -105,17 +126,23 @@ def collect(settings: Settings, cgroups: CgroupSetup | None = None) -> GcReport:
     run_dir = settings.run_dir
     if cgroups is None:
         cgroups = detect_setup(settings.cgroup_root, settings.cgroup_parent)
-    alive: dict[str, bool] = {}
+    alive: dict[str, bool | None] = {}
+    unfinished: set[str] = set()  # dead owners with a cgroup that would not go
 
-    def is_alive(owner: str) -> bool:
+    def state(owner: str) -> bool | None:
         if owner not in alive:
             alive[owner] = owner_alive(run_dir, owner)
-            if not alive[owner]:
+            if alive[owner] is False:
                 report.owners.append(owner)
         return alive[owner]
 
     for name in cgroups.children():
-        if is_alive(name.rsplit(".", 1)[0]):
+        owner = name.rsplit(".", 1)[0]
+        known = state(owner)
+        if known is None:
+            report.foreign.append(name)
+            continue
+        if known:
             continue
         cgroup = cgroups.open(name)
         try:
@@ -128,20 +155,25 @@ def collect(settings: Settings, cgroups: CgroupSetup | None = None) -> GcReport:
             report.cgroups.append(name)
         except (OSError, SandboxError) as exc:
             report.errors.append(f"cgroup {name}: {exc}")
+            unfinished.add(owner)
+    # Files in our run dir: an owner with no lock file here is gone too.
     for directory, suffix in ((run_dir / "owners", ".lock"), (run_dir / "pools", ".json")):
         if not directory.is_dir():
             continue
         for path in directory.glob(f"*{suffix}"):
             owner = path.name[: -len(suffix)]
-            if is_alive(owner) or suffix == ".lock":
+            if state(owner) or suffix == ".lock":
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 report.pool_files.append(path.name)
     for record in jobs.read_all(run_dir):
-        if not is_alive(record.owner):
+        if not state(record.owner):
             jobs.remove(run_dir, record.id)
             report.job_records.append(record.id)
+    for owner, known in alive.items():
+        if known is False and owner not in unfinished:
+            _remove_dead_owner(run_dir, owner)
     report.image_dirs = ImageStore(settings.state_dir).collect_garbage()
     report.owners = sorted(set(report.owners))
     if not report.empty:
@@ -150,6 +182,14 @@ def collect(settings: Settings, cgroups: CgroupSetup | None = None) -> GcReport:
             len(report.cgroups),
             len(report.owners),
             len(report.image_dirs),
+        )
+    if report.foreign:
+        log.warning(
+            "left alone %d cgroup(s) under %s whose runtime has no owner lock in %s: another "
+            "run dir's? Runtimes that share a cgroup parent must share SANDBOX_RUN_DIR",
+            len(report.foreign),
+            settings.cgroup_parent,
+            run_dir,
         )
     for error in report.errors:
         log.error("cannot reclaim %s", error)

@@ -145,3 +145,55 @@ def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_gc_of_another_run_dir_leaves_a_live_runtimes_jobs_alone(settings, tmp_path):
+    """Two runtimes share a cgroup parent but not a run dir (containers with a tmpfs each,
+    one host's cgroup tree): the other one's gc, as every runtime runs at start, finds
+    no owner lock for the live runtime's cgroups. They are left alone and reported,
+    never taken for a dead runtime's: its job runs on. Its own run dir's gc reclaims
+    them once it is dead."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from sandbox import JobSpec, Limits, Runtime, Settings
+        settings = Settings(run_dir=Path({str(settings.run_dir)!r}),
+                            cgroup_parent={settings.cgroup_parent!r})
+        async def main():
+            async with Runtime(settings) as rt:
+                await rt.execute(JobSpec(code="import time; time.sleep(60)",
+                                         limits=Limits(wall_time=60, cpu_time=60)))
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    env = {**os.environ, "SANDBOX_CGROUP_PARENT": settings.cgroup_parent}
+    try:
+        deadline = time.monotonic() + 30
+        while not _cgroup_pids(settings, proc.pid):
+            assert time.monotonic() < deadline, "the job never started"
+            assert proc.poll() is None, "the supervisor died early"
+            time.sleep(0.05)
+        job_pids = _cgroup_pids(settings, proc.pid)
+        other = {**env, "SANDBOX_RUN_DIR": str(tmp_path / "other-run")}
+        out = subprocess.run([SANDBOX, "gc", "--json"], capture_output=True, text=True,
+                             env=other, check=True)  # fmt: skip
+        report = json.loads(out.stdout)
+        assert report["cgroups"] == [], report
+        assert any(name.startswith(f"{proc.pid}-") for name in report["foreign"]), report
+        assert "must share SANDBOX_RUN_DIR" in out.stderr
+        time.sleep(0.5)
+        assert all(Path(f"/proc/{pid}").exists() for pid in job_pids), "the live job was ended"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    ours = {**env, "SANDBOX_RUN_DIR": str(settings.run_dir)}
+    out = subprocess.run([SANDBOX, "gc", "--json"], capture_output=True, text=True,
+                         env=ours, check=True)  # fmt: skip
+    report = json.loads(out.stdout)
+    assert any(name.startswith(f"{proc.pid}-") for name in report["cgroups"]), report
+    assert not list((settings.run_dir / "owners").glob(f"{proc.pid}-*"))  # its lock went last
+    shutil.rmtree(tmp_path / "other-run", ignore_errors=True)
