@@ -77,9 +77,8 @@ def _cgroup_dirs(settings: Settings) -> list[Path]:
     return dirs
 
 
-@pytest.mark.slow
-def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
-    """SIGKILL a supervisor mid-job: its container dies, the next start reclaims the rest."""
+def _supervisor(settings: Settings) -> subprocess.Popen[bytes]:
+    """A supervisor (a runtime of its own process) running one 60 s job."""
     script = textwrap.dedent(
         f"""
         import asyncio
@@ -94,8 +93,14 @@ def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
         asyncio.run(main())
         """
     )
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+@pytest.mark.slow
+def test_killed_supervisor_leaves_nothing_after_reclaim(settings):
+    """SIGKILL a supervisor mid-job: its container dies, the next start reclaims the rest."""
     before = set(_cgroup_dirs(settings))
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    proc = _supervisor(settings)
     try:
         deadline = time.monotonic() + 30
         # Running: its record is written. (Its cgroup has a process sooner:
@@ -154,21 +159,7 @@ def test_gc_of_another_run_dir_leaves_a_live_runtimes_jobs_alone(settings, tmp_p
     no owner lock for the live runtime's cgroups. They are left alone and reported,
     never taken for a dead runtime's: its job runs on. Its own run dir's gc reclaims
     them once it is dead."""
-    script = textwrap.dedent(
-        f"""
-        import asyncio
-        from pathlib import Path
-        from sandbox import JobSpec, Limits, Runtime, Settings
-        settings = Settings(run_dir=Path({str(settings.run_dir)!r}),
-                            cgroup_parent={settings.cgroup_parent!r})
-        async def main():
-            async with Runtime(settings) as rt:
-                await rt.execute(JobSpec(code="import time; time.sleep(60)",
-                                         limits=Limits(wall_time=60, cpu_time=60)))
-        asyncio.run(main())
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    proc = _supervisor(settings)
     env = {**os.environ, "SANDBOX_CGROUP_PARENT": settings.cgroup_parent}
     try:
         deadline = time.monotonic() + 30

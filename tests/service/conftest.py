@@ -28,6 +28,17 @@ PARENT = "sandbox-test-svc"
 RUN_DIR = Path("/run/sandbox-test-svc")
 
 
+def wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    """Until ``process`` accepts connections on ``port`` (10 s at most, or it exits)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+            return
+        assert process.poll() is None, f"{what} exited at start"
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,12 +68,7 @@ class Redis:
             ],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+        wait_listening(self.port, self.process, "redis-server")
 
     def stop(self) -> None:
         if self.process is not None:

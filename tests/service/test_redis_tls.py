@@ -11,20 +11,17 @@ the URL carries neither.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, wait_listening
 from tests.unit.test_deploy import REDIS_SECRETS
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.redis]
@@ -80,13 +77,7 @@ def secure_redis(tmp_path: Path) -> Iterator[SecureRedis]:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            assert process.poll() is None, "redis-server with TLS did not start"
-            assert time.monotonic() < deadline, "redis-server with TLS did not start"
-            time.sleep(0.05)
+        wait_listening(port, process, "redis-server with TLS")
         yield SecureRedis(port, secrets)
     finally:
         process.send_signal(signal.SIGTERM)
