@@ -26,8 +26,13 @@ from tests.security.helpers import JOB_UID, assert_host_healthy, probe, run
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
 NOBODY = pytest.param((), id="nobody")
+# This checkout, wherever it lives: the host's, never in a job's view.
+CHECKOUT = Path(__file__).resolve().parents[2]
+HOST_PATHS = f"SOURCE, CHECKOUT = {str(CHECKOUT / 'sandbox/runner.py')!r}, {str(CHECKOUT)!r}\n"
 
-READ_HOST_FILES = """
+READ_HOST_FILES = (
+    HOST_PATHS
+    + """
 import errno, json, os
 def attempt(fn, *args):
     try:
@@ -42,8 +47,8 @@ print(json.dumps({
     'gshadow': attempt(read, '/etc/gshadow'),
     'passwd': attempt(read, '/etc/passwd'),
     'root': attempt(os.listdir, '/root'),
-    'source': attempt(read, '/work/main/sandbox/runner.py'),
-    'work': attempt(os.listdir, '/work'),
+    'source': attempt(read, SOURCE),
+    'checkout': attempt(os.listdir, CHECKOUT),
     'state': attempt(os.listdir, '/var/lib/sandbox'),
     'run': attempt(os.listdir, '/run'),
     'ssh': attempt(os.listdir, '/etc/ssh'),
@@ -53,6 +58,7 @@ print(json.dumps({
     'top': sorted(os.listdir('/')),
 }))
 """
+)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +67,7 @@ print(json.dumps({
 async def test_host_files_are_out_of_reach(runtime, settings, capabilities):
     """/etc/shadow, /root, the project's source, the state dir: not there, or the image's own."""
     seen = await probe(runtime, READ_HOST_FILES, capabilities=capabilities)
-    for key in ("shadow", "gshadow", "source", "work", "state", "ssh"):
+    for key in ("shadow", "gshadow", "source", "checkout", "state", "ssh"):
         assert seen[key][0] == "ENOENT", (key, seen[key])
     for key in ("config", "config dir", "unit"):  # the worker's configuration
         assert seen[key][0] == "ENOENT", (key, seen[key])
@@ -75,12 +81,13 @@ async def test_host_files_are_out_of_reach(runtime, settings, capabilities):
     # the job's user namespace, so CAP_DAC_OVERRIDE does not apply to it.
     assert seen["root"][0] == "EACCES"
     assert seen["run"] == ["ok", []]
-    assert "work" not in seen["top"]
     assert settings.run_dir.name not in seen["run"][1]
     await assert_host_healthy(runtime)
 
 
-PROC_LINKS = """
+PROC_LINKS = (
+    HOST_PATHS
+    + """
 import errno, json, os
 out = {}
 for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):
@@ -91,14 +98,15 @@ for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):
         except OSError as e:
             out[path] = errno.errorcode[e.errno]
         try:
-            os.stat(f'{path}/work')
-            out[path + '/work'] = 'exists'
+            os.stat(path + CHECKOUT)
+            out[path + CHECKOUT] = 'exists'
         except OSError as e:
-            out[path + '/work'] = errno.errorcode[e.errno]
+            out[path + CHECKOUT] = errno.errorcode[e.errno]
 out['self'] = os.getpid()
 out['top'] = sorted(os.listdir('/'))
 print(json.dumps(out))
 """
+)
 
 
 @pytest.mark.parametrize(
@@ -112,19 +120,19 @@ async def test_proc_root_and_cwd_links_stay_inside(runtime, capabilities):
     own = seen.pop("self")
     assert "/proc/1/root" in seen, "pid 1 (our init) should be visible"
     for path, value in seen.items():
-        if path.endswith("/work"):
+        if path.endswith(str(CHECKOUT)):
             assert value in ("ENOENT", "EACCES"), (path, value)
         elif path.endswith("/root") and isinstance(value, list):
             assert value == top, (path, value)
-        elif isinstance(value, list):
-            assert "work" not in value, (path, value)
     # The job's init is root with every capability: no way in through its links.
     assert seen["/proc/1/root"] == "EACCES"
     assert seen[f"/proc/{own}/root"] == top
     await assert_host_healthy(runtime)
 
 
-CHROOT_ESCAPE = """
+CHROOT_ESCAPE = (
+    HOST_PATHS
+    + """
 import errno, json, os
 out = {}
 before = os.stat('/')
@@ -144,12 +152,13 @@ except OSError as e:
 after = os.stat('/')
 out['after'] = [after.st_dev, after.st_ino]
 out['top'] = sorted(os.listdir('/'))
-for path in ('/work', '/etc/shadow', '/var/lib/sandbox', '/home/..', '/run/sandbox-test'):
+for path in (CHECKOUT, '/etc/shadow', '/var/lib/sandbox', '/home/..', '/run/sandbox-test'):
     out[path] = os.path.exists(path) if path != '/home/..' else sorted(os.listdir(path))
 with open('/etc/passwd') as f:
     out['passwd'] = f.read()
 print(json.dumps(out))
 """
+)
 
 
 @pytest.mark.parametrize(
@@ -168,9 +177,8 @@ async def test_classic_chroot_escape(runtime, capabilities):
     else:
         assert seen["chroot"] == "EPERM", seen
     assert seen["after"] == seen["before"]
-    assert "work" not in seen["top"]
     assert seen["/home/.."] == seen["top"]
-    for path in ("/work", "/etc/shadow", "/var/lib/sandbox", "/run/sandbox-test"):
+    for path in (str(CHECKOUT), "/etc/shadow", "/var/lib/sandbox", "/run/sandbox-test"):
         assert seen[path] is False, (path, seen)
     with open("/etc/passwd") as f:
         assert seen["passwd"] != f.read()
