@@ -33,7 +33,6 @@ import shutil
 import subprocess
 
 from sandbox.errors import SetupError
-from sandbox.settings import Settings
 
 __all__ = ["STACK_MEMORY", "STACK_PIDS", "TABLE", "install_firewall", "pasta_argv", "ruleset"]
 
@@ -68,11 +67,11 @@ def pasta_argv(pasta: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def ruleset(settings: Settings) -> str:
-    """The nftables table, replaced as a whole (idempotent: add, flush, define)."""
-    first = settings.userns_base
-    last = first + settings.userns_ranges * settings.userns_size - 1
-    rate = max(1, settings.network_rate // 1024)
+def ruleset(uids: range, connections: int, rate: int) -> str:
+    """The nftables table for jobs of host ``uids``, replaced as a whole (idempotent:
+    add, flush, define): at most ``connections`` at once each, ``rate`` bytes a second up."""
+    first, last = uids.start, uids.stop - 1
+    rate = max(1, rate // 1024)
     return f"""
 add table inet {TABLE}
 delete table inet {TABLE}
@@ -87,15 +86,15 @@ table inet {TABLE} {{
         fib daddr type local reject
         ip daddr @private4 reject
         ip6 daddr @private6 reject
-        ct state new add @connections {{ meta skuid ct count over {settings.network_connections} }} reject
+        ct state new add @connections {{ meta skuid ct count over {connections} }} reject
         add @upload {{ meta skuid limit rate over {rate} kbytes/second burst {rate} kbytes }} drop
     }}
 }}
-"""  # noqa: E501
+"""
 
 
-def install_firewall(settings: Settings) -> None:
-    """Load :func:`ruleset` into the host's (our network namespace's) nftables.
+def install_firewall(pasta: str, rules: str) -> None:
+    """Load ``rules`` (:func:`ruleset`) into the host's (our network namespace's) nftables.
 
     Raises:
         SetupError: nft or pasta is missing, or the kernel refused the table.
@@ -106,14 +105,14 @@ def install_firewall(settings: Settings) -> None:
             "SANDBOX_ALLOW_NETWORK needs nftables (apt-get install nftables; scripts/install does)",
             step="network",
         )
-    if not shutil.which(settings.network_stack):
+    if not shutil.which(pasta):
         raise SetupError(
-            f"SANDBOX_ALLOW_NETWORK needs pasta at {settings.network_stack} "
+            f"SANDBOX_ALLOW_NETWORK needs pasta at {pasta} "
             "(apt-get install passt; scripts/install does)",
             step="network",
         )
     done = subprocess.run(
-        [nft, "-f", "-"], input=ruleset(settings), capture_output=True, text=True, check=False
+        [nft, "-f", "-"], input=rules, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise SetupError(f"cannot load the egress firewall: {done.stderr.strip()}", step="network")

@@ -192,7 +192,8 @@ class Runtime:
         if s.userns:
             self._id_ranges = Slots(s.run_dir / "userns", tuple(range(s.userns_ranges)))
         if s.allow_network:
-            egress.install_firewall(s)
+            rules = egress.ruleset(s.job_uids(), s.network_connections, s.network_rate)
+            egress.install_firewall(s.network_stack, rules)
         launcher = native.path()
         self._lock_fd = reclaim.claim_owner(s.run_dir, self.owner)
         reclaim.collect(s, self._cgroups)

@@ -188,6 +188,10 @@ class Settings(BaseSettings):
         parse_cpu_list(value)
         return value
 
+    def job_uids(self) -> range:
+        """Every host uid a job may run as: all the user namespaces' ranges."""
+        return range(self.userns_base, self.userns_base + self.userns_ranges * self.userns_size)
+
     def host_id(self, inside: int, id_range: int = 0) -> int:
         """The host uid (or gid) of id ``inside`` the user namespace of range ``id_range``."""
         if not self.userns:

@@ -83,8 +83,10 @@ def _redis(settings: WorkerSettings) -> Check:
 
 
 def _container(settings: Settings) -> Check:
-    from sandbox import JobResult, JobSpec, Runtime, Status
     from sandbox.errors import SandboxError
+    from sandbox.result import JobResult, Status
+    from sandbox.runner import Runtime
+    from sandbox.spec import JobSpec
 
     async def probe() -> JobResult:
         async with Runtime(settings, pool_size=0) as runtime:

@@ -239,9 +239,10 @@ def test_the_ruleset_names_the_jobs_uid_range():
     from sandbox import Settings
     from sandbox.egress import ruleset
 
-    text = ruleset(Settings(network_connections=7))
-    settings = Settings()
-    assert f"meta skuid != {settings.userns_base}-" in text
+    settings = Settings(network_connections=7)
+    text = ruleset(settings.job_uids(), settings.network_connections, settings.network_rate)
+    last = settings.job_uids()[-1]
+    assert f"meta skuid != {settings.userns_base}-{last} accept" in text
     assert "ct count over 7" in text
     assert "fib daddr type local reject" in text
     assert textwrap.dedent(text).count("table inet sandbox_egress {") == 1
