@@ -34,7 +34,6 @@ from sandbox.cli_ops import add_commands as add_ops_commands
 from sandbox.cli_ops import exec_command, kill_command, ps_command
 
 if TYPE_CHECKING:
-    from sandbox.host import Check
     from sandbox.result import JobResult
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec
@@ -324,13 +323,10 @@ def _submit(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import os
 
-    from sandbox.cgroups import detect_setup
-    from sandbox.host import require_capable
+    from sandbox.host import prepare
     from sandbox.settings import Settings
 
-    settings = Settings()
-    require_capable(settings)
-    detect_setup(settings.cgroup_root, settings.cgroup_parent).ensure_parent()
+    prepare(Settings())
     argv = [sys.executable, "-m", "celery", "-A", "worker.app:app", "worker", *args.celery_args]
     if not any(a.startswith(("--loglevel", "-l")) for a in args.celery_args):
         argv += ["--loglevel", "INFO"]
@@ -338,12 +334,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from sandbox.host import run_checks
+    from sandbox.host import run_checks, try_a_job
+    from sandbox.settings import Settings
 
     checks = run_checks()
     ok = all(c.ok for c in checks if c.essential)
     if ok:  # the proof: one real job, end to end
-        checks.append(_smoke_job())
+        checks.append(try_a_job(Settings()))
         ok = checks[-1].ok
     if args.json:
         print(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}))
@@ -356,25 +353,6 @@ def _doctor(args: argparse.Namespace) -> int:
         print(line)
     print("this host can run sandboxes" if ok else "this host cannot run sandboxes yet")
     return 0 if ok else 1
-
-
-def _smoke_job() -> Check:
-    import time
-
-    from sandbox.errors import SandboxError
-    from sandbox.host import Check
-    from sandbox.runner import execute_sync
-    from sandbox.spec import JobSpec
-
-    start = time.perf_counter()
-    try:
-        result = execute_sync(JobSpec(code="print('ok')"), pool=False)
-    except SandboxError as exc:
-        return Check("container", False, str(exc), "see the error above; run as root")
-    elapsed = (time.perf_counter() - start) * 1000
-    if result.stdout != "ok\n":
-        return Check("container", False, f"a test job printed {result.stdout!r}: {result}")
-    return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
 
 
 def _progress() -> Callable[[int, int], None]:
@@ -455,12 +433,13 @@ def _image(args: argparse.Namespace) -> int:
 
 
 def _pool(args: argparse.Namespace) -> int:
+    from sandbox.paths import POOLS
     from sandbox.reclaim import owner_alive
     from sandbox.settings import Settings
 
     settings = Settings()
     rows = []
-    for path in sorted((settings.run_dir / "pools").glob("*.json")):
+    for path in sorted((settings.run_dir / POOLS).glob("*.json")):
         owner = path.stem
         if not owner_alive(settings.run_dir, owner):
             continue

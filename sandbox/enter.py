@@ -23,13 +23,10 @@ from typing import NoReturn
 
 from sandbox import caps, limits, seccomp
 from sandbox.jobs import JobRecord
+from sandbox.namespaces import NAMESPACES
 from sandbox.syscalls import CLONE_NEWUSER, LINUX, PR_SET_PDEATHSIG
 
 __all__ = ["JobGone", "run_in_job"]
-
-# The order nsenter uses for a privileged caller: the user namespace last, so
-# that the others are joined with the host's privileges.
-NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 
 
 class JobGone(Exception):

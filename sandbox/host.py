@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sandbox.errors import UnsupportedError
+from sandbox.namespaces import NAMESPACES
 from sandbox.settings import Settings
 
-__all__ = ["Check", "require_capable", "run_checks"]
+if TYPE_CHECKING:
+    from sandbox.result import JobResult
 
-NAMESPACES = ("mnt", "pid", "ipc", "uts", "net", "cgroup")
+__all__ = ["Check", "prepare", "require_capable", "run_checks", "try_a_job"]
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,36 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
     ]
 
 
+def try_a_job(settings: Settings) -> Check:
+    """The proof that this host can sandbox: one real job, end to end, with ``settings``.
+
+    `sandbox doctor` runs it after its checks, `sandbox health` (the deploy
+    files' probe) after the worker's and Redis's.
+    """
+    import asyncio
+    import time
+
+    from sandbox.errors import SandboxError
+    from sandbox.result import Status
+    from sandbox.runner import Runtime  # the runtime above: only when a job is tried
+    from sandbox.spec import JobSpec
+
+    async def probe() -> JobResult:
+        async with Runtime(settings, pool_size=0) as runtime:
+            return await runtime.execute(JobSpec(code="echo ok", language="sh"))
+
+    start = time.monotonic()
+    try:
+        result = asyncio.run(probe())
+    except SandboxError as exc:
+        return Check("container", False, str(exc), "run `sandbox doctor` as root for each check")
+    elapsed = (time.monotonic() - start) * 1000
+    if result.status is not Status.OK or result.stdout != "ok\n":
+        detail = f"a test job ended {result.status} ({result.stdout!r}): {result.error}"
+        return Check("container", False, detail)
+    return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
+
+
 def require_capable(settings: Settings) -> None:
     """Raise on the first essential check that fails.
 
@@ -242,3 +275,17 @@ def require_capable(settings: Settings) -> None:
     for check in checks:
         if not check.ok and check.essential:
             raise UnsupportedError(f"{check.name}: {check.detail}", hint=check.hint)
+
+
+def prepare(settings: Settings) -> None:
+    """What a worker does before it takes jobs: :func:`require_capable`, then our
+    cgroup parent made in every hierarchy (a misconfigured cgroup tree fails here,
+    not in the first job).
+
+    Raises:
+        UnsupportedError, CgroupError: what is missing and how to fix it.
+    """
+    from sandbox.cgroups import detect_setup
+
+    require_capable(settings)
+    detect_setup(settings.cgroup_root, settings.cgroup_parent).ensure_parent()

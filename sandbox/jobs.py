@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.paths import JOBS, write_atomically
+
 __all__ = [
     "JobRecord",
     "is_running",
@@ -64,23 +66,19 @@ class JobRecord:
 
 
 def jobs_dir(run_dir: Path) -> Path:
-    return run_dir / "jobs"
+    return run_dir / JOBS
 
 
 def write(run_dir: Path, record: JobRecord) -> None:
     """Publish a record (atomically: a reader sees all of it or nothing)."""
-    directory = jobs_dir(run_dir)
-    tmp = directory / f".{record.id}.tmp"
+    path = jobs_dir(run_dir) / f"{record.id}.json"
+    text = json.dumps(record.__dict__)  # fields are JSON values; asdict deep-copies
     # Root only: a record holds the job's environment, which its submitter chose.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, flags, 0o600)
+        write_atomically(path, text, 0o600)
     except FileNotFoundError:  # the first record
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, flags, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(record.__dict__))  # fields are JSON values; asdict deep-copies
-    tmp.rename(directory / f"{record.id}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text, 0o600)
 
 
 def remove(run_dir: Path, job_id: str) -> None:

@@ -28,12 +28,19 @@ import struct
 from sandbox.syscalls import CLONE_NEWUSER, LINUX, Syscalls
 
 __all__ = [
+    "NAMESPACES",
     "bring_up_loopback",
     "enter_new_namespaces",
     "enter_user_namespace",
     "new_user_namespace",
     "set_hostname",
 ]
+
+# A job's namespaces but its user namespace, in the order nsenter joins them
+# for a privileged caller (the user namespace comes last, so that the others
+# are joined with the host's privileges): `sandbox exec` (sandbox/enter.py)
+# and `sandbox doctor`'s check that the kernel has each (sandbox/host.py).
+NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914

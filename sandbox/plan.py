@@ -27,6 +27,7 @@ from sandbox import egress
 from sandbox import syscalls as sc
 from sandbox.caps import CAPABILITIES, capability_mask
 from sandbox.errors import SpecError
+from sandbox.paths import MOUNTS
 
 if TYPE_CHECKING:
     from sandbox.image import Image
@@ -542,7 +543,7 @@ def _container_plan(
     namespaces: int,
 ) -> ContainerPlan:
     """The container part of a plan: the same for every job of an image, disk size and network."""
-    mounts, proc_mounts = rootfs_mounts(image.binds, str(settings.run_dir / "mnt"))
+    mounts, proc_mounts = rootfs_mounts(image.binds, str(settings.run_dir / MOUNTS))
     return ContainerPlan(
         image_id=image.id or image.name,
         init_uid=settings.init_uid,
@@ -551,7 +552,7 @@ def _container_plan(
         namespaces=namespaces,
         hostname=settings.hostname,
         loopback=True,
-        mount_base=str(settings.run_dir / "mnt"),
+        mount_base=str(settings.run_dir / MOUNTS),
         lower_dirs=(str(image.root),),
         disk_bytes=disk,
         disk_inodes=max(1024, disk // 4096),

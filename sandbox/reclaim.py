@@ -33,6 +33,7 @@ from sandbox import jobs
 from sandbox.cgroups import CgroupSetup, detect_setup
 from sandbox.errors import SandboxError
 from sandbox.image import ImageStore
+from sandbox.paths import OWNERS, POOLS
 from sandbox.settings import Settings
 
 __all__ = ["GcReport", "claim_owner", "collect", "owner_alive"]
@@ -65,7 +66,7 @@ def claim_owner(run_dir: Path, owner: str) -> int:
 
     Retries if a collector removed the file between our open and our lock.
     """
-    path = run_dir / "owners" / f"{owner}.lock"
+    path = run_dir / OWNERS / f"{owner}.lock"
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -80,7 +81,7 @@ def claim_owner(run_dir: Path, owner: str) -> int:
 def owner_alive(run_dir: Path, owner: str) -> bool | None:
     """True if the runtime ``owner`` holds its lock, False if its lock is free (it died),
     None if it has no lock file in ``run_dir`` (not a runtime of this run dir, or gone)."""
-    path = run_dir / "owners" / f"{owner}.lock"
+    path = run_dir / OWNERS / f"{owner}.lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -97,7 +98,7 @@ def owner_alive(run_dir: Path, owner: str) -> bool | None:
 
 def _remove_dead_owner(run_dir: Path, owner: str) -> None:
     """Remove a dead runtime's lock file, holding its lock (no runtime can be claiming it)."""
-    path = run_dir / "owners" / f"{owner}.lock"
+    path = run_dir / OWNERS / f"{owner}.lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -157,7 +158,7 @@ def collect(settings: Settings, cgroups: CgroupSetup | None = None) -> GcReport:
             report.errors.append(f"cgroup {name}: {exc}")
             unfinished.add(owner)
     # Files in our run dir: an owner with no lock file here is gone too.
-    for directory, suffix in ((run_dir / "owners", ".lock"), (run_dir / "pools", ".json")):
+    for directory, suffix in ((run_dir / OWNERS, ".lock"), (run_dir / POOLS, ".json")):
         if not directory.is_dir():
             continue
         for path in directory.glob(f"*{suffix}"):

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox import egress, files, host, jobs, languages, native, reclaim, seccomp, verdict
+from sandbox import egress, files, host, jobs, languages, native, paths, reclaim, seccomp, verdict
 from sandbox.caps import last_capability
 from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
@@ -177,7 +177,12 @@ class Runtime:
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         s = self.settings
-        for path in (s.run_dir / "mnt", s.run_dir / "owners", s.run_dir / "pools", s.state_dir):
+        for path in (
+            s.run_dir / paths.MOUNTS,
+            s.run_dir / paths.OWNERS,
+            s.run_dir / paths.POOLS,
+            s.state_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
         self._cgroups = detect_setup(s.cgroup_root, s.cgroup_parent)
         self._cgroups.ensure_parent()
@@ -188,9 +193,9 @@ class Runtime:
                     hint="enable cpuset (cgroup v2: echo +cpuset > "
                     f"{s.cgroup_root}/cgroup.subtree_control) or unset SANDBOX_PIN_CPUS",
                 )
-            self._cpus = Slots(s.run_dir / "cpus", _pinnable(s.pin_cpus))
+            self._cpus = Slots(s.run_dir / paths.CPUS, _pinnable(s.pin_cpus))
         if s.userns:
-            self._id_ranges = Slots(s.run_dir / "userns", tuple(range(s.userns_ranges)))
+            self._id_ranges = Slots(s.run_dir / paths.USERNS, tuple(range(s.userns_ranges)))
         if s.allow_network:
             rules = egress.ruleset(s.job_uids(), s.network_connections, s.network_rate)
             egress.install_firewall(s.network_stack, rules)
@@ -219,7 +224,7 @@ class Runtime:
             self._launcher = None
         if self._lock_fd >= 0:
             for path in (
-                self.settings.run_dir / "owners" / f"{self.owner}.lock",
+                self.settings.run_dir / paths.OWNERS / f"{self.owner}.lock",
                 self._stats_path(),
             ):
                 with contextlib.suppress(OSError):
@@ -421,7 +426,7 @@ class Runtime:
         return self._pool.stats() if self._pool is not None else None
 
     def _stats_path(self) -> Path:
-        return self.settings.run_dir / "pools" / f"{self.owner}.json"
+        return self.settings.run_dir / paths.POOLS / f"{self.owner}.json"
 
     def _publish_stats(self) -> None:
         """Write the pool's counters for `sandbox pool status`, at most once a second."""
@@ -431,10 +436,8 @@ class Runtime:
             return
         self._stats_written = now
         data = {"owner": self.owner, "pid": os.getpid(), "size": self.pool_size, **asdict(stats)}
-        tmp = self._stats_path().with_suffix(".tmp")
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(data))
-            tmp.rename(self._stats_path())
+            paths.write_atomically(self._stats_path(), json.dumps(data))
 
     # -- one job -----------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.cpus import parse_cpu_list
 from sandbox.paths import DEFAULT_RUN_DIR
-from sandbox.spec import normalise_capabilities, parse_size
+from sandbox.spec import Size, normalise_capabilities
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "KERNEL_LIMITS", "USERNS_BASE", "Settings"]
 
@@ -26,7 +26,6 @@ __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "KERNEL_LIMITS", "USERNS_BASE", "Setti
 # /etc/group, /etc/subuid and /etc/subgid give none of it away.
 USERNS_BASE = 0x70000000
 
-Size = Annotated[int, BeforeValidator(parse_size)]
 
 # Docker's default set: what `docker run` grants without --cap-add. A job may
 # ask for any of these; anything else (CAP_SYS_ADMIN, CAP_SYS_PTRACE...) only

@@ -125,13 +125,11 @@ def _ride_out_redis_outages(**_: Any) -> None:
 @signals.worker_init.connect
 def _refuse_incapable_host(**_: Any) -> None:
     """A worker on a host that cannot sandbox exits at once, saying why."""
-    from sandbox.cgroups import detect_setup
     from sandbox.errors import SandboxError
-    from sandbox.host import require_capable
+    from sandbox.host import prepare
 
     try:
-        require_capable(_limits)
-        detect_setup(_limits.cgroup_root, _limits.cgroup_parent).ensure_parent()
+        prepare(_limits)
     except SandboxError as exc:
         print(f"sandbox: this host cannot run sandboxes: {exc}", file=sys.stderr)
         print("sandbox: run `sandbox doctor` for details", file=sys.stderr)

@@ -7,14 +7,14 @@ answers, and (3) a container can be started here (a tiny job, end to end).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
-from sandbox.host import Check
+from sandbox.host import Check, try_a_job
+from sandbox.paths import WORKERS, write_atomically
 from sandbox.settings import Settings
 from worker.settings import WorkerSettings
 
@@ -25,7 +25,7 @@ STALE_SECONDS = 6 * BEAT_SECONDS
 
 
 def _beat_file(run_dir: Path, pid: int) -> Path:
-    return run_dir / "workers" / f"{pid}.json"
+    return run_dir / WORKERS / f"{pid}.json"
 
 
 def beat_forever(run_dir: Path, hostname: str) -> threading.Thread:
@@ -35,11 +35,8 @@ def beat_forever(run_dir: Path, hostname: str) -> threading.Thread:
 
     def beat() -> None:
         while True:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps({"pid": os.getpid(), "hostname": hostname, "at": time.time()})
-            )
-            tmp.rename(path)
+            now = {"pid": os.getpid(), "hostname": hostname, "at": time.time()}
+            write_atomically(path, json.dumps(now))
             time.sleep(BEAT_SECONDS)
 
     thread = threading.Thread(target=beat, name="sandbox-heartbeat", daemon=True)
@@ -54,7 +51,7 @@ def stop_beating(run_dir: Path) -> None:
 def _worker(run_dir: Path) -> Check:
     now = time.time()
     beats = []
-    for path in (run_dir / "workers").glob("*.json"):
+    for path in (run_dir / WORKERS).glob("*.json"):
         try:
             beat = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -82,28 +79,8 @@ def _redis(settings: WorkerSettings) -> Check:
     return Check("redis", True, where)
 
 
-def _container(settings: Settings) -> Check:
-    from sandbox.errors import SandboxError
-    from sandbox.result import JobResult, Status
-    from sandbox.runner import Runtime
-    from sandbox.spec import JobSpec
-
-    async def probe() -> JobResult:
-        async with Runtime(settings, pool_size=0) as runtime:
-            return await runtime.execute(JobSpec(code="exit 0", language="sh"))
-
-    start = time.monotonic()
-    try:
-        result = asyncio.run(probe())
-    except SandboxError as exc:
-        return Check("container", False, str(exc), "run `sandbox doctor`")
-    if result.status is not Status.OK:
-        return Check("container", False, f"a test job ended {result.status}: {result.error}")
-    return Check("container", True, f"started one in {(time.monotonic() - start) * 1000:.0f} ms")
-
-
 def check(settings: Settings | None = None, worker: WorkerSettings | None = None) -> list[Check]:
     """Every check, in order; the host is healthy when all are ok."""
     settings = settings or Settings()
     worker = worker or WorkerSettings()
-    return [_worker(settings.run_dir), _redis(worker), _container(settings)]
+    return [_worker(settings.run_dir), _redis(worker), try_a_job(settings)]
