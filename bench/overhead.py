@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import JobSpec, Runtime, Status
-from sandbox import container as container_module
+from sandbox.runtime import container as container_module
 
 PROGRAMS = {
     "true": ("sh", "exec /bin/true\n", ["/bin/sh", "main.sh"]),

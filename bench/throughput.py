@@ -55,7 +55,7 @@ from typing import Any
 
 import sandbox
 from sandbox import JobSpec, Runtime, Status
-from sandbox.cgroups import detect_setup
+from sandbox.kernel.cgroups import detect_setup
 
 BWRAP = "/usr/bin/bwrap"
 BWRAP_ARGV = [

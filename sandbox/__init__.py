@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     )
     from sandbox.judging import JudgeResult, JudgeSpec, TestCase, Verdict
     from sandbox.result import JobResult, Status
-    from sandbox.runner import Runtime, execute, execute_sync
+    from sandbox.runtime.runner import Runtime, execute, execute_sync
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec, Limits
     from worker.client import submit
@@ -78,9 +78,9 @@ _WHERE = {
     "Limits": "sandbox.spec",
     "JobResult": "sandbox.result",
     "Status": "sandbox.result",
-    "Runtime": "sandbox.runner",
-    "execute": "sandbox.runner",
-    "execute_sync": "sandbox.runner",
+    "Runtime": "sandbox.runtime.runner",
+    "execute": "sandbox.runtime.runner",
+    "execute_sync": "sandbox.runtime.runner",
     "Settings": "sandbox.settings",
     # The service's front door: `sandbox.run.delay(code)`. Celery loads only here.
     "run": "worker.tasks",

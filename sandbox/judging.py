@@ -37,7 +37,7 @@ from sandbox.result import JobResult, Status
 from sandbox.spec import File, FileName, InputFile, JobSpec, LanguageName, Limits
 
 if TYPE_CHECKING:
-    from sandbox.runner import Runtime
+    from sandbox.runtime.runner import Runtime
 
 __all__ = [
     "CaseResult",

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line when ``SANDBOX_LOG_FORMAT=json``.
 
-Every finished job is logged by the runtime on ``sandbox.jobs`` with its id,
+Every finished job is logged by the runtime on ``sandbox.runtime.jobs`` with its id,
 task id, status, times, memory and limits as fields; its code, input and
 output only with ``SANDBOX_LOG_DEBUG=true``.
 """

@@ -27,11 +27,11 @@ __all__ = [
 DEFAULT_RUN_DIR = "/run/sandbox"
 SERVE_SOCKET = "sandbox.sock"  # `sandbox serve`, in the run dir
 # The run dir's folders, one name each:
-OWNERS = "owners"  # each live runtime's lock file (sandbox/reclaim.py)
+OWNERS = "owners"  # each live runtime's lock file (sandbox/runtime/reclaim.py)
 POOLS = "pools"  # each runtime's pool counters (`sandbox pool status`)
-JOBS = "jobs"  # the records of running jobs (`sandbox ps`, sandbox/jobs.py)
+JOBS = "jobs"  # the records of running jobs (`sandbox ps`, sandbox/runtime/jobs.py)
 MOUNTS = "mnt"  # where containers' roots are built
-CPUS = "cpus"  # slot locks of pinned CPUs (sandbox/slots.py)
+CPUS = "cpus"  # slot locks of pinned CPUs (sandbox/kernel/slots.py)
 USERNS = "userns"  # slot locks of the user namespaces' host id ranges
 WORKERS = "workers"  # worker processes' heartbeats (worker/health.py)
 

@@ -7,7 +7,7 @@ namespace flags, ordered mounts, capabilities kept, rlimits, argv and env.
 It has two parts: the :class:`ContainerPlan` (namespaces and root filesystem,
 all a container needs before a job is known, so the warm pool can build it
 ahead) and the :class:`JobPlan` (user, capabilities, rlimits, command). The
-child side (the native launcher, ``sandbox/native/launch.c``) receives each
+child side (the native launcher, ``sandbox/kernel/native/launch.c``) receives each
 through an inherited memfd as NUL-terminated tokens (:meth:`ContainerPlan.to_wire`,
 :meth:`JobPlan.to_wire`) and carries it out; it makes no policy of its own.
 """
@@ -23,14 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sandbox import egress
-from sandbox import syscalls as sc
-from sandbox.caps import CAPABILITIES, capability_mask
 from sandbox.errors import SpecError
+from sandbox.kernel import egress
+from sandbox.kernel import syscalls as sc
+from sandbox.kernel.caps import CAPABILITIES, capability_mask
 from sandbox.paths import MOUNTS
 
 if TYPE_CHECKING:
-    from sandbox.image import Image
+    from sandbox.image.store import Image
     from sandbox.languages import LanguageInfo
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec, Limits
@@ -145,7 +145,7 @@ class ContainerPlan:
     ceilings: tuple[tuple[int, int], ...] = ()
     # /proc/sys/user/<name> inside the container's user namespace.
     sysctls: tuple[tuple[str, int], ...] = ()
-    # A user-mode network stack's argv for egress (sandbox/egress.py), or ().
+    # A user-mode network stack's argv for egress (sandbox/kernel/egress.py), or ().
     netstack: tuple[str, ...] = ()
 
     @property
@@ -477,7 +477,7 @@ def build_plan(
         )
 
     # A network of its own always: loopback only, or egress through a
-    # user-mode stack that needs the user namespace (sandbox/egress.py).
+    # user-mode stack that needs the user namespace (sandbox/kernel/egress.py).
     namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
     if userns:
         namespaces |= sc.CLONE_NEWNS

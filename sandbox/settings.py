@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sandbox.cpus import parse_cpu_list
+from sandbox.kernel.cpus import parse_cpu_list
 from sandbox.paths import DEFAULT_RUN_DIR
 from sandbox.spec import Size, normalise_capabilities
 
@@ -108,7 +108,8 @@ class Settings(BaseSettings):
         DOCKER_DEFAULT_CAPABILITIES
     )
     allow_network: bool = Field(
-        False, description="let jobs ask for network egress (their own stack, sandbox/egress.py)"
+        False,
+        description="let jobs ask for network egress (their own stack, sandbox/kernel/egress.py)",
     )
     network_stack: str = Field("/usr/bin/pasta", description="the user-mode network stack")
     network_connections: int = Field(
@@ -124,7 +125,9 @@ class Settings(BaseSettings):
 
     job_uid: int = Field(65534, ge=1, description="uid of a job that asks no capabilities")
     job_gid: int = Field(65534, ge=1)
-    seccomp: bool = Field(True, description="load the default seccomp filter (sandbox/seccomp.py)")
+    seccomp: bool = Field(
+        True, description="load the default seccomp filter (sandbox/kernel/seccomp.py)"
+    )
     userns: bool = Field(
         True, description="run each container in its own user namespace (root inside is not root)"
     )

@@ -42,7 +42,7 @@ def parse_size(value: object) -> object:
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
-# Names of sandbox.seccomp.PROFILES: a job picks a named profile, never syscalls.
+# Names of sandbox.kernel.seccomp.PROFILES: a job picks a named profile, never syscalls.
 SeccompProfile = Literal["default", "strict", "ptrace"]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.runner import Runtime
+from sandbox.runtime.runner import Runtime
 from sandbox.settings import Settings
 from tests.proc import descendants
 
@@ -37,7 +37,7 @@ TEST_SETTINGS = Settings(
 
 def _cgroup_version() -> int | None:
     try:
-        from sandbox.cgroups import detect_setup
+        from sandbox.kernel.cgroups import detect_setup
 
         return detect_setup(TEST_SETTINGS.cgroup_root, TEST_SETTINGS.cgroup_parent).version
     except Exception:

@@ -126,7 +126,7 @@ def _ride_out_redis_outages(**_: Any) -> None:
 def _refuse_incapable_host(**_: Any) -> None:
     """A worker on a host that cannot sandbox exits at once, saying why."""
     from sandbox.errors import SandboxError
-    from sandbox.host import prepare
+    from sandbox.runtime.host import prepare
 
     try:
         prepare(_limits)
@@ -191,10 +191,10 @@ def _reclaim_ended_processes(**_: Any) -> None:
 
     Their containers died with them; their cgroups and records remain, which
     no replacement process reclaims at shutdown. Only dead runtimes' things
-    are touched (sandbox/reclaim.py), never a live one's on the same host.
+    are touched (sandbox/runtime/reclaim.py), never a live one's on the same host.
     """
     from sandbox.errors import SandboxError
-    from sandbox.reclaim import collect
+    from sandbox.runtime.reclaim import collect
 
     try:
         report = collect(_limits)

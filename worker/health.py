@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.host import Check, try_a_job
 from sandbox.paths import WORKERS, write_atomically
+from sandbox.runtime.host import Check, try_a_job
 from sandbox.settings import Settings
 from worker.settings import WorkerSettings
 

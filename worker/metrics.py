@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sandbox.pool import PoolStats
     from sandbox.result import JobResult
+    from sandbox.runtime.pool import PoolStats
 
 __all__ = [
     "observe_job",

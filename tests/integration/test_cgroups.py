@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from sandbox import JobSpec, Limits, Status
-from sandbox.cgroups import detect_setup
 from sandbox.errors import UnsupportedError
-from sandbox.runner import Runtime
+from sandbox.kernel.cgroups import detect_setup
+from sandbox.runtime.runner import Runtime
 from sandbox.settings import Settings
 
 BALLOON = "x = bytearray(256 * 2**20)\nprint('survived')\n"

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox import JobSpec, Status, runner
+from sandbox import JobSpec, Status
+from sandbox.runtime import runner
 from tests.conftest import TEST_SETTINGS
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -84,7 +85,7 @@ def test_a_forked_child_gets_a_runtime_of_its_own(background):
 
 EXITS_WITHOUT_STOP = """
 from sandbox import JobSpec
-from sandbox.runner import RuntimeThread
+from sandbox.runtime.runner import RuntimeThread
 host = RuntimeThread()  # as worker.tasks.runtime_host() makes one
 for _ in range(3):
     assert host.execute(JobSpec(code="exec /bin/true", language="sh")).exit_code == 0

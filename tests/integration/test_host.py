@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.errors import UnsupportedError
-from sandbox.runner import Runtime
+from sandbox.runtime.runner import Runtime
 from sandbox.settings import Settings
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from sandbox import JobSpec, Status
-from sandbox.archive import ArchiveError, Limits
 from sandbox.errors import SpecError
-from sandbox.image import ImageError, ImageStore
+from sandbox.image.archive import ArchiveError, Limits
+from sandbox.image.store import ImageError, ImageStore
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 

@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.root, pytest.mark.overlay]
 NOBODY = pytest.param((), id="nobody")
 # This checkout, wherever it lives: the host's, never in a job's view.
 CHECKOUT = Path(__file__).resolve().parents[2]
-HOST_PATHS = f"SOURCE, CHECKOUT = {str(CHECKOUT / 'sandbox/runner.py')!r}, {str(CHECKOUT)!r}\n"
+HOST_PATHS = (
+    f"SOURCE, CHECKOUT = {str(CHECKOUT / 'sandbox/runtime/runner.py')!r}, {str(CHECKOUT)!r}\n"
+)
 
 READ_HOST_FILES = (
     HOST_PATHS

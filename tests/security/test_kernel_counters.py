@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from sandbox import JobResult, Runtime, Settings, Status
-from sandbox.jobs import JobRecord, read_all
+from sandbox.runtime.jobs import JobRecord, read_all
 from tests.security.helpers import assert_host_healthy, limits, marker, run
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox import JobResult, Runtime, Status, runner
-from sandbox.cgroups.v1 import CgroupV1
-from sandbox.cgroups.v2 import CgroupV2
+from sandbox import JobResult, Runtime, Status
 from sandbox.errors import CgroupError
+from sandbox.kernel.cgroups.v1 import CgroupV1
+from sandbox.kernel.cgroups.v2 import CgroupV2
+from sandbox.runtime import runner
 from tests.security.helpers import MiB, assert_host_healthy, job_uid_descendants, run
 from tests.security.test_resources import MEMORY_BOMB, SPREAD_MEMORY_BOMB
 

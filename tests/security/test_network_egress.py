@@ -29,7 +29,7 @@ import pytest
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
-pytest.importorskip("sandbox.egress")
+pytest.importorskip("sandbox.kernel.egress")
 if not Path("/usr/bin/pasta").exists() or not Path("/usr/sbin/nft").exists():
     pytest.skip("pasta or nft missing (scripts/install installs passt and nftables)",
                 allow_module_level=True)  # fmt: skip
@@ -237,7 +237,7 @@ def test_no_network_stack_is_left(results):
 
 def test_the_ruleset_names_the_jobs_uid_range():
     from sandbox import Settings
-    from sandbox.egress import ruleset
+    from sandbox.kernel.egress import ruleset
 
     settings = Settings(network_connections=7)
     text = ruleset(settings.job_uids(), settings.network_connections, settings.network_rate)

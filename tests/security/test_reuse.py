@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sandbox import Runtime, Status
-from sandbox.cgroups import detect_setup
+from sandbox.kernel.cgroups import detect_setup
 from tests.security.helpers import MiB, run
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]

@@ -1,4 +1,4 @@
-"""A recording fake of :class:`sandbox.syscalls.Syscalls`, as youki's ``TestHelperSyscall``.
+"""A recording fake of :class:`sandbox.kernel.syscalls.Syscalls`, as youki's ``TestHelperSyscall``.
 
 It checks the order and arguments of kernel calls; it never proves isolation
 (the integration tests on the real kernel do). Every call is appended to
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.syscalls import Syscalls
+from sandbox.kernel.syscalls import Syscalls
 
 # Any, not object: tests compare and mask the recorded arguments.
 Call = tuple[Any, ...]

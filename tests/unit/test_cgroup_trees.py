@@ -13,12 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import syscalls as sc
-from sandbox.cgroups import detect_setup
-from sandbox.cgroups.base import CgroupStats, freeze_and_kill, parse_keyed, read_file, write_file
-from sandbox.cgroups.v1 import SetupV1
-from sandbox.cgroups.v2 import SetupV2
 from sandbox.errors import CgroupError, SandboxError, SetupError, UnsupportedError
+from sandbox.kernel import syscalls as sc
+from sandbox.kernel.cgroups import detect_setup
+from sandbox.kernel.cgroups.base import (
+    CgroupStats,
+    freeze_and_kill,
+    parse_keyed,
+    read_file,
+    write_file,
+)
+from sandbox.kernel.cgroups.v1 import SetupV1
+from sandbox.kernel.cgroups.v2 import SetupV2
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import syscalls as sc
-from sandbox.cgroups import detect_setup
-from sandbox.cgroups.base import read_file, write_file
-from sandbox.cgroups.v1 import CgroupV1, SetupV1
-from sandbox.cgroups.v2 import CgroupV2, SetupV2
 from sandbox.errors import CgroupError, UnsupportedError
+from sandbox.kernel import syscalls as sc
+from sandbox.kernel.cgroups import detect_setup
+from sandbox.kernel.cgroups.base import read_file, write_file
+from sandbox.kernel.cgroups.v1 import CgroupV1, SetupV1
+from sandbox.kernel.cgroups.v2 import CgroupV2, SetupV2
 
 
 def _magic(value: int):
@@ -137,7 +137,7 @@ def test_v1_memory_stays_below_memory_and_swap(tmp_path: Path, monkeypatch: pyte
         writes.append(path.name)
         write_file(path, data)
 
-    monkeypatch.setattr("sandbox.cgroups.v1.write_file", spy)
+    monkeypatch.setattr("sandbox.kernel.cgroups.v1.write_file", spy)
     cg.set_limits(memory_bytes=256 << 20, pids_max=1)
     cg.set_limits(memory_bytes=32 << 20, pids_max=1)
     memory = [w for w in writes if "limit" in w]

@@ -1,6 +1,6 @@
 """``sandbox run`` without running anything: parsing, the JobSpec it builds, exit codes.
 
-``sandbox.runner.execute_sync`` is replaced for every test here: either by a
+``sandbox.runtime.runner.execute_sync`` is replaced for every test here: either by a
 guard that fails the test (a usage error must stop before any job), or by a
 fake that records the spec and returns a canned result.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import runner
 from sandbox.cli import main
 from sandbox.errors import SpecError, UnsupportedError
 from sandbox.result import JobResult, Status
+from sandbox.runtime import runner
 from sandbox.spec import JobSpec, Limits
 
 RUN_FLAGS = (

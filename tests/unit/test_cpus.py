@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sandbox.cpus import parse_cpu_list
+from sandbox.kernel.cpus import parse_cpu_list
+from sandbox.kernel.slots import Slots
 from sandbox.settings import Settings
-from sandbox.slots import Slots
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,9 @@ HOME = {
     "Limits": "sandbox.spec",
     "JobResult": "sandbox.result",
     "Status": "sandbox.result",
-    "Runtime": "sandbox.runner",
-    "execute": "sandbox.runner",
-    "execute_sync": "sandbox.runner",
+    "Runtime": "sandbox.runtime.runner",
+    "execute": "sandbox.runtime.runner",
+    "execute_sync": "sandbox.runtime.runner",
     "Settings": "sandbox.settings",
     "run": "worker.tasks",
     "judge": "worker.tasks",
@@ -82,10 +82,10 @@ def test_import_sandbox_is_light():
 def test_errors_from_the_package_need_no_pydantic():
     modules = _modules_after("import sandbox\nsandbox.SpecError, sandbox.CgroupError")
     assert _heavy(modules) == []
-    assert "sandbox.runner" not in modules
+    assert "sandbox.runtime.runner" not in modules
 
 
 def test_lazy_names_do_load_their_module():
     modules = _modules_after("import sandbox\nsandbox.JobSpec")
     assert "sandbox.spec" in modules
-    assert "sandbox.runner" not in modules
+    assert "sandbox.runtime.runner" not in modules

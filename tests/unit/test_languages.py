@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.image import Image
+from sandbox.image.store import Image
 from sandbox.plan import build_plan
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec

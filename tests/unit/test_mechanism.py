@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from sandbox import caps
-from sandbox import syscalls as sc
+from sandbox.kernel import caps
+from sandbox.kernel import syscalls as sc
 from tests.unit.fakes import RecordingSyscalls
 
 

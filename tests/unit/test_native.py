@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import native
 from sandbox.errors import UnsupportedError
+from sandbox.kernel import native
 
 
 def _source_and_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:

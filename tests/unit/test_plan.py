@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import syscalls as sc
-from sandbox.caps import CAPABILITIES
 from sandbox.errors import SpecError
-from sandbox.image import Image
+from sandbox.image.store import Image
+from sandbox.kernel import syscalls as sc
+from sandbox.kernel.caps import CAPABILITIES
 from sandbox.plan import PROC_MASKED, PROC_READONLY, build_plan
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec, Limits

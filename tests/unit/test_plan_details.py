@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import syscalls as sc
-from sandbox.caps import CAPABILITIES
 from sandbox.errors import SpecError
-from sandbox.image import Image
+from sandbox.image.store import Image
+from sandbox.kernel import syscalls as sc
+from sandbox.kernel.caps import CAPABILITIES
 from sandbox.plan import DEVICES, PATH, MountOp, Plan, build_plan, wire
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec, Limits

@@ -1,4 +1,4 @@
-"""Job records (sandbox/jobs.py) and the JSON log format, on tmp_path."""
+"""Job records (sandbox/runtime/jobs.py) and the JSON log format, on tmp_path."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from sandbox import jobs
 from sandbox.logs import JsonFormatter
+from sandbox.runtime import jobs
 
 
 def _record(job_id: str = "123-abc.1", started: float = 10.0) -> jobs.JobRecord:

@@ -168,10 +168,10 @@ def test_unknown_language_lists_the_known_ones():
 
 
 def test_seccomp_profiles_named_in_the_spec_are_the_filters():
-    """The spec's Literal and sandbox.seccomp.PROFILES name the same profiles."""
+    """The spec's Literal and sandbox.kernel.seccomp.PROFILES name the same profiles."""
     from typing import get_args
 
-    from sandbox.seccomp import DENIED, PROFILES
+    from sandbox.kernel.seccomp import DENIED, PROFILES
     from sandbox.spec import SeccompProfile
 
     assert set(get_args(SeccompProfile)) == set(PROFILES)
@@ -182,7 +182,7 @@ def test_seccomp_profiles_named_in_the_spec_are_the_filters():
 
 def test_a_profile_the_operator_did_not_allow_is_refused_by_the_plan(tmp_path):
     from sandbox.errors import SpecError
-    from sandbox.image import Image
+    from sandbox.image.store import Image
     from sandbox.plan import build_plan
     from sandbox.settings import Settings
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sandbox import syscalls as sc
-from sandbox.host import _ids_in_use
-from sandbox.image import Image
+from sandbox.image.store import Image
+from sandbox.kernel import syscalls as sc
 from sandbox.plan import ContainerPlan, build_plan
+from sandbox.runtime.host import _ids_in_use
 from sandbox.settings import USERNS_BASE, Settings
 from sandbox.spec import JobSpec
 

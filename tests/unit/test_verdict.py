@@ -1,6 +1,6 @@
 """The precedence of statuses (sandbox/verdict.py), every combination of its inputs;
 and what makes a memory verdict prompt: the cgroup side on fixture trees, the
-supervisor's watch (sandbox/runner.py) against a fake kernel."""
+supervisor's watch (sandbox/runtime/runner.py) against a fake kernel."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from typing import Any, cast
 
 import pytest
 
-from sandbox import runner
-from sandbox.cgroups import Cgroup
-from sandbox.cgroups.v1 import CgroupV1
-from sandbox.cgroups.v2 import SetupV2
 from sandbox.errors import CgroupError
+from sandbox.kernel.cgroups import Cgroup
+from sandbox.kernel.cgroups.v1 import CgroupV1
+from sandbox.kernel.cgroups.v2 import SetupV2
 from sandbox.result import Status
+from sandbox.runtime import runner
 from sandbox.verdict import CPU_TIME, MEMORY, OUTPUT, WALL_TIME, decide_status, time_limit_hit
 
 CPU_LIMIT = 2.0

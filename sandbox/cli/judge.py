@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox.cli_args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
+from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
 
 if TYPE_CHECKING:
     from sandbox.judging import JudgeResult, JudgeSpec
@@ -130,7 +130,7 @@ def judge_command(args: argparse.Namespace, language: str) -> int:
     """``sandbox judge``: returns the exit status."""
     from sandbox.errors import SandboxError, SpecError
     from sandbox.judging import JudgeResult, Verdict, judge
-    from sandbox.runner import Runtime
+    from sandbox.runtime.runner import Runtime
 
     spec = _spec(args, language)  # a UsageError is main's to report
 

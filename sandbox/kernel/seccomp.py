@@ -4,7 +4,7 @@ The filter is built with libseccomp (through ctypes; Debian's libseccomp2 is
 on every host), compiled to BPF once per profile by the supervisor
 (:func:`compiled`), and loaded by the job's process last, after its
 capabilities are dropped and ``no_new_privs`` is set, just before execve
-(the native launcher, ``sandbox/native/launch.c``). Policy, in the
+(the native launcher, ``sandbox/kernel/native/launch.c``). Policy, in the
 spirit of Docker's default profile, allow by default and refuse with EPERM:
 
 - namespaces: unshare, setns, and clone with any CLONE_NEW* flag (so no
@@ -44,7 +44,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from sandbox.syscalls import (
+from sandbox.kernel.syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,

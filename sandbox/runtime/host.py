@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandbox.errors import UnsupportedError
-from sandbox.namespaces import NAMESPACES
+from sandbox.kernel.namespaces import NAMESPACES
 from sandbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def _overlay() -> Check:
 
 
 def _cgroups(settings: Settings) -> Check:
-    from sandbox.cgroups import detect_setup
+    from sandbox.kernel.cgroups import detect_setup
 
     try:
         setup = detect_setup(settings.cgroup_root, settings.cgroup_parent)
@@ -87,7 +87,7 @@ def _cgroups(settings: Settings) -> Check:
 
 
 def _seccomp() -> Check:
-    from sandbox.seccomp import SeccompUnavailable, build_filter
+    from sandbox.kernel.seccomp import SeccompUnavailable, build_filter
 
     try:
         build_filter()
@@ -106,7 +106,7 @@ def _userns(settings: Settings) -> Check:
             "unset SANDBOX_USERNS to map root inside to an unprivileged host uid",
             essential=False,
         )
-    from sandbox.namespaces import new_user_namespace
+    from sandbox.kernel.namespaces import new_user_namespace
 
     first, size = settings.userns_base, settings.userns_size
     end = first + settings.userns_ranges * size
@@ -242,7 +242,7 @@ def try_a_job(settings: Settings) -> Check:
 
     from sandbox.errors import SandboxError
     from sandbox.result import Status
-    from sandbox.runner import Runtime  # the runtime above: only when a job is tried
+    from sandbox.runtime.runner import Runtime  # the runtime above: only when a job is tried
     from sandbox.spec import JobSpec
 
     async def probe() -> JobResult:
@@ -285,7 +285,7 @@ def prepare(settings: Settings) -> None:
     Raises:
         UnsupportedError, CgroupError: what is missing and how to fix it.
     """
-    from sandbox.cgroups import detect_setup
+    from sandbox.kernel.cgroups import detect_setup
 
     require_capable(settings)
     detect_setup(settings.cgroup_root, settings.cgroup_parent).ensure_parent()

@@ -1,12 +1,12 @@
 """The native launcher: the child side of every container, in C (``launch.c``).
 
-The runtime starts one launcher process per :class:`~sandbox.runner.Runtime`
+The runtime starts one launcher process per :class:`~sandbox.runtime.runner.Runtime`
 and asks it for containers (docs/adr/0008-native-launcher.md). It is built
 from the source shipped in this package by the project's install step
 (``scripts/install``, the worker image) with the host's C compiler, into
 this package's directory; :func:`path` finds it, :func:`build` makes it.
 
-    python -m sandbox.native      # build (or rebuild a stale) launcher
+    python -m sandbox.kernel.native      # build (or rebuild a stale) launcher
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def path() -> str:
     if not os.access(binary, os.X_OK) or (not override and _stale(binary)):
         raise UnsupportedError(
             f"the native launcher {binary} is missing or older than {SOURCE.name}",
-            hint="run scripts/install (or: python -m sandbox.native) to build it",
+            hint="run scripts/install (or: python -m sandbox.kernel.native) to build it",
         )
     return str(binary)
 

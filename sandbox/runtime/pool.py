@@ -22,9 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sandbox.container import Container
 from sandbox.errors import SandboxError
 from sandbox.plan import ContainerPlan
+from sandbox.runtime.container import Container
 
 __all__ = ["PoolStats", "RootfsPool"]
 

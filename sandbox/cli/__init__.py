@@ -1,8 +1,8 @@
-"""``sandbox``, the command: its entry point (the commands: :mod:`sandbox.cli_main`).
+"""``sandbox``, the command: its entry point (the commands: :mod:`sandbox.cli.commands`).
 
-``sandbox run`` first offers its job to `sandbox serve` (:mod:`sandbox.daemon`),
+``sandbox run`` first offers its job to `sandbox serve` (:mod:`sandbox.cli.daemon`),
 importing only the C module ``_socket`` to do so; everything
-else, and ``sandbox run`` without a server, goes to :func:`sandbox.cli_main.main`.
+else, and ``sandbox run`` without a server, goes to :func:`sandbox.cli.commands.main`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sandbox`` command."""
     raw = sys.argv[1:] if argv is None else argv
     if raw[:1] == ["run"] and not {"-h", "--help"} & set(raw):
-        from sandbox import daemon
+        from sandbox.cli import daemon
 
         forwarded = daemon.forward(raw)  # a warm runtime, nothing imported
         if forwarded is not None:
@@ -26,6 +26,6 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.flush()
                 os._exit(forwarded)  # skips the interpreter's teardown (a few ms)
             return forwarded
-    from sandbox import cli_main
+    from sandbox.cli import commands
 
-    return cli_main.main(raw)
+    return commands.main(raw)

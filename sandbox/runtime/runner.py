@@ -35,11 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox import egress, files, host, jobs, languages, native, paths, reclaim, seccomp, verdict
-from sandbox.caps import last_capability
-from sandbox.cgroups import Cgroup, CgroupSetup, detect_setup
-from sandbox.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
-from sandbox.cpus import parse_cpu_list
+from sandbox import languages, paths, verdict
 from sandbox.errors import (
     CgroupError,
     CleanupError,
@@ -48,12 +44,18 @@ from sandbox.errors import (
     SetupError,
     UnsupportedError,
 )
-from sandbox.image import Image, ImageStore
+from sandbox.image.store import Image, ImageStore
+from sandbox.kernel import egress, files, native, seccomp
+from sandbox.kernel.caps import last_capability
+from sandbox.kernel.cgroups import Cgroup, CgroupSetup, detect_setup
+from sandbox.kernel.cpus import parse_cpu_list
+from sandbox.kernel.slots import Slot, Slots
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
-from sandbox.pool import PoolStats, RootfsPool
 from sandbox.result import JobResult
+from sandbox.runtime import host, jobs, reclaim
+from sandbox.runtime.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
+from sandbox.runtime.pool import PoolStats, RootfsPool
 from sandbox.settings import Settings
-from sandbox.slots import Slot, Slots
 from sandbox.spec import File, JobSpec, Limits
 
 __all__ = ["Runtime", "RuntimeThread", "execute", "execute_sync"]
@@ -266,7 +268,7 @@ class Runtime:
         await self.aclose()
 
     def _start_launcher(self, launcher: str) -> None:
-        """Start the native launcher (sandbox/native/launch.c), which forks our containers."""
+        """Start the native launcher (sandbox/kernel/native/launch.c): it forks our containers."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._launcher = subprocess.Popen(
@@ -342,7 +344,7 @@ class Runtime:
         """Keep a finished container's cgroup for the next one, or remove it.
 
         Raises:
-            CleanupError: it stayed busy (see :func:`~sandbox.container.destroy_cgroup`).
+            CleanupError: it stayed busy (see :func:`~sandbox.runtime.container.destroy_cgroup`).
         """
         try:
             reusable = len(self._idle_cgroups) < self.idle_cgroup_cap and cgroup.recycle()
@@ -584,7 +586,7 @@ class Runtime:
         return self._result(container, streams, lim, outputs, killed)
 
     def _log_job(self, container: Container, task: _Job, result: JobResult) -> None:
-        """One line per finished job on ``sandbox.jobs`` (fields for the JSON format)."""
+        """One line per finished job on ``sandbox.runtime.jobs`` (fields for the JSON format)."""
         if not job_log.isEnabledFor(logging.INFO):
             return  # nothing to build on the hot path
         fields: dict[str, object] = {
@@ -713,7 +715,7 @@ class _Job:
 def _collect(
     container: Container, job: JobPlan, cap: int
 ) -> tuple[dict[str, bytes], dict[str, str]]:
-    """The files the job asked back, read through its init's root (see :mod:`sandbox.files`)."""
+    """The files the job asked back, read through its init's root (:mod:`sandbox.kernel.files`)."""
     if container.exit is None or container.kill_reason is not None:
         return {}, dict.fromkeys(job.collect, "the job did not exit by itself")
     try:
@@ -793,7 +795,7 @@ class _CpuWatch:
 
 class _OomWatch:
     """Kills the job at its memory cgroup's first OOM kill, where the kernel kills
-    only one process of it (v1: see :meth:`~sandbox.cgroups.base.Cgroup.watch_oom`;
+    only one process of it (v1: see :meth:`~sandbox.kernel.cgroups.base.Cgroup.watch_oom`;
     on v2 the kernel kills the whole job and this watches nothing).
 
     One per job, armed before the job can allocate, closed after it.

@@ -15,7 +15,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from sandbox.cgroups.base import (
+from sandbox.errors import CgroupError, UnsupportedError
+from sandbox.kernel.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
@@ -31,7 +32,6 @@ from sandbox.cgroups.base import (
     subtree,
     write_file,
 )
-from sandbox.errors import CgroupError, UnsupportedError
 
 __all__ = ["CgroupV1", "SetupV1"]
 

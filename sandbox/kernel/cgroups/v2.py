@@ -14,7 +14,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from sandbox.cgroups.base import (
+from sandbox.errors import CgroupError, UnsupportedError
+from sandbox.kernel.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
     CgroupStats,
@@ -30,7 +31,6 @@ from sandbox.cgroups.base import (
     subtree,
     write_file,
 )
-from sandbox.errors import CgroupError, UnsupportedError
 
 __all__ = ["CgroupV2", "SetupV2"]
 

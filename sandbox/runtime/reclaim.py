@@ -4,7 +4,7 @@ A runtime killed with SIGKILL leaves no process (its launcher sees the control
 socket close and kills its containers, which die with their parents) and no
 mount (every job's mounts live in the job's own mount namespace). What can
 remain: empty job cgroups, its owner lock file, its pool status file, the
-records of its running jobs (sandbox/jobs.py), and an image import's staging
+records of its running jobs (sandbox/runtime/jobs.py), and an image import's staging
 directory.
 
 Ownership is precise, never a broad name match: each runtime holds an
@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import jobs
-from sandbox.cgroups import CgroupSetup, detect_setup
 from sandbox.errors import SandboxError
-from sandbox.image import ImageStore
+from sandbox.image.store import ImageStore
+from sandbox.kernel.cgroups import CgroupSetup, detect_setup
 from sandbox.paths import OWNERS, POOLS
+from sandbox.runtime import jobs
 from sandbox.settings import Settings
 
 __all__ = ["GcReport", "claim_owner", "collect", "owner_alive"]

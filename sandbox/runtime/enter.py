@@ -21,10 +21,10 @@ import signal
 import sys
 from typing import NoReturn
 
-from sandbox import caps, limits, seccomp
-from sandbox.jobs import JobRecord
-from sandbox.namespaces import NAMESPACES
-from sandbox.syscalls import CLONE_NEWUSER, LINUX, PR_SET_PDEATHSIG
+from sandbox.kernel import caps, limits, seccomp
+from sandbox.kernel.namespaces import NAMESPACES
+from sandbox.kernel.syscalls import CLONE_NEWUSER, LINUX, PR_SET_PDEATHSIG
+from sandbox.runtime.jobs import JobRecord
 
 __all__ = ["JobGone", "run_in_job"]
 

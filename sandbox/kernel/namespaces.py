@@ -25,7 +25,7 @@ import os
 import socket
 import struct
 
-from sandbox.syscalls import CLONE_NEWUSER, LINUX, Syscalls
+from sandbox.kernel.syscalls import CLONE_NEWUSER, LINUX, Syscalls
 
 __all__ = [
     "NAMESPACES",
@@ -38,8 +38,8 @@ __all__ = [
 
 # A job's namespaces but its user namespace, in the order nsenter joins them
 # for a privileged caller (the user namespace comes last, so that the others
-# are joined with the host's privileges): `sandbox exec` (sandbox/enter.py)
-# and `sandbox doctor`'s check that the kernel has each (sandbox/host.py).
+# are joined with the host's privileges): `sandbox exec` (sandbox/runtime/enter.py)
+# and `sandbox doctor`'s check that the kernel has each (sandbox/runtime/host.py).
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 
 _SIOCGIFFLAGS = 0x8913

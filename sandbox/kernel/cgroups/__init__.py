@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sandbox import syscalls
-from sandbox.cgroups.base import Cgroup, CgroupSetup, CgroupStats
-from sandbox.cgroups.v1 import SetupV1
-from sandbox.cgroups.v2 import SetupV2
 from sandbox.errors import UnsupportedError
+from sandbox.kernel import syscalls
+from sandbox.kernel.cgroups.base import Cgroup, CgroupSetup, CgroupStats
+from sandbox.kernel.cgroups.v1 import SetupV1
+from sandbox.kernel.cgroups.v2 import SetupV2
 
 __all__ = ["Cgroup", "CgroupSetup", "CgroupStats", "detect_setup"]
 

@@ -3,7 +3,7 @@
 Judges want a job's timing to be stable: with ``SANDBOX_PIN_CPUS=2-3`` every
 job runs pinned to one of those CPUs, and no two jobs of this host (whatever
 worker process runs them) share one at a time: each CPU is a host-wide slot
-(:class:`sandbox.slots.Slots` on ``<run_dir>/cpus``). A job waits for a free
+(:class:`sandbox.kernel.slots.Slots` on ``<run_dir>/cpus``). A job waits for a free
 CPU before it starts; its wall clock starts after.
 """
 

@@ -27,11 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
-from sandbox.cli_args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
-from sandbox.cli_judge import add_commands as add_judge_commands
-from sandbox.cli_judge import judge_command, languages_command
-from sandbox.cli_ops import add_commands as add_ops_commands
-from sandbox.cli_ops import exec_command, kill_command, ps_command
+from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
+from sandbox.cli.judge import add_commands as add_judge_commands
+from sandbox.cli.judge import judge_command, languages_command
+from sandbox.cli.ops import add_commands as add_ops_commands
+from sandbox.cli.ops import exec_command, kill_command, ps_command
 
 if TYPE_CHECKING:
     from sandbox.result import JobResult
@@ -291,7 +291,7 @@ def _report(
 def _run(args: argparse.Namespace) -> int:
     from sandbox.errors import SandboxError, SpecError
     from sandbox.result import JobResult
-    from sandbox.runner import execute_sync
+    from sandbox.runtime.runner import execute_sync
 
     spec = _spec(args)
     try:
@@ -323,7 +323,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import os
 
-    from sandbox.host import prepare
+    from sandbox.runtime.host import prepare
     from sandbox.settings import Settings
 
     prepare(Settings())
@@ -334,7 +334,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from sandbox.host import run_checks, try_a_job
+    from sandbox.runtime.host import run_checks, try_a_job
     from sandbox.settings import Settings
 
     checks = run_checks()
@@ -385,7 +385,7 @@ def _print_manifest(manifest: dict[str, Any], as_json: bool) -> None:
 
 
 def _image(args: argparse.Namespace) -> int:
-    from sandbox.image import ImageStore
+    from sandbox.image.store import ImageStore
     from sandbox.settings import Settings
 
     store = ImageStore(Settings().state_dir)
@@ -434,7 +434,7 @@ def _image(args: argparse.Namespace) -> int:
 
 def _pool(args: argparse.Namespace) -> int:
     from sandbox.paths import POOLS
-    from sandbox.reclaim import owner_alive
+    from sandbox.runtime.reclaim import owner_alive
     from sandbox.settings import Settings
 
     settings = Settings()
@@ -478,7 +478,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def _settings() -> Settings:
     """The host's settings, for commands that act on its running jobs (as root)."""
-    from sandbox.host import require_capable
+    from sandbox.runtime.host import require_capable
     from sandbox.settings import Settings
 
     settings = Settings()
@@ -487,14 +487,14 @@ def _settings() -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sandbox import daemon
+    from sandbox.cli import daemon
 
     return daemon.serve()
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from sandbox.host import require_capable
-    from sandbox.reclaim import collect
+    from sandbox.runtime.host import require_capable
+    from sandbox.runtime.reclaim import collect
     from sandbox.settings import Settings
 
     settings = Settings()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import socket
     from typing import Any
 
-    from sandbox.runner import Runtime
+    from sandbox.runtime.runner import Runtime
 
 __all__ = ["forward", "serve"]
 
@@ -81,7 +81,7 @@ def serve() -> int:
     import asyncio
     import signal
 
-    from sandbox.runner import Runtime
+    from sandbox.runtime.runner import Runtime
 
     async def main() -> None:
         async with Runtime() as runtime:
@@ -189,8 +189,8 @@ def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
 
 async def _run(runtime: Runtime, msg: bytes, fds: list[int]) -> int:
     """Parse, run and report as `sandbox run` does, on the client's descriptors."""
-    from sandbox import cli_main as cli
-    from sandbox.cli_args import EXIT_USAGE, UsageError
+    from sandbox.cli import commands as cli
+    from sandbox.cli.args import EXIT_USAGE, UsageError
 
     argv = [os.fsdecode(arg) for arg in msg.split(b"\0")]
     if len(fds) != CLIENT_FDS or argv[:1] != ["run"]:
@@ -212,9 +212,9 @@ def _parser() -> Any:
     """The command's parser, built once (15 ms: every subcommand's flags)."""
     global _PARSER
     if _PARSER is None:
-        from sandbox import cli_main
+        from sandbox.cli import commands
 
-        _PARSER = cli_main._parser(cli_main.StrictParser)
+        _PARSER = commands._parser(commands.StrictParser)
     return _PARSER
 
 
@@ -222,8 +222,8 @@ _PARSER: Any = None
 
 
 async def _execute(runtime: Runtime, spec: Any, as_json: bool, out: Any, err: Any) -> int:
-    from sandbox import cli_main as cli
-    from sandbox.cli_args import EXIT_USAGE
+    from sandbox.cli import commands as cli
+    from sandbox.cli.args import EXIT_USAGE
     from sandbox.errors import SandboxError, SpecError
     from sandbox.result import JobResult
 

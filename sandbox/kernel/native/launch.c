@@ -1,7 +1,7 @@
 /*
  * sandbox-launch: the child side of every container, in C.
  *
- * The supervisor (sandbox/runner.py, asyncio) starts one launcher per runtime
+ * The supervisor (sandbox/runtime/runner.py, asyncio) starts one launcher per runtime
  * and asks it for containers over a SOCK_SEQPACKET control socket (argv[1]).
  * The launcher is single-threaded and small, so forking it per container
  * costs a few pages, not the 15 MB address space of a Python interpreter
@@ -22,7 +22,7 @@
  *                 (/proc/sys/user); unshares mnt, pid, ipc, uts, net; forks I.
  *   N  netstack   (network=true only) forked by C while host root: joins the
  *                 job's cgroup, execs pasta as the container's uid on I's
- *                 namespaces (sandbox/egress.py); C kills it when I is gone.
+ *                 namespaces (sandbox/kernel/egress.py); C kills it when I is gone.
  *   I  init       pid 1: /proc, hostname, lo, pivot_root; forks J; becomes its
  *                 own uid; reaps; reports the job's exit; waits for "release".
  *   J  job        joins the cgroup; unshares the cgroup namespace; (with N:
@@ -33,7 +33,7 @@
  * Plans arrive in memfds as NUL-terminated tokens (plan.py: to_wire), so any
  * argv or environment byte but NUL passes unescaped. Events go back as small
  * JSON objects, one per SEQPACKET message, as the Python side reads them
- * (sandbox/container.py). Every failing step reports {"event": "error",
+ * (sandbox/runtime/container.py). Every failing step reports {"event": "error",
  * "step", "message", "errno", "path"} and the process exits.
  */
 #define _GNU_SOURCE
@@ -856,7 +856,7 @@ static void __attribute__((noreturn)) container_init(struct container_plan *c, i
  * /dev/net/tun, which hosts may keep root-only: a /dev of our own, in a mount
  * namespace of N's own, holds a node it can open after it drops to the
  * container's uid (--runas). Its sockets are opened in the host's network
- * namespace as that uid, and the host's firewall (sandbox/egress.py) filters
+ * namespace as that uid, and the host's firewall (sandbox/kernel/egress.py) filters
  * them by it; its tap device is in the job's. */
 static void __attribute__((noreturn)) network_stack(struct container_plan *c, int ready,
                                                     int *cgroup_fds, int n_cgroup, uid_t owner) {
@@ -1067,7 +1067,7 @@ static void spawn(int control, int sfd, int *fds, int n_fds) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s CONTROL_FD (started by sandbox.runner)\n", argv[0]);
+        fprintf(stderr, "usage: %s CONTROL_FD (started by sandbox.runtime.runner)\n", argv[0]);
         return 2;
     }
     int control = atoi(argv[1]);

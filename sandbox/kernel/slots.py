@@ -3,7 +3,7 @@
 A slot is held with an exclusive ``flock`` on ``<directory>/<n>``; every
 runtime of the host (whatever worker process) shares the directory, and the
 kernel releases the lock if its holder dies, so a killed worker leaks no
-slot. Used for pinned CPUs (sandbox/cpus.py) and the user namespace id
+slot. Used for pinned CPUs (sandbox/kernel/cpus.py) and the user namespace id
 ranges of containers.
 """
 

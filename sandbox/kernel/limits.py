@@ -1,7 +1,7 @@
 """Resource limits the cgroup does not cover (setrlimit(2)).
 
 Memory, processes and CPU accounting live in the job's cgroup
-(:mod:`sandbox.cgroups`). Per-process rlimits add: no core dumps, a cap on one
+(:mod:`sandbox.kernel.cgroups`). Per-process rlimits add: no core dumps, a cap on one
 file's size (the writable layer is capped by its tmpfs too), open files, and a
 CPU-time backstop per process; the supervisor enforces the job's total CPU
 time from the cgroup's counter, which includes every process.

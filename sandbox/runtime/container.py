@@ -30,10 +30,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sandbox.cgroups import Cgroup
 from sandbox.errors import CleanupError, SandboxError, SetupError, setup_error_for
+from sandbox.kernel.cgroups import Cgroup
+from sandbox.kernel.slots import Slot
 from sandbox.plan import ContainerPlan
-from sandbox.slots import Slot
 
 log = logging.getLogger("sandbox")
 

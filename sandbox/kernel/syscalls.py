@@ -2,7 +2,7 @@
 
 No policy lives here: each function passes its arguments to the kernel, checks
 ``errno`` and raises ``OSError(errno, message, path)``. Feature modules
-(:mod:`sandbox.rootfs`, :mod:`sandbox.caps`...) take a :class:`Syscalls`
+(:mod:`sandbox.rootfs`, :mod:`sandbox.kernel.caps`...) take a :class:`Syscalls`
 object, :data:`LINUX` by default, so that unit tests can record the order and
 arguments of the calls with a fake. A fake never proves isolation: the
 integration tests on the real kernel do.

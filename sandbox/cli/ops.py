@@ -1,6 +1,6 @@
 """``sandbox ps``, ``sandbox exec`` and ``sandbox kill``: the jobs running on this host.
 
-They read the records runtimes publish in ``<run_dir>/jobs`` (sandbox/jobs.py)
+They read the records runtimes publish in ``<run_dir>/jobs`` (sandbox/runtime/jobs.py)
 and the jobs' cgroups; a job is named by its id (``sandbox ps``), a unique
 prefix of it, or its Celery task id. Exit status: 0; 1 if there is no such
 running job (or ``kill`` failed); ``exec`` exits with the command's status
@@ -17,8 +17,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sandbox.cgroups import CgroupSetup
-    from sandbox.jobs import JobRecord
+    from sandbox.kernel.cgroups import CgroupSetup
+    from sandbox.runtime.jobs import JobRecord
     from sandbox.settings import Settings
 
 __all__ = ["add_commands", "exec_command", "kill_command", "ps_command"]
@@ -46,8 +46,8 @@ class NoSuchJob(Exception):
 
 
 def _running(settings: Settings) -> list[JobRecord]:
-    from sandbox import jobs
-    from sandbox.reclaim import owner_alive
+    from sandbox.runtime import jobs
+    from sandbox.runtime.reclaim import owner_alive
 
     alive: dict[str, bool] = {}
     found = []
@@ -76,7 +76,7 @@ def find(settings: Settings, name: str) -> JobRecord:
 
 
 def _setup(settings: Settings) -> CgroupSetup:
-    from sandbox.cgroups import detect_setup
+    from sandbox.kernel.cgroups import detect_setup
 
     return detect_setup(settings.cgroup_root, settings.cgroup_parent)
 
@@ -127,8 +127,8 @@ def ps_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def kill_command(args: argparse.Namespace, settings: Settings) -> int:
-    from sandbox import jobs
     from sandbox.errors import SandboxError
+    from sandbox.runtime import jobs
 
     try:
         record = find(settings, args.job)
@@ -151,7 +151,7 @@ def kill_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def exec_command(args: argparse.Namespace, settings: Settings) -> int:
-    from sandbox.enter import JobGone, run_in_job
+    from sandbox.runtime.enter import JobGone, run_in_job
 
     argv = list(args.cmd)
     if argv[:1] == ["--"]:

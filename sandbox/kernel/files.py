@@ -17,7 +17,7 @@ import errno
 import os
 import stat
 
-from sandbox.syscalls import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
+from sandbox.kernel.syscalls import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
 
 __all__ = ["collect"]
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox.archive import ArchiveError, Limits, Progress, extract_image
 from sandbox.errors import SandboxError, SpecError, UnsupportedError
+from sandbox.image.archive import ArchiveError, Limits, Progress, extract_image
 
 __all__ = [
     "BUSYBOX_IMAGE",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from sandbox.syscalls import (
+from sandbox.kernel.syscalls import (
     LINUX,
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
