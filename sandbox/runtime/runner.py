@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 import resource
 import secrets
@@ -37,7 +36,6 @@ from typing import Any, TypeVar
 
 from sandbox import languages, paths, verdict
 from sandbox.errors import (
-    CgroupError,
     CleanupError,
     SandboxError,
     SeccompError,
@@ -55,6 +53,7 @@ from sandbox.result import JobResult
 from sandbox.runtime import host, jobs, reclaim
 from sandbox.runtime.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
 from sandbox.runtime.pool import PoolStats, RootfsPool
+from sandbox.runtime.watch import CpuWatch, OomWatch
 from sandbox.settings import Settings
 from sandbox.spec import File, JobSpec, Limits
 
@@ -66,16 +65,9 @@ job_log = logging.getLogger("sandbox.jobs")
 
 _CHUNK = 65536
 _KILL_GRACE = 10.0  # seconds to wait for a killed container to be gone
-# After a v1 OOM notification: how long the kernel may take to kill its victim
-# (microseconds, unless it is preempted), and how often we look.
-_OOM_KILL_WAIT = 0.05
-_OOM_POLL = 0.001
-_OOM_FALLBACK_POLL = 0.01  # where the kernel refuses to notify (v1 on PREEMPT_RT)
-_oom_unnotified = False  # said so once
 # A job's record (`sandbox ps`, `exec`, `kill`) is written once it has run
 # this long: most jobs end sooner, and nobody could have reached them anyway.
 PUBLISH_AFTER = 0.05
-_CPUS = os.cpu_count() or 1  # glibc reads /sys for it: once, not per job
 
 
 class _Stream:
@@ -511,9 +503,9 @@ class Runtime:
         outputs: tuple[dict[str, bytes], dict[str, str]] = ({}, {})
         child_fds: list[int] = []
         streams: list[_Stream] = []
-        cpu_watch: _CpuWatch | None = None
+        cpu_watch: CpuWatch | None = None
         publish: asyncio.TimerHandle | None = None
-        oom_watch: _OomWatch | None = None
+        oom_watch: OomWatch | None = None
         try:
             await container.wait_ready(self.settings.setup_timeout)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -540,7 +532,7 @@ class Runtime:
                 cpuset=cpuset,
             )
             cgroup.reset_accounting()
-            oom_watch = _OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)
+            oom_watch = OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)
             # The launcher's order (launch.c, JOB_FDS): job plan, stdin, stdout, stderr.
             await container.run([child_fds[2], child_fds[3], out_w, err_w])
             for fd in child_fds:
@@ -556,7 +548,7 @@ class Runtime:
                 publish = asyncio.get_running_loop().call_later(
                     PUBLISH_AFTER, self._publish_job, container, task
                 )
-                cpu_watch = _CpuWatch(
+                cpu_watch = CpuWatch(
                     cgroup, int(lim.cpu_time * 1e9), lambda: kill(verdict.CPU_TIME)
                 )
                 remaining = lim.wall_time - (time.monotonic_ns() - started_ns) / 1e9
@@ -756,100 +748,6 @@ def _pinnable(cpu_list: str) -> tuple[int, ...]:
             hint=f"choose among {sorted(usable)}",
         )
     return cpus
-
-
-class _CpuWatch:
-    """Kills the job when its cgroup's CPU time reaches the limit.
-
-    It looks at the earliest moment the limit can be reached (all CPUs busy),
-    then again at the next such moment: a job that ends sooner is never read.
-    """
-
-    def __init__(self, cgroup: Cgroup, limit_ns: int, kill: Callable[[], None]) -> None:
-        self._cgroup = cgroup
-        self._limit_ns = limit_ns
-        self._kill = kill
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._wait(0), self._check)
-
-    def _wait(self, used_ns: int) -> float:
-        return max(0.005, (self._limit_ns - used_ns) / 1e9 / _CPUS)
-
-    def _check(self) -> None:
-        self._timer = None
-        try:
-            used = self._cgroup.cpu_usage_ns()
-        except CgroupError as exc:  # its cgroup is gone: the job with it
-            log.debug("cpu watch stopped: %s", exc)
-            return
-        if used >= self._limit_ns:
-            self._kill()
-        else:
-            self._timer = self._loop.call_later(self._wait(used), self._check)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-class _OomWatch:
-    """Kills the job at its memory cgroup's first OOM kill, where the kernel kills
-    only one process of it (v1: see :meth:`~sandbox.kernel.cgroups.base.Cgroup.watch_oom`;
-    on v2 the kernel kills the whole job and this watches nothing).
-
-    One per job, armed before the job can allocate, closed after it.
-    """
-
-    def __init__(self, cgroup: Cgroup, kill: Callable[[], None], exited: asyncio.Future[None]):
-        global _oom_unnotified
-        self._cgroup = cgroup
-        self._kill = kill
-        self._exited = exited
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._fd = -1
-        try:
-            self._fd = cgroup.watch_oom()
-        except CgroupError as exc:
-            if not _oom_unnotified:
-                _oom_unnotified = True
-                log.warning("no OOM notification (%s): polling OOM-kill counters instead", exc)
-            self._timer = self._loop.call_later(
-                _OOM_FALLBACK_POLL, self._check, _OOM_FALLBACK_POLL, math.inf
-            )
-            return
-        if self._fd >= 0:
-            self._loop.add_reader(self._fd, self._notified)
-
-    def _notified(self) -> None:
-        self._loop.remove_reader(self._fd)
-        with contextlib.suppress(OSError):
-            os.read(self._fd, 8)  # the eventfd's count, back to 0
-        # The notification comes as the kernel sets out to kill a process: let
-        # it kill (and count) its victim first, else our SIGKILL pre-empts it
-        # and the job would end uncounted (oom_killed false).
-        self._check(_OOM_POLL, self._loop.time() + _OOM_KILL_WAIT)
-
-    def _check(self, interval: float, deadline: float) -> None:
-        self._timer = None
-        if self._exited.done():  # the main process was the victim, or exited: release ends the rest
-            return
-        if self._cgroup.oom_kills() > 0:
-            self._kill()
-        elif self._loop.time() < deadline:
-            self._timer = self._loop.call_later(interval, self._check, interval, deadline)
-        elif self._fd >= 0:  # memory was freed without a kill (a process exiting): watch on
-            self._loop.add_reader(self._fd, self._notified)
-
-    def close(self) -> None:
-        """Stop watching (the eventfd is the cgroup's: it stays open for the next job)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            self._fd = -1
 
 
 def _seccomp_filter(profile: str) -> bytes:

@@ -26,7 +26,7 @@ from sandbox import JobResult, Runtime, Status
 from sandbox.errors import CgroupError
 from sandbox.kernel.cgroups.v1 import CgroupV1
 from sandbox.kernel.cgroups.v2 import CgroupV2
-from sandbox.runtime import runner
+from sandbox.runtime import watch
 from tests.security.helpers import MiB, assert_host_healthy, job_uid_descendants, run
 from tests.security.test_resources import MEMORY_BOMB, SPREAD_MEMORY_BOMB
 
@@ -130,7 +130,7 @@ async def test_without_a_notification_oom_kills_are_polled(runtime, monkeypatch,
     bound = await prompt_bound(runtime, at_once=1)
     for cls in (CgroupV1, CgroupV2):
         monkeypatch.setattr(cls, "watch_oom", refused)
-    monkeypatch.setattr(runner, "_oom_unnotified", False)
+    monkeypatch.setattr(watch, "_oom_unnotified", False)
     for _ in range(3):
         for name, code in BOMBS.items():
             result, elapsed = await run(runtime, code, limits=bomb_limits(bound))

@@ -20,7 +20,7 @@ from sandbox.kernel.cgroups import Cgroup
 from sandbox.kernel.cgroups.v1 import CgroupV1
 from sandbox.kernel.cgroups.v2 import SetupV2
 from sandbox.result import Status
-from sandbox.runtime import runner
+from sandbox.runtime import watch as watches
 from sandbox.verdict import CPU_TIME, MEMORY, OUTPUT, WALL_TIME, decide_status, time_limit_hit
 
 CPU_LIMIT = 2.0
@@ -284,10 +284,10 @@ class FakeCgroup:
             os.close(self.efd)
 
 
-async def _watch(cgroup: FakeCgroup) -> tuple[runner._OomWatch, list[str], asyncio.Future[None]]:
+async def _watch(cgroup: FakeCgroup) -> tuple[watches.OomWatch, list[str], asyncio.Future[None]]:
     killed: list[str] = []
     exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    watch = runner._OomWatch(cast(Cgroup, cgroup), lambda: killed.append("memory"), exited)
+    watch = watches.OomWatch(cast(Cgroup, cgroup), lambda: killed.append("memory"), exited)
     return watch, killed, exited
 
 
@@ -312,7 +312,7 @@ def _readable(fd: int) -> bool:
 async def test_supervisor_kills_the_job_once_the_kernel_has_counted_its_kill(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    monkeypatch.setattr(runner, "_OOM_KILL_WAIT", 60.0)
+    monkeypatch.setattr(watches, "_OOM_KILL_WAIT", 60.0)
     cg = FakeCgroup()
     watch, killed, _ = await _watch(cg)
     try:
@@ -332,7 +332,7 @@ async def test_supervisor_kills_the_job_once_the_kernel_has_counted_its_kill(
 
 async def test_an_oom_without_a_kill_does_not_end_the_job(monkeypatch: pytest.MonkeyPatch):
     """Memory freed as the kernel looked (a process exiting): the job goes on, watched."""
-    monkeypatch.setattr(runner, "_OOM_KILL_WAIT", 0.01)
+    monkeypatch.setattr(watches, "_OOM_KILL_WAIT", 0.01)
     cg = FakeCgroup()
     watch, killed, _ = await _watch(cg)
     try:
@@ -363,8 +363,8 @@ async def test_after_the_main_process_exits_nothing_is_killed():
 async def test_refused_notification_polls_the_counter_until_closed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
-    monkeypatch.setattr(runner, "_OOM_FALLBACK_POLL", 0.002)
-    monkeypatch.setattr(runner, "_oom_unnotified", False)
+    monkeypatch.setattr(watches, "_OOM_FALLBACK_POLL", 0.002)
+    monkeypatch.setattr(watches, "_oom_unnotified", False)
     first, killed, _ = await _watch(FakeCgroup(refuse=True))
     await _settle()
     assert killed == []
