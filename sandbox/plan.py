@@ -423,6 +423,8 @@ def build_plan(
     _check_max("output", lim.output, settings.max_output)
     _check_max("disk", lim.disk, settings.max_disk)
     _check_max("open_files", lim.open_files, settings.max_open_files)
+    if lim.stack is not None:
+        _check_max("stack", lim.stack, settings.max_stack or settings.max_memory)
     file_data = {name: file.data() for name, file in spec.files.items()}
     size = len(spec.code.encode()) + len(spec.stdin.encode())
     size += sum(len(data) for data in file_data.values())
@@ -492,8 +494,12 @@ def build_plan(
     lim = _adjusted(lim, lang, settings) if spec.step != "compile" else lim
     privileged = bool(spec.capabilities)
     cpu_seconds = math.ceil(lim.cpu_time)
+    # The stack is set for every job: one inherited from whoever started the
+    # worker (8 MiB from a login shell, unlimited elsewhere) would decide verdicts.
+    stack = lim.stack if lim.stack is not None else lim.memory
     rlimits = (
         (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_STACK, stack, stack),
         (resource.RLIMIT_FSIZE, lim.disk, lim.disk),
         (resource.RLIMIT_NOFILE, lim.open_files, lim.open_files),
         # A per-process backstop; the supervisor enforces the total from the cgroup.

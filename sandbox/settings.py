@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     max_output: Size = Field(64 * 2**20, ge=0)
     max_disk: Size = Field(2**30, gt=0)
     max_open_files: int = Field(4096, gt=0)
+    max_stack: Size | None = Field(None, gt=0, description="the largest stack; default: max_memory")
     max_cpus: float = Field(
         float(os.cpu_count() or 1), gt=0, description="CPUs one job may use at once (CFS quota)"
     )

@@ -123,6 +123,12 @@ class Limits(BaseModel):
     output: Size = Field(2**20, ge=0, description="bytes kept per stream (stdout, stderr)")
     disk: Size = Field(64 * 2**20, ge=2**20, description="bytes writable in the container")
     open_files: int = Field(256, ge=8, le=2**20, description="file descriptors per process")
+    stack: Size | None = Field(
+        None,
+        ge=64 * 2**10,
+        description="bytes of stack per thread (RLIMIT_STACK); default: the memory limit, as "
+        "contest judges set it, never what the worker inherited",
+    )
 
 
 class JobSpec(BaseModel):

@@ -181,6 +181,9 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk", metavar="SIZE", help="writable space in the container")
     parser.add_argument("--open-files", type=int, metavar="N", help="max open files per process")
     parser.add_argument(
+        "--stack", metavar="SIZE", help="stack per thread, e.g. 64M (default: the memory limit)"
+    )
+    parser.add_argument(
         "--cap", action="append", default=[], metavar="NAME", help="grant a capability (repeatable)"
     )
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
@@ -231,6 +234,7 @@ def _spec(
             "output": args.output,
             "disk": args.disk,
             "open_files": args.open_files,
+            "stack": args.stack,
         }
     )
     env = {}

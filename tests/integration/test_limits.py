@@ -264,3 +264,59 @@ async def test_open_files_limit_holds(runtime):
     name, count = result.stdout.split()
     assert name == "EMFILE"
     assert int(count) <= 32 - 3  # stdin, stdout and stderr are open already
+
+
+DEEP = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+/* About 1 KiB of stack a call: 60000 calls need ~60 MiB, far past 8 MiB. */
+static int depth(int n) {
+    volatile char pad[1024];
+    memset((char *)pad, n & 0x7f, sizeof pad);
+    return n ? depth(n - 1) + (pad[0] & 1) : 0;
+}
+
+static void *deep(void *arg) {
+    printf("%d\n", depth(*(int *)arg) >= 0);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int n = 60000;
+    if (argc > 1 && !strcmp(argv[1], "thread")) { /* a thread's stack: the default size */
+        pthread_t t;
+        if (pthread_create(&t, NULL, deep, &n)) return 2;
+        pthread_join(t, NULL);
+    } else {
+        deep(&n);
+    }
+    return 0;
+}
+"""
+
+
+async def test_the_stack_limit_is_the_jobs_own(runtime):
+    """RLIMIT_STACK is the memory limit by default, whatever the worker inherited."""
+    code = "import resource\nprint(*resource.getrlimit(resource.RLIMIT_STACK))"
+    result = await runtime.execute(JobSpec(code=code, limits=Limits(memory="300M")))
+    assert result.stdout.split() == [str(300 * 2**20)] * 2, result
+    result = await runtime.execute(JobSpec(code=code, limits=Limits(stack="16M")))
+    assert result.stdout.split() == [str(16 * 2**20)] * 2, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["main", "thread"])
+async def test_deep_recursion_fits_the_default_stack_and_not_a_small_one(runtime, where):
+    """~60 MiB of stack: fine within a 256 MiB job (its stack is its memory), in the
+    main thread and in a thread of default size; a segfault with a 16 MiB stack."""
+    spec = {"code": DEEP, "language": "c", "argv": [where]}
+    roomy = await runtime.execute(JobSpec(**spec, limits=Limits(wall_time=30, cpu_time=20)))
+    assert roomy.status is Status.OK, roomy
+    assert roomy.stdout == "1\n"
+    small = await runtime.execute(
+        JobSpec(**spec, limits=Limits(wall_time=30, cpu_time=20, stack="16M"))
+    )
+    assert small.status is Status.RUNTIME_ERROR, small
+    assert small.signal == 11  # SIGSEGV: the stack's guard page

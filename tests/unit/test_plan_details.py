@@ -10,6 +10,7 @@ import resource
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sandbox.errors import SpecError
 from sandbox.image.store import Image
@@ -249,8 +250,31 @@ def test_cpu_rlimit_is_a_backstop_above_the_limit(
 def test_exactly_these_rlimits(image: Image):
     resources = [res for res, _, _ in _plan(image).job.rlimits]
     assert sorted(resources) == sorted(
-        [resource.RLIMIT_CORE, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_CPU]
+        [
+            resource.RLIMIT_CORE,
+            resource.RLIMIT_FSIZE,
+            resource.RLIMIT_NOFILE,
+            resource.RLIMIT_CPU,
+            resource.RLIMIT_STACK,
+        ]
     )
+
+
+def test_the_stack_is_the_memory_limit_unless_asked(image: Image):
+    """Never the worker's own (inherited) stack limit: contest judges' default."""
+
+    def stack(spec: JobSpec, **settings: object) -> tuple[int, int]:
+        rlimits = _plan(image, spec, **settings).job.rlimits
+        return next((s, h) for res, s, h in rlimits if res == resource.RLIMIT_STACK)
+
+    assert stack(JobSpec(code="x", limits={"memory": "512M"})) == (512 * 2**20, 512 * 2**20)
+    assert stack(JobSpec(code="x", limits={"stack": "16M"})) == (16 * 2**20, 16 * 2**20)
+    with pytest.raises(SpecError, match=r"limits\.stack .* SANDBOX_MAX_STACK"):
+        stack(JobSpec(code="x", limits={"stack": "8G"}))  # above max_memory
+    with pytest.raises(SpecError, match=r"limits\.stack"):
+        stack(JobSpec(code="x", limits={"stack": "64M"}), max_stack="32M")
+    with pytest.raises(ValidationError, match="stack"):
+        Limits(stack=1024)  # below 64 KiB: no program starts
 
 
 def test_environment_is_built_from_nothing(image: Image, monkeypatch: pytest.MonkeyPatch):
