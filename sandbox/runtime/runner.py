@@ -217,14 +217,26 @@ class Runtime:
                 self._launcher.wait()
             self._launcher = None
         if self._lock_fd >= 0:
-            for path in (
-                self.settings.run_dir / paths.OWNERS / f"{self.owner}.lock",
-                self._stats_path(),
-            ):
+            with contextlib.suppress(OSError):
+                os.unlink(self._stats_path())
+            # The owner lock goes only if none of our cgroups is left (a job's,
+            # killed as we closed, still going): a lock file that remains, free,
+            # tells gc they are a dead runtime's; without one they would look
+            # like another run dir's, which gc never touches (sandbox/runtime/reclaim.py).
+            if not self._own_cgroups_left():
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    os.unlink(self.settings.run_dir / paths.OWNERS / f"{self.owner}.lock")
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    def _own_cgroups_left(self) -> bool:
+        if self._cgroups is None:
+            return False
+        try:
+            names = self._cgroups.children()
+        except (OSError, SandboxError):
+            return True  # unknown: keep the lock file, gc will look
+        return any(name.rsplit(".", 1)[0] == self.owner for name in names)
 
     def forget(self) -> None:
         """In a forked child: close our copies of the parent's descriptors, nothing else.

@@ -188,3 +188,23 @@ def test_gc_of_another_run_dir_leaves_a_live_runtimes_jobs_alone(settings, tmp_p
     assert any(name.startswith(f"{proc.pid}-") for name in report["cgroups"]), report
     assert not list((settings.run_dir / "owners").glob(f"{proc.pid}-*"))  # its lock went last
     shutil.rmtree(tmp_path / "other-run", ignore_errors=True)
+
+
+def test_a_runtime_that_closes_with_a_cgroup_left_keeps_its_lock_file_for_gc(settings):
+    """A job's cgroup still there as its runtime closes (a pool process ended mid-job):
+    the owner's lock file stays, free, so gc knows a dead runtime's cgroup and
+    reclaims it; without it the cgroup would look like another run dir's."""
+    from sandbox.kernel.cgroups import detect_setup
+    from sandbox.runtime.reclaim import collect
+
+    runtime = Runtime(settings, pool_size=0)
+    runtime.open()
+    owner = runtime.owner
+    left = detect_setup(settings.cgroup_root, settings.cgroup_parent).create(f"{owner}.99")
+    runtime.close()
+    lock = settings.run_dir / "owners" / f"{owner}.lock"
+    assert lock.exists()
+    report = collect(settings)
+    assert f"{owner}.99" in report.cgroups, report
+    assert not lock.exists()
+    del left
