@@ -104,6 +104,9 @@ class Leases:
         self._failing = False  # the last renewal failed
 
     def start(self) -> None:
+        """Renew once now, then every third of a lease: the thread's connection is
+        made as the worker starts, not a third of a lease into its first jobs."""
+        self.renew_once()
         self._thread.start()
 
     def stop(self) -> None:
