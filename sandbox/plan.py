@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from sandbox.errors import SpecError
 from sandbox.kernel import egress
 from sandbox.kernel import syscalls as sc
-from sandbox.kernel.caps import CAPABILITIES, capability_mask
+from sandbox.kernel.caps import CAPABILITIES, NETWORK_CAPABILITIES, capability_mask
 from sandbox.paths import MOUNTS
 
 if TYPE_CHECKING:
@@ -147,23 +147,33 @@ class ContainerPlan:
     sysctls: tuple[tuple[str, int], ...] = ()
     # A user-mode network stack's argv for egress (sandbox/kernel/egress.py), or ().
     netstack: tuple[str, ...] = ()
+    # A loopback-only network namespace owned by the host, which the
+    # container joins (or makes, when it is handed none) before it enters its
+    # user namespace: the runtime keeps it for later containers while jobs
+    # leave it untouched (sandbox/kernel/netns.py, ADR 0013).
+    shared_net: bool = False
 
     @property
     def root_owner(self) -> int:
         """Host uid and gid of the container's root: what it creates shows as root inside."""
         return self.userns[0] if self.userns else 0
 
-    def to_wire(self, root_owner: int | None = None) -> bytes:
+    def to_wire(self, root_owner: int | None = None, *, netns: bool = False) -> bytes:
         """Serialise for the launcher: NUL-terminated tokens, keyed records, ``end``.
 
         Args:
             root_owner: the host uid of root inside (the container's own id
                 range); by default :attr:`root_owner`.
+            netns: a network namespace to join comes with the plan (the
+                first descriptor after it); only with :attr:`shared_net`.
         """
-        if not self.userns:
-            return self._wire_body
-        owner = self.userns[0] if root_owner is None else root_owner
-        return wire([("userns", owner, self.userns[1])]) + self._wire_body
+        head: list[tuple[object, ...]] = []
+        if self.userns:
+            owner = self.userns[0] if root_owner is None else root_owner
+            head.append(("userns", owner, self.userns[1]))
+        if netns:
+            head.append(("netns",))
+        return wire(head) + self._wire_body if head else self._wire_body
 
     @functools.cached_property
     def _wire_body(self) -> bytes:
@@ -172,6 +182,7 @@ class ContainerPlan:
             ("ns", self.namespaces),
             ("hostname", self.hostname),
             ("loopback", int(self.loopback)),
+            ("sharednet", int(self.shared_net)),
             ("init_uid", self.init_uid),
             ("base", self.mount_base),
             *(("lower", d) for d in self.lower_dirs),
@@ -478,9 +489,17 @@ def build_plan(
             value=profile,
         )
 
-    # A network of its own always: loopback only, or egress through a
-    # user-mode stack that needs the user namespace (sandbox/kernel/egress.py).
-    namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
+    # A network apart from the host's always: egress through a user-mode
+    # stack that needs the user namespace (sandbox/kernel/egress.py), or
+    # loopback only. Loopback only is a namespace the host owns, kept from job
+    # to job while they leave it untouched, unless the job is granted a
+    # network capability: that takes a namespace its own root owns.
+    shared_net = (
+        settings.reuse_netns and not spec.network and not spec.capabilities & NETWORK_CAPABILITIES
+    )
+    namespaces = sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    if not shared_net:
+        namespaces |= sc.CLONE_NEWNET
     if userns:
         namespaces |= sc.CLONE_NEWNS
     if spec.network and not userns:
@@ -513,7 +532,7 @@ def build_plan(
         "PYTHONDONTWRITEBYTECODE": "1",
         **spec.env,
     }
-    key = (image.id or image.name, str(image.root), image.binds, lim.disk, spec.network)
+    key = (image.id or image.name, str(image.root), image.binds, lim.disk, spec.network, namespaces)
     container = containers.get(key) if containers is not None else None
     if container is None:
         container = _container_plan(settings, image, lim.disk, spec.network, userns, namespaces)
@@ -557,7 +576,8 @@ def _container_plan(
         userns=userns,
         namespaces=namespaces,
         hostname=settings.hostname,
-        loopback=True,
+        loopback=bool(namespaces & sc.CLONE_NEWNET),
+        shared_net=not namespaces & sc.CLONE_NEWNET,
         mount_base=str(settings.run_dir / MOUNTS),
         lower_dirs=(str(image.root),),
         disk_bytes=disk,

@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     pool_size: int = Field(
         4, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
     )
+    reuse_netns: bool = Field(
+        True,
+        description="keep a job's loopback-only network namespace for a later job when it "
+        "left no socket and moved no counter (docs/adr/0013-shared-network-namespaces.md)",
+    )
     pool_sizes: dict[str, int] = Field(
         default_factory=dict,
         description='per image, overriding pool_size: SANDBOX_POOL_SIZES={"busybox": 0}',

@@ -185,7 +185,7 @@ def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
                 spared_fds.add(getattr(loop, name).fileno())
     for name in runtime.idle_cgroups():  # emptied, kept for the next containers
         spared_cgroups |= {p for p in cgroups(settings) if f"/{name}/" in f"{p}/"}
-    spared_fds |= runtime.idle_cgroup_fds()
+    spared_fds |= runtime.idle_fds()
     for container in runtime.pool_containers():
         assert container.pid is not None, "a pool container is still being built"
         spared_pids |= {container.pid} | descendants(container.pid)
@@ -193,6 +193,8 @@ def snapshot(settings: Settings, runtime: Runtime) -> dict[str, object]:
         spared_cgroups |= {p for p in cgroups(settings) if f"/{name}/" in f"{p}/"}
         spared_fds |= {container.sock.fileno(), container.pidfd, container.init_pidfd}
         spared_fds |= set(container.cgroup.held_fds())
+        if container.netns is not None:
+            spared_fds |= container.netns.held_fds()
         if container.id_range is not None:
             spared_fds.add(container.id_range.fileno())
     return {

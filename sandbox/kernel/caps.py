@@ -24,7 +24,13 @@ from sandbox.kernel.syscalls import (
     Syscalls,
 )
 
-__all__ = ["CAPABILITIES", "capability_mask", "drop_capabilities", "last_capability"]
+__all__ = [
+    "CAPABILITIES",
+    "NETWORK_CAPABILITIES",
+    "capability_mask",
+    "drop_capabilities",
+    "last_capability",
+]
 
 # capability.h, in number order
 CAPABILITIES: tuple[str, ...] = (
@@ -69,6 +75,13 @@ CAPABILITIES: tuple[str, ...] = (
     "CAP_PERFMON",
     "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE",
+)
+
+# What acts on a network namespace, through the user namespace that owns it:
+# a job granted one gets a namespace of its own root's, not the host's shared
+# loopback one (sandbox/plan.py).
+NETWORK_CAPABILITIES = frozenset(
+    {"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW"}
 )
 
 

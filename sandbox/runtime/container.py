@@ -32,6 +32,7 @@ from typing import Any
 
 from sandbox.errors import CleanupError, SandboxError, SetupError, setup_error_for
 from sandbox.kernel.cgroups import Cgroup
+from sandbox.kernel.netns import NetNamespace
 from sandbox.kernel.slots import Slot
 from sandbox.plan import ContainerPlan
 
@@ -80,16 +81,19 @@ class Container:
         sock: socket.socket,
         plan: ContainerPlan,
         cgroup: Cgroup,
-        dispose: Callable[[Cgroup], Awaitable[None]] | None = None,
+        dispose: Callable[[Container], Awaitable[None]] | None = None,
         root_owner: int | None = None,
+        netns: NetNamespace | None = None,
     ) -> None:
         self.plan = plan
         self.cgroup = cgroup
+        # Its shared network namespace (plan.shared_net): handed in, or made by C.
+        self.netns = netns
         # Host uid of root inside: its own id range's (None without a user namespace).
         if root_owner is None and plan.userns:
             root_owner = plan.root_owner
         self.root_owner = root_owner
-        self._dispose = dispose or destroy_cgroup
+        self._dispose = dispose or _destroy
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
@@ -120,32 +124,39 @@ class Container:
         control: socket.socket,
         plan: ContainerPlan,
         cgroup: Cgroup,
-        dispose: Callable[[Cgroup], Awaitable[None]] | None = None,
+        dispose: Callable[[Container], Awaitable[None]] | None = None,
         root_owner: int | None = None,
+        netns: NetNamespace | None = None,
     ) -> Container:
         """Ask the launcher for a new container in ``cgroup``; it builds in the background.
 
-        The returned container owns the cgroup: :meth:`remove` hands it to
-        ``dispose`` once every process of the container is gone (by default
-        :func:`destroy_cgroup`; the runtime recycles it for another job).
+        The returned container owns the cgroup and its network namespace (
+        ``netns`` to join, or the one C makes for a shared-net plan):
+        :meth:`remove` hands itself to ``dispose`` once every process of the
+        container is gone (by default both are destroyed; the runtime keeps
+        them for other jobs).
 
         Raises:
             SetupError: the launcher is gone, or the cgroup cannot be opened.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds: list[int] = []
-        container = cls(ours, plan, cgroup, dispose, root_owner)
+        container = cls(ours, plan, cgroup, dispose, root_owner, netns)
         try:
-            fds.append(memfd("container-plan", plan.to_wire(container.root_owner)))
-            join = cgroup.join_fds()  # the cgroup's own, held: not closed here
-            await _send_fds(control, b"prepare", [theirs.fileno(), *fds, *join])
+            wire = plan.to_wire(container.root_owner, netns=netns is not None)
+            fds.append(memfd("container-plan", wire))
+            held = [netns.fd] if netns is not None else []  # its own: not closed here
+            held += cgroup.join_fds()
+            await _send_fds(control, b"prepare", [theirs.fileno(), *fds, *held])
         except OSError as exc:
             container.kill("setup")
             container.close()
+            container.close_netns()
             raise SetupError(f"cannot start a container: {exc}", step="spawn") from exc
         except BaseException:
             container.kill("setup")
             container.close()
+            container.close_netns()
             raise
         finally:
             theirs.close()
@@ -158,7 +169,7 @@ class Container:
     def _readable(self) -> None:
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
             except BlockingIOError:
                 return
             except OSError:
@@ -189,6 +200,12 @@ class Container:
             self.init_pid = int(event.get("pid", 0)) or None
             if self._kill_pending:
                 self.kill(self.kill_reason)
+        elif kind == "netns" and self.netns is None:
+            try:
+                self.netns = NetNamespace.from_event(str(event.get("files", "")), fds)
+            except (OSError, ValueError) as exc:  # its fds are closed: it is just not kept
+                log.warning("cannot keep a container's network namespace: %s", exc)
+            fds = []
         elif kind == "ready" and not self.ready.done():
             self.ready_at = time.monotonic()
             self.ready.set_result(None)
@@ -322,9 +339,10 @@ class Container:
             self.close()
             self._release_ids()
         if self.error is not None or self.kill_reason in ("setup", "cleanup"):
-            await destroy_cgroup(self.cgroup)  # never reuse what a failure left
+            self.close_netns()  # never reuse what a failure left
+            await destroy_cgroup(self.cgroup)
         else:
-            await self._dispose(self.cgroup)
+            await self._dispose(self)
 
     def remove_sync(self) -> None:
         """Kill the container and remove its cgroup, blocking (no event loop needed)."""
@@ -336,6 +354,7 @@ class Container:
                 poll.register(pidfd, select.POLLIN)
                 poll.poll(5000)  # readable once C has exited
         self.close()
+        self.close_netns()
         self._release_ids()
         destroy_cgroup_now(self.cgroup)
 
@@ -343,6 +362,12 @@ class Container:
         if self.id_range is not None:
             self.id_range.release()
             self.id_range = None
+
+    def close_netns(self) -> None:
+        """Let go of its network namespace (not kept for another container)."""
+        if self.netns is not None:
+            self.netns.close()
+            self.netns = None
 
     def dismiss(self) -> None:
         """Tell a ready container that no job is coming: its init exits."""
@@ -359,6 +384,12 @@ class Container:
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
+
+
+async def _destroy(container: Container) -> None:
+    """The default disposal: nothing of a container is kept."""
+    container.close_netns()
+    await destroy_cgroup(container.cgroup)
 
 
 def destroy_cgroup_now(cgroup: Cgroup) -> None:

@@ -2,9 +2,11 @@
 
 For each :class:`~sandbox.plan.ContainerPlan` in use (an image, network off,
 a disk size), the pool keeps up to ``size`` containers ready (``size_for``
-may set it per plan, e.g. per image): namespaces made,
-overlay and /proc and /dev mounted, pivoted, waiting for a job (go-sandbox's
-pre-forked containers; go-judge's ``env/pool``). :meth:`RootfsPool.take`
+may set it per plan, e.g. per image): namespaces made, overlay and /proc
+and /dev mounted, pivoted, waiting for a job (go-sandbox's pre-forked
+containers; go-judge's ``env/pool``). Each miss but a plan's first adds one
+to its size, up to ``max_size``, so that a steady stream of jobs finds one
+ready; ``SHRINK_AFTER`` seconds without a miss take one back. :meth:`RootfsPool.take`
 hands one out (a hit) or spawns one on the spot (a miss, still correct), and
 a background task builds a replacement. A container is never handed out
 twice: after its job it exits and its mounts die with its namespace.
@@ -30,6 +32,8 @@ __all__ = ["PoolStats", "RootfsPool"]
 
 log = logging.getLogger("sandbox.pool")
 
+SHRINK_AFTER = 30.0  # seconds without a miss before a grown plan's pool gives one back
+
 
 @dataclass(frozen=True)
 class PoolStats:
@@ -43,6 +47,7 @@ class PoolStats:
     ready: int
     building: int
     plans: int
+    target: int = 0  # containers the pool keeps ready now, all plans: grown by misses
 
     @property
     def build_ms_avg(self) -> float:
@@ -59,12 +64,17 @@ class RootfsPool:
         size: int,
         *,
         size_for: Callable[[ContainerPlan], int] | None = None,
+        max_size: int = 0,
         max_plans: int = 8,
         setup_timeout: float = 30.0,
     ) -> None:
         self._spawn = spawn
         self.size = size
+        self.max_size = max_size
         self._size_for = size_for or (lambda plan: size)
+        # Containers added to a plan's size by its misses, and when it last missed.
+        self._grown: dict[ContainerPlan, int] = {}
+        self._last_miss: dict[ContainerPlan, float] = {}
         self.max_plans = max_plans
         self.setup_timeout = setup_timeout
         self._ready: dict[ContainerPlan, list[Container]] = {}
@@ -87,7 +97,13 @@ class RootfsPool:
             ready=sum(len(v) for v in self._ready.values()),
             building=sum(self._building.values()),
             plans=len(self._ready),
+            target=sum(self._target(plan) for plan in self._ready),
         )
+
+    def _target(self, plan: ContainerPlan) -> int:
+        """Containers to keep ready for ``plan``: its size, and what its misses added."""
+        base = self._size_for(plan)
+        return base + self._grown.get(plan, 0) if base > 0 else 0
 
     async def settled(self) -> None:
         """Wait until no container is being built (for tests and orderly shutdowns)."""
@@ -116,6 +132,11 @@ class RootfsPool:
             self.hits += 1
         else:
             self.misses += 1
+            base = self._size_for(plan)
+            # A plan's first job is a cold start, not a sign of a pool too small.
+            if plan in self._ready and 0 < base < self.max_size:
+                self._grown[plan] = min(self._grown.get(plan, 0) + 1, self.max_size - base)
+                self._last_miss[plan] = time.monotonic()
             container = await self._spawn(plan)
         return container
 
@@ -126,7 +147,11 @@ class RootfsPool:
         does not compete with the job for CPU (it would slow it down and
         perturb its timing, which judges care about).
         """
-        size = self._size_for(plan)
+        grown = self._grown.get(plan, 0)
+        if grown and time.monotonic() - self._last_miss[plan] > SHRINK_AFTER:
+            self._grown[plan] = grown - 1  # the ready one beyond it is used, not replaced
+            self._last_miss[plan] = time.monotonic()
+        size = self._target(plan)
         if self._closed or size <= 0:
             return
         if plan not in self._ready and len(self._ready) >= self.max_plans:
@@ -143,6 +168,8 @@ class RootfsPool:
     def _evict_oldest(self) -> None:
         """Dismiss the containers of the least recently used plan (a bounded pool)."""
         plan = next(iter(self._ready))
+        self._grown.pop(plan, None)
+        self._last_miss.pop(plan, None)
         for container in self._ready.pop(plan):
             container.dismiss()
             task = asyncio.create_task(_quietly_remove(container))
@@ -161,14 +188,12 @@ class RootfsPool:
             log.warning("warm container failed to build: %s", exc)
             if container is not None:
                 container.kill("setup")
-                with contextlib.suppress(SandboxError):
-                    await container.remove()
+                await _remove_whatever_happens(container)
             return
         except asyncio.CancelledError:
             if container is not None:
                 container.kill("drain")
-                with contextlib.suppress(SandboxError):
-                    await asyncio.shield(container.remove())
+                await _remove_whatever_happens(container)
             raise
         finally:
             self._building[plan] -= 1
@@ -206,6 +231,28 @@ class RootfsPool:
             for container in ready:
                 container.remove_sync()
         self._ready.clear()
+
+
+async def _remove_whatever_happens(container: Container) -> None:
+    """Remove a killed container to the end, even if cancelled meanwhile (a drain):
+    its cgroup and namespace are gone before the cancellation goes on.
+
+    Raises:
+        CancelledError: it was cancelled while waiting (once the removal is done).
+    """
+    removal = asyncio.ensure_future(container.remove())
+    cancelled = False
+    while not removal.done():
+        try:
+            await asyncio.shield(removal)
+        except asyncio.CancelledError:
+            cancelled = True
+        except SandboxError:
+            break
+    if not removal.cancelled() and isinstance(removal.exception(), SandboxError):
+        log.error("could not remove a failed warm container: %s", removal.exception())
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _quietly_remove(container: Container) -> None:

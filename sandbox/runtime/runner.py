@@ -47,6 +47,7 @@ from sandbox.kernel import egress, files, native, seccomp
 from sandbox.kernel.caps import last_capability
 from sandbox.kernel.cgroups import Cgroup, CgroupSetup, detect_setup
 from sandbox.kernel.cpus import parse_cpu_list
+from sandbox.kernel.netns import NetNamespace
 from sandbox.kernel.slots import Slot, Slots
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
 from sandbox.result import JobResult
@@ -137,6 +138,10 @@ class Runtime:
         # and two rmdirs per hierarchy.
         self._idle_cgroups: list[Cgroup] = []
         self.cgroups_reused = 0
+        # Loopback-only network namespaces that jobs left untouched (ADR 0013):
+        # joining one costs a setns, a new one ~1.2 ms of kernel work.
+        self._idle_netns: list[NetNamespace] = []
+        self.netns_reused = 0
         self._teardowns: set[asyncio.Task[None]] = set()  # of finished jobs' containers
         self._images = ImageStore(self.settings.state_dir)
         self._image_cache: dict[str, tuple[int, Image]] = {}
@@ -206,6 +211,8 @@ class Runtime:
             self._pool = None
         while self._idle_cgroups:
             destroy_cgroup_now(self._idle_cgroups.pop())
+        while self._idle_netns:
+            self._idle_netns.pop().close()
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -253,6 +260,8 @@ class Runtime:
         self._launcher = None
         self._pool = None
         self._idle_cgroups = []
+        while self._idle_netns:  # our copies; the parent keeps its own
+            self._idle_netns.pop().close()
         self._teardowns = set()
 
     async def aclose(self) -> None:
@@ -333,8 +342,14 @@ class Runtime:
             if id_range is not None:
                 id_range.release()
             raise
+        netns = None
+        if plan.shared_net and self._idle_netns:
+            netns = self._idle_netns.pop()
+            self.netns_reused += 1
         try:
-            container = await Container.spawn(control, plan, cgroup, self._recycle, root_owner)
+            container = await Container.spawn(
+                control, plan, cgroup, self._recycle, root_owner, netns
+            )
         except BaseException:
             with contextlib.suppress(OSError):
                 cgroup.destroy()
@@ -344,12 +359,26 @@ class Runtime:
         container.id_range = id_range
         return container
 
-    async def _recycle(self, cgroup: Cgroup) -> None:
-        """Keep a finished container's cgroup for the next one, or remove it.
+    async def _recycle(self, container: Container) -> None:
+        """Keep a finished container's cgroup and network namespace for the next
+        ones, or remove them.
 
         Raises:
-            CleanupError: it stayed busy (see :func:`~sandbox.runtime.container.destroy_cgroup`).
+            CleanupError: the cgroup stayed busy (see
+                :func:`~sandbox.runtime.container.destroy_cgroup`).
         """
+        netns, container.netns = container.netns, None
+        if netns is not None:
+            if (
+                self._control is not None
+                and len(self._idle_netns) < self.idle_cgroup_cap
+                and netns.untouched()
+            ):
+                netns.jobs += 1
+                self._idle_netns.append(netns)
+            else:
+                netns.close()
+        cgroup = container.cgroup
         try:
             reusable = len(self._idle_cgroups) < self.idle_cgroup_cap and cgroup.recycle()
         except (OSError, SandboxError) as exc:
@@ -361,6 +390,15 @@ class Runtime:
             await destroy_cgroup(cgroup)
 
     @property
+    def pool_max(self) -> int:
+        """Ready containers per plan that misses may grow the pool to: 4 per job slot.
+
+        A steady stream of jobs at ``slots`` at a time keeps about
+        ``slots x (1 + build time / job time)`` containers taken or building.
+        """
+        return max(self.pool_size, 4 * self.slots)
+
+    @property
     def idle_cgroup_cap(self) -> int:
         """Emptied cgroups kept at most: what a burst of jobs and pool builds uses at once."""
         return 2 * (self.pool_size + self.slots)
@@ -369,9 +407,10 @@ class Runtime:
         """Names of the emptied cgroups kept for the next containers (not any job's)."""
         return [c.name for c in self._idle_cgroups]
 
-    def idle_cgroup_fds(self) -> set[int]:
-        """Descriptors the idle cgroups hold open (v2: memory.peak)."""
-        return {fd for c in self._idle_cgroups for fd in c.held_fds()}
+    def idle_fds(self) -> set[int]:
+        """Descriptors the idle cgroups and network namespaces hold open (v2: memory.peak)."""
+        held = {fd for c in self._idle_cgroups for fd in c.held_fds()}
+        return held | {fd for n in self._idle_netns for fd in n.held_fds()}
 
     def _container_source(self) -> Callable[[ContainerPlan], Awaitable[Container]]:
         if self.pool_size <= 0:
@@ -385,6 +424,7 @@ class Runtime:
                 self._spawn,
                 self.pool_size,
                 size_for=lambda plan: sizes.get(plan.image_id.split(":")[0], self.pool_size),
+                max_size=self.pool_max,
                 setup_timeout=self.settings.setup_timeout,
             )
             self._pool_loop = loop
@@ -494,15 +534,22 @@ class Runtime:
                 await asyncio.shield(teardown)
 
     async def _teardown(self, container: Container, slot: Slot | None, plan: ContainerPlan) -> None:
-        """After a job: wait for its container to be gone, recycle its cgroup, refill the pool."""
+        """After a job: refill the pool, wait for the container to be gone, recycle
+        its cgroup and network namespace.
+
+        The refill starts as the job ends, not once its container is gone: the
+        build then overlaps the teardown, and a steady stream of jobs finds
+        the pool ready (the replacement no longer waits out the init's exit and
+        the reaping).
+        """
         try:
+            if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
+                self._pool.refill(plan)
+                self._publish_stats()
             await container.remove()
         finally:
             if slot is not None:
                 slot.release()
-            if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
-                self._pool.refill(plan)
-                self._publish_stats()
 
     def _teardown_done(self, task: asyncio.Task[None]) -> None:
         self._teardowns.discard(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -146,3 +147,33 @@ async def test_pool_size_per_image(settings):
         assert stats is not None
         assert stats.ready == 1  # one host container, no busybox one
         assert (stats.hits, stats.misses) == (1, 3)  # host hit once; busybox always cold
+
+
+async def test_misses_grow_the_pool_and_quiet_shrinks_it(settings, monkeypatch):
+    """Each miss adds a container to its plan's pool, up to pool_max; a quiet spell gives back."""
+    from sandbox.runtime import pool
+
+    true = JobSpec(code="exec true\n", language="sh")
+    async with Runtime(settings, pool_size=1) as rt:
+        await rt.execute(true)  # the first: a miss, and the pool is made
+        await rt.pool_settled()
+        burst = rt.pool_max + 1
+        results = await asyncio.gather(*(rt.execute(true) for _ in range(burst)))
+        assert all(r.status is Status.OK for r in results)
+        await rt.pool_settled()
+        grown = rt.pool_stats()
+        assert grown is not None
+        assert grown.target == rt.pool_max, grown  # bounded
+        assert grown.ready == rt.pool_max, grown
+        hits = grown.hits
+        await asyncio.gather(*(rt.execute(true) for _ in range(rt.pool_max)))
+        await rt.pool_settled()
+        after = rt.pool_stats()
+        assert after is not None
+        assert after.hits == hits + rt.pool_max, after  # the same burst again: all ready
+        monkeypatch.setattr(pool, "SHRINK_AFTER", 0.0)
+        await rt.execute(true)
+        await rt.pool_settled()
+        quiet = rt.pool_stats()
+        assert quiet is not None
+        assert quiet.target == rt.pool_max - 1, quiet

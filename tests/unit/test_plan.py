@@ -10,7 +10,7 @@ import pytest
 from sandbox.errors import SpecError
 from sandbox.image.store import Image
 from sandbox.kernel import syscalls as sc
-from sandbox.kernel.caps import CAPABILITIES
+from sandbox.kernel.caps import CAPABILITIES, NETWORK_CAPABILITIES
 from sandbox.plan import PROC_MASKED, PROC_READONLY, build_plan
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec, Limits
@@ -72,11 +72,41 @@ def test_network_needs_the_operator():
     assert egress.loopback
     assert egress.netstack[0] == "/usr/bin/pasta"
     assert "--no-map-gw" in egress.netstack  # the host's loopback is not the gateway
+    assert not egress.shared_net
     isolated = plan(JobSpec(code="x")).container
-    assert isolated.namespaces & sc.CLONE_NEWNET
-    assert isolated.loopback
+    assert not isolated.namespaces & sc.CLONE_NEWNET  # the host's shared loopback one (ADR 0013)
+    assert isolated.shared_net
+    assert not isolated.loopback  # up already
     assert isolated.netstack == ()
     assert egress != isolated  # never each other's pooled container
+
+
+@pytest.mark.parametrize("cap", sorted(NETWORK_CAPABILITIES))
+def test_a_network_capability_gets_a_network_namespace_of_its_own(cap):
+    """Its root must own the namespace for the capability to act on it."""
+    own = plan(JobSpec(code="x", capabilities=[cap]), allowed_capabilities=frozenset({cap}))
+    assert own.container.namespaces & sc.CLONE_NEWNET
+    assert own.container.loopback
+    assert not own.container.shared_net
+    other = plan(
+        JobSpec(code="x", capabilities=["CAP_CHOWN"]),
+        allowed_capabilities=frozenset({"CAP_CHOWN"}),
+    )
+    assert other.container.shared_net
+
+
+def test_shared_network_namespaces_can_be_turned_off():
+    own = plan(JobSpec(code="x"), reuse_netns=False).container
+    assert own.namespaces & sc.CLONE_NEWNET
+    assert own.loopback
+    assert not own.shared_net
+
+
+def test_a_handed_network_namespace_is_said_in_the_wire_form():
+    container = plan(JobSpec(code="x")).container
+    assert b"netns\0" not in container.to_wire()
+    assert container.to_wire(netns=True).count(b"netns\0") == 1
+    assert container.to_wire(netns=True).endswith(container.to_wire()[-200:])
 
 
 def test_network_egress_needs_user_namespaces():

@@ -95,25 +95,28 @@ static void json_str(char *out, size_t cap, const char *s) {
     out[n] = 0;
 }
 
-static void send_msg(int sock, const char *msg, int fd) {
+/* One message with up to 8 descriptors (SCM_RIGHTS). */
+static void send_msg_fds(int sock, const char *msg, const int *fds, int n) {
     struct iovec iov = {.iov_base = (void *)msg, .iov_len = strlen(msg)};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(8 * sizeof(int))];
         struct cmsghdr align;
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
+    if (n > 0 && n <= 8) {
         mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof(u.buf);
+        mh.msg_controllen = CMSG_SPACE((size_t)n * sizeof(int));
         struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        c->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, (size_t)n * sizeof(int));
     }
     while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR) {
     }
 }
+
+static void send_msg(int sock, const char *msg, int fd) { send_msg_fds(sock, msg, &fd, fd >= 0); }
 
 static void event(int sock, const char *fmt, ...) {
     char buf[512];
@@ -212,6 +215,8 @@ struct mount_op {
 struct container_plan {
     long long userns_base, userns_size;
     int namespaces, loopback;
+    int shared_net; /* a loopback-only network namespace owned by the host, kept across jobs */
+    int netns_given; /* the supervisor hands one (the first fd after the plan): join it */
     long long init_uid;
     char *hostname, *base;
     char *lowers[16];
@@ -282,6 +287,10 @@ static void parse_container(struct reader *r, struct container_plan *c) {
             c->hostname = need(r);
         } else if (!strcmp(k, "loopback")) {
             c->loopback = (int)num(r);
+        } else if (!strcmp(k, "sharednet")) {
+            c->shared_net = (int)num(r);
+        } else if (!strcmp(k, "netns")) {
+            c->netns_given = 1;
         } else if (!strcmp(k, "init_uid")) {
             c->init_uid = num(r);
         } else if (!strcmp(k, "base")) {
@@ -894,6 +903,39 @@ static void __attribute__((noreturn)) network_stack(struct container_plan *c, in
     fail(argv[0], "execve");
 }
 
+/* ---- the shared network namespace ---------------------------------------- */
+
+/* Made by C as host root when the supervisor has none to hand: owned by the
+ * host's user namespace, so nothing in the container can change it (no
+ * address, route, firewall rule or sysctl: that needs CAP_NET_ADMIN over its
+ * owner), only open sockets in it. C sends the supervisor the namespace and
+ * its counter files, opened here (a /proc/net file is bound to the namespace
+ * it was opened in): it keeps the namespace for a next container only while
+ * they say no socket is left and no counter moved (sandbox/kernel/netns.py). */
+static const char *const NET_FILES[] = {"sockstat", "sockstat6", "snmp", "snmp6", "netstat", "dev"};
+
+static void new_shared_net(void) {
+    CHECK(unshare(CLONE_NEWNET), NULL, "unshare(CLONE_NEWNET)");
+    bring_up_loopback();
+    int fds[8], n = 0;
+    char names[128] = "ns", path[64];
+    fds[n++] = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    CHECK(fds[0], "/proc/thread-self/ns/net", "open");
+    for (size_t i = 0; i < sizeof(NET_FILES) / sizeof(*NET_FILES); i++) {
+        snprintf(path, sizeof(path), "/proc/thread-self/net/%s", NET_FILES[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) continue; /* no IPv6 on this host */
+        CHECK(fd, path, "open");
+        fds[n++] = fd;
+        strcat(names, " ");
+        strcat(names, NET_FILES[i]);
+    }
+    char msg[256];
+    snprintf(msg, sizeof(msg), "{\"event\": \"netns\", \"files\": \"%s\"}", names);
+    send_msg_fds(job_sock, msg, fds, n);
+    for (int i = 0; i < n; i++) close(fds[i]);
+}
+
 /* ---- C: the container's parent ---------------------------------------------- */
 
 static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds, int n_cgroup,
@@ -908,6 +950,16 @@ static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds
     static struct container_plan c;
     parse_container(&r, &c);
     uid_t owner = c.userns_base >= 0 ? (uid_t)c.userns_base : 0;
+    int netns = -1;
+    if (c.netns_given) { /* the first descriptor after the plan */
+        if (n_cgroup < 1) {
+            errno = EINVAL;
+            fail(NULL, "no network namespace with the plan");
+        }
+        netns = cgroup_fds[0];
+        cgroup_fds++;
+        n_cgroup--;
+    }
 
     int userns = -1;
     if (c.userns_base >= 0) {
@@ -935,6 +987,15 @@ static void __attribute__((noreturn)) run_container(int plan_fd, int *cgroup_fds
         close(p[0]);
         net_ready = p[1];
         egress = 1;
+    }
+    if (c.shared_net) { /* while host root: the namespace's owner is the host's */
+        step = "netns";
+        if (netns >= 0) {
+            CHECK(setns(netns, CLONE_NEWNET), NULL, "setns(CLONE_NEWNET)");
+            close(netns);
+        } else {
+            new_shared_net();
+        }
     }
     if (userns >= 0) {
         step = "userns";
