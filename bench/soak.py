@@ -317,6 +317,7 @@ def run(jobs: int, concurrency: int = 2, batch: int = 40) -> dict[str, Any]:
             "SANDBOX_CGROUP_PARENT": PARENT,
             "SANDBOX_RUN_DIR": str(RUN_DIR),
             "SANDBOX_POOL_SIZE": str(POOL_SIZE),
+            "SANDBOX_POOL_MAX": str(POOL_SIZE),  # a fixed pool: the same number after
         }
         os.environ["SANDBOX_REDIS_URL"] = url  # for worker.app, imported below
         fd, log_path = tempfile.mkstemp(prefix="soak-worker-", suffix=".log")

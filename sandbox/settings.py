@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     pool_size: int = Field(
         4, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
     )
+    pool_max: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="ready containers per plan that misses may grow the pool to "
+        "(0: 4 per job slot; at most pool_size sets a fixed pool)",
+    )
     reuse_netns: bool = Field(
         True,
         description="keep a job's loopback-only network namespace for a later job when it "

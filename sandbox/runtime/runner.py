@@ -391,12 +391,13 @@ class Runtime:
 
     @property
     def pool_max(self) -> int:
-        """Ready containers per plan that misses may grow the pool to: 4 per job slot.
+        """Ready containers per plan that misses may grow the pool to
+        (``SANDBOX_POOL_MAX``; by default 4 per job slot).
 
         A steady stream of jobs at ``slots`` at a time keeps about
         ``slots x (1 + build time / job time)`` containers taken or building.
         """
-        return max(self.pool_size, 4 * self.slots)
+        return max(self.pool_size, self.settings.pool_max or 4 * self.slots)
 
     @property
     def idle_cgroup_cap(self) -> int:
