@@ -28,6 +28,7 @@ from sandbox.kernel import egress
 from sandbox.kernel import syscalls as sc
 from sandbox.kernel.caps import CAPABILITIES, NETWORK_CAPABILITIES, capability_mask
 from sandbox.paths import MOUNTS
+from sandbox.resources import LIMITS
 
 if TYPE_CHECKING:
     from sandbox.image.store import Image
@@ -426,16 +427,10 @@ def build_plan(
     except ValueError as exc:
         raise SpecError(str(exc), field="language", value=spec.language) from exc
     lim = spec.limits
-    _check_max("wall_time", lim.wall_time, settings.max_wall_time)
-    _check_max("cpu_time", lim.cpu_time, settings.max_cpu_time)
-    _check_max("cpus", lim.cpus, settings.max_cpus)
-    _check_max("memory", lim.memory, settings.max_memory)
-    _check_max("pids", lim.pids, settings.max_pids)
-    _check_max("output", lim.output, settings.max_output)
-    _check_max("disk", lim.disk, settings.max_disk)
-    _check_max("open_files", lim.open_files, settings.max_open_files)
-    if lim.stack is not None:
-        _check_max("stack", lim.stack, settings.max_stack or settings.max_memory)
+    for limit in LIMITS:
+        value, ceiling = getattr(lim, limit.name), settings.maximum(limit.name)
+        if value is not None and ceiling is not None:
+            _check_max(limit.name, value, ceiling)
     file_data = {name: file.data() for name, file in spec.files.items()}
     size = len(spec.code.encode()) + len(spec.stdin.encode())
     size += sum(len(data) for data in file_data.values())
@@ -513,16 +508,12 @@ def build_plan(
     lim = _adjusted(lim, lang, settings) if spec.step != "compile" else lim
     privileged = bool(spec.capabilities)
     cpu_seconds = math.ceil(lim.cpu_time)
-    # The stack is set for every job: one inherited from whoever started the
-    # worker (8 MiB from a login shell, unlimited elsewhere) would decide verdicts.
-    stack = lim.stack if lim.stack is not None else lim.memory
     rlimits = (
         (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_STACK, stack, stack),
         (resource.RLIMIT_FSIZE, lim.disk, lim.disk),
-        (resource.RLIMIT_NOFILE, lim.open_files, lim.open_files),
         # A per-process backstop; the supervisor enforces the total from the cgroup.
         (resource.RLIMIT_CPU, cpu_seconds + 1, cpu_seconds + 2),
+        *_declared_rlimits(lim),
     )
     env = {
         "PATH": PATH,
@@ -599,6 +590,23 @@ def _container_plan(
         else (),
         netstack=egress.pasta_argv(settings.network_stack) if network else (),
     )
+
+
+def _declared_rlimits(lim: Limits) -> tuple[tuple[int, int, int], ...]:
+    """The rlimit of each declared limit that is one (sandbox/resources.py), soft = hard.
+
+    Each is set for every job: an unset one takes the limit it defaults to
+    (the stack: the memory limit), never what the worker inherited (8 MiB of
+    stack from a login shell, unlimited elsewhere, would decide verdicts).
+    """
+    rlimits = []
+    for limit in LIMITS:
+        if limit.rlimit is not None:
+            value = getattr(lim, limit.name)
+            if value is None and limit.default_from:
+                value = getattr(lim, limit.default_from)
+            rlimits.append((limit.rlimit, int(value), int(value)))
+    return tuple(rlimits)
 
 
 def _ceiling(name: str, value: int) -> int:

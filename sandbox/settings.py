@@ -7,15 +7,15 @@ settings bound them. Every field can be set from the environment, e.g.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.kernel.cpus import parse_cpu_list
 from sandbox.paths import DEFAULT_RUN_DIR
+from sandbox.resources import LIMITS, Limit, by_name
 from sandbox.spec import Size, normalise_capabilities
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "KERNEL_LIMITS", "USERNS_BASE", "Settings"]
@@ -78,8 +78,29 @@ KERNEL_LIMITS: dict[str, int] = {
 }
 
 
-class Settings(BaseSettings):
+def _maximum_field(limit: Limit) -> tuple[Any, Any]:
+    kinds: dict[str, Any] = {"seconds": float, "cpus": float, "count": int, "bytes": Size}
+    annotation = kinds[limit.kind] if limit.maximum is not None else kinds[limit.kind] | None
+    bounds: dict[str, Any] = {"ge" if limit.minimum == 0 and limit.kind != "seconds" else "gt": 0}
+    if limit.bound is not None:
+        bounds["le"] = limit.bound
+    default = f"; default: max_{limit.default_from}" if limit.default_from else ""
+    return annotation, Field(
+        limit.maximum, description=f"the most a job may ask for: {limit.help}{default}", **bounds
+    )
+
+
+# max_<name> for each limit of sandbox/resources.py (SANDBOX_MAX_<NAME>): mypy sees them as Any.
+_MAXIMA: dict[str, Any] = {f"max_{limit.name}": _maximum_field(limit) for limit in LIMITS}
+_Maxima: Any = create_model("_Maxima", __base__=BaseSettings, **_MAXIMA)
+
+
+class Settings(_Maxima):
     """Operator configuration of the runtime."""
+
+    if TYPE_CHECKING:  # max_<limit> are made from the list: to mypy, each is Any
+
+        def __getattr__(self, name: str) -> Any: ...
 
     model_config = SettingsConfigDict(env_prefix="SANDBOX_", frozen=True, extra="ignore")
 
@@ -92,17 +113,6 @@ class Settings(BaseSettings):
         "sandbox", pattern=r"^[A-Za-z0-9_.-]+$", description="our cgroup, under the root"
     )
 
-    max_wall_time: float = Field(300.0, gt=0)
-    max_cpu_time: float = Field(300.0, gt=0)
-    max_memory: Size = Field(4 * 2**30, gt=0)
-    max_pids: int = Field(1024, gt=0)
-    max_output: Size = Field(64 * 2**20, ge=0)
-    max_disk: Size = Field(2**30, gt=0)
-    max_open_files: int = Field(4096, gt=0)
-    max_stack: Size | None = Field(None, gt=0, description="the largest stack; default: max_memory")
-    max_cpus: float = Field(
-        float(os.cpu_count() or 1), gt=0, description="CPUs one job may use at once (CFS quota)"
-    )
     max_input: Size = Field(64 * 2**20, gt=0, description="bytes of code plus stdin")
 
     allowed_capabilities: Annotated[frozenset[str], BeforeValidator(normalise_capabilities)] = (
@@ -181,6 +191,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='per image, overriding pool_size: SANDBOX_POOL_SIZES={"busybox": 0}',
     )
+
+    def maximum(self, name: str) -> float | None:
+        """The most a job may ask for of the limit ``name`` (sandbox/resources.py).
+
+        Raises:
+            KeyError: no such limit.
+        """
+        limit = by_name(name)
+        value: float | None = getattr(self, f"max_{name}")
+        if value is None and limit.default_from:
+            return self.maximum(limit.default_from)
+        return value
 
     @field_validator("kernel_limits", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
 """Policy: what a submitter asks for, as frozen pydantic models. No I/O here.
 
-``JobSpec`` is the public contract of a job. Each limit has a sane default
-here and a maximum set by the operator in :class:`sandbox.settings.Settings`;
-:func:`sandbox.plan.build_plan` refuses a spec beyond the maximum.
+``JobSpec`` is the public contract of a job. Each limit (declared once, in
+:mod:`sandbox.resources`) has a sane default here and a maximum set by the
+operator in :class:`sandbox.settings.Settings`; :func:`sandbox.plan.build_plan`
+refuses a spec beyond the maximum.
 
 Sizes accept a number of bytes or a string with a binary suffix, as Docker
 does: ``"64M"``, ``"64m"``, ``"64MiB"`` and ``"64MB"`` all mean 64 * 2**20.
@@ -12,9 +13,19 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+)
+
+from sandbox.resources import LIMITS, Limit
 
 __all__ = ["File", "JobSpec", "Limits", "normalise_capabilities", "parse_size"]
 
@@ -108,27 +119,31 @@ def _known_language(name: str) -> str:
 LanguageName = Annotated[str, AfterValidator(_known_language)]
 
 
-class Limits(BaseModel):
-    """Resource limits of one job. Every field has a default and an operator maximum."""
+def _limit_field(limit: Limit) -> tuple[Any, Any]:
+    kinds: dict[str, Any] = {"seconds": float, "cpus": float, "count": int, "bytes": Size}
+    annotation = kinds[limit.kind] if limit.default is not None else kinds[limit.kind] | None
+    bounds: dict[str, Any] = {"gt" if limit.kind == "seconds" else "ge": limit.minimum}
+    if limit.bound is not None:
+        bounds["le"] = limit.bound
+    return annotation, Field(limit.default, description=limit.help, **bounds)
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    wall_time: float = Field(10.0, gt=0, le=86400, description="wall-clock seconds")
-    cpu_time: float = Field(10.0, gt=0, le=86400, description="CPU seconds, all processes")
-    cpus: float = Field(
-        1.0, ge=0.01, le=1024, description="CPUs used at once, at most (CFS bandwidth quota)"
-    )
-    memory: Size = Field(256 * 2**20, ge=4 * 2**20, description="bytes of RAM, no swap")
-    pids: int = Field(64, ge=1, le=2**22, description="processes and threads at once")
-    output: Size = Field(2**20, ge=0, description="bytes kept per stream (stdout, stderr)")
-    disk: Size = Field(64 * 2**20, ge=2**20, description="bytes writable in the container")
-    open_files: int = Field(256, ge=8, le=2**20, description="file descriptors per process")
-    stack: Size | None = Field(
-        None,
-        ge=64 * 2**10,
-        description="bytes of stack per thread (RLIMIT_STACK); default: the memory limit, as "
-        "contest judges set it, never what the worker inherited",
-    )
+# The fields come from the declared list, sandbox/resources.py: mypy sees them as Any.
+_FIELDS: dict[str, Any] = {limit.name: _limit_field(limit) for limit in LIMITS}
+_LimitFields: Any = create_model(
+    "_LimitFields", __config__=ConfigDict(frozen=True, extra="forbid"), **_FIELDS
+)
+
+
+class Limits(_LimitFields):
+    """Resource limits of one job, one field per limit of sandbox/resources.py ``LIMITS``.
+
+    Every field has a default and an operator maximum.
+    """
+
+    if TYPE_CHECKING:  # the fields are made from the list: to mypy, each is Any
+
+        def __getattr__(self, name: str) -> Any: ...
 
 
 class JobSpec(BaseModel):

@@ -445,7 +445,7 @@ def judge_budget(spec: JudgeSpec) -> float:
     if spec.checker is not None:
         per_case += spec.checker.limits.wall_time
     compile_time = compile_limits.wall_time if lang.compiled else 0.0
-    return compile_time + per_case * len(spec.tests)
+    return float(compile_time + per_case * len(spec.tests))
 
 
 def submission_size(spec: JudgeSpec) -> int:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-__all__ = ["EXIT_SANDBOX", "EXIT_USAGE", "UsageError", "given", "invalid", "read_file"]
+__all__ = ["EXIT_SANDBOX", "EXIT_USAGE", "UsageError", "invalid", "read_file"]
 
 EXIT_USAGE = 2  # bad usage, or a spec the host refuses
 EXIT_SANDBOX = 125  # the sandbox failed, not the program
@@ -43,11 +43,6 @@ def read_file(
         return (Path(cwd or ".") / path).read_bytes().decode(errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
-
-
-def given(values: dict[str, Any]) -> dict[str, Any]:
-    """The flags the user gave (argparse leaves the others None)."""
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def invalid(exc: ValidationError) -> UsageError:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
-from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
+from sandbox import resources
+from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, invalid, read_file
 from sandbox.cli.judge import add_commands as add_judge_commands
 from sandbox.cli.judge import judge_command, languages_command
 from sandbox.cli.ops import add_commands as add_ops_commands
@@ -172,17 +173,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
     parser.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
-    parser.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M (no swap)")
-    parser.add_argument("--pids", type=int, metavar="N", help="max processes and threads")
-    parser.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit in seconds")
-    parser.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU time limit in seconds")
-    parser.add_argument("--cpus", type=float, metavar="N", help="CPUs used at once (default 1)")
-    parser.add_argument("--output", metavar="SIZE", help="max bytes kept per output stream")
-    parser.add_argument("--disk", metavar="SIZE", help="writable space in the container")
-    parser.add_argument("--open-files", type=int, metavar="N", help="max open files per process")
-    parser.add_argument(
-        "--stack", metavar="SIZE", help="stack per thread, e.g. 64M (default: the memory limit)"
-    )
+    resources.add_flags(parser)  # one per limit: --memory, --pids, --time...
     parser.add_argument(
         "--cap", action="append", default=[], metavar="NAME", help="grant a capability (repeatable)"
     )
@@ -224,19 +215,7 @@ def _spec(
     code = read_file(args.file, "source file", cwd=cwd, stdin=stdin_file)
     stdin = read_file(args.stdin, "stdin file", cwd=cwd, stdin=stdin_file) if args.stdin else ""
     language = _language_of(args.file, args.lang)
-    limits = given(
-        {
-            "memory": args.memory,
-            "pids": args.pids,
-            "wall_time": args.time,
-            "cpu_time": args.cpu_time,
-            "cpus": args.cpus,
-            "output": args.output,
-            "disk": args.disk,
-            "open_files": args.open_files,
-            "stack": args.stack,
-        }
-    )
+    limits = resources.flag_values(args)
     env = {}
     for item in args.env:
         key, sep, value = item.partition("=")

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, given, invalid, read_file
+from sandbox import resources
+from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, invalid, read_file
 
 if TYPE_CHECKING:
     from sandbox.judging import JudgeResult, JudgeSpec
@@ -49,10 +50,7 @@ def add_commands(sub: Any, language_type: Any) -> None:
     judge.add_argument("--float-tolerance", type=float, default=1e-6, metavar="EPS")
     judge.add_argument("--checker", metavar="FILE", help="a checker program (testlib exit codes)")
     judge.add_argument("--checker-lang", type=language_type, metavar="NAME")
-    judge.add_argument("--time", type=float, metavar="SEC", help="wall-clock limit per case")
-    judge.add_argument("--cpu-time", type=float, metavar="SEC", help="CPU limit per case")
-    judge.add_argument("--memory", metavar="SIZE", help="memory limit per case, e.g. 256M")
-    judge.add_argument("--output", metavar="SIZE", help="output limit per case")
+    resources.add_flags(judge, per="per case")  # one per limit: --time, --memory...
     judge.add_argument("--parallel", type=int, metavar="N", help="cases at once")
     judge.add_argument("--stop-on-failure", action="store_true", help="skip after a failure")
     judge.add_argument("--json", action="store_true", help="print the JudgeResult as JSON")
@@ -100,14 +98,7 @@ def _spec(args: argparse.Namespace, language: str) -> JudgeSpec:
     from sandbox.judging import JudgeSpec
 
     code = read_file(args.file, "source file")
-    limits = given(
-        {
-            "wall_time": args.time,
-            "cpu_time": args.cpu_time,
-            "memory": args.memory,
-            "output": args.output,
-        }
-    )
+    limits = resources.flag_values(args)
     fields: dict[str, Any] = {
         "code": code,
         "language": language,

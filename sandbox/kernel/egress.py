@@ -34,13 +34,12 @@ import subprocess
 
 from sandbox.errors import SetupError
 
-__all__ = ["STACK_MEMORY", "STACK_PIDS", "TABLE", "install_firewall", "pasta_argv", "ruleset"]
+__all__ = ["STACK_ROOM", "TABLE", "install_firewall", "pasta_argv", "ruleset"]
 
 TABLE = "sandbox_egress"
-# pasta's own memory, charged to the job's cgroup, added to its cap (its
-# buffers: ~26 MiB resident).
-STACK_MEMORY = 64 * 2**20
-STACK_PIDS = 4
+# pasta's own memory and processes, charged to the job's cgroup, added to
+# its limits, by limit name (sandbox/resources.py; its buffers: ~26 MiB resident).
+STACK_ROOM = {"memory": 64 * 2**20, "pids": 4}
 
 ADDRESS, PREFIX, GATEWAY = "10.0.2.100", 24, "10.0.2.2"
 

@@ -50,6 +50,7 @@ from sandbox.kernel.cpus import parse_cpu_list
 from sandbox.kernel.netns import NetNamespace
 from sandbox.kernel.slots import Slot, Slots
 from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
+from sandbox.resources import LIMITS
 from sandbox.result import JobResult
 from sandbox.runtime import host, jobs, reclaim
 from sandbox.runtime.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
@@ -584,12 +585,16 @@ class Runtime:
             )
             child_fds += [memfd("job", wire), memfd("stdin", spec.stdin.encode())]
             # A network stack in the cgroup (egress.py) has room of its own.
-            stack = bool(container.plan.netstack)
+            extra = egress.STACK_ROOM if container.plan.netstack else {}
             cgroup.set_limits(
-                memory_bytes=lim.memory + (egress.STACK_MEMORY if stack else 0),
-                pids_max=lim.pids + (egress.STACK_PIDS if stack else 0),
+                memory_bytes=lim.memory + extra.get("memory", 0),
                 cpus=lim.cpus,
                 cpuset=cpuset,
+                files={
+                    limit.cgroup_file: getattr(lim, limit.name) + extra.get(limit.name, 0)
+                    for limit in LIMITS
+                    if limit.cgroup_file
+                },
             )
             cgroup.reset_accounting()
             oom_watch = OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)

@@ -59,7 +59,7 @@ def test_spec_is_frozen_and_closed():
     with pytest.raises(ValidationError, match="Extra inputs"):
         JobSpec(code="x", colour="red")  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="Extra inputs"):
-        Limits(gpu=1)  # type: ignore[call-arg]
+        Limits(gpu=1)
 
 
 @pytest.mark.parametrize(

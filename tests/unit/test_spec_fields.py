@@ -87,7 +87,7 @@ def test_no_output_at_all_is_a_valid_limit():
 def test_limits_are_frozen():
     limits = Limits()
     with pytest.raises(ValidationError):
-        limits.memory = 1  # type: ignore[misc]
+        limits.memory = 1  # type: ignore[attr-defined]
 
 
 def test_env_and_argv_are_kept_as_given():

@@ -16,7 +16,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -85,17 +85,24 @@ class Cgroup(Protocol):
         ...
 
     def set_limits(
-        self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
+        self,
+        *,
+        memory_bytes: int,
+        cpus: float | None = None,
+        cpuset: str = "",
+        files: Mapping[str, int] | None = None,
     ) -> None:
-        """Cap memory (swap disabled) and the number of tasks; share and pin CPUs.
+        """Cap memory (swap disabled); share and pin CPUs; write the other limit files.
 
         Args:
             memory_bytes: RAM, no swap.
-            pids_max: processes and threads at once.
             cpus: CPU bandwidth, in CPUs (CFS quota per :data:`CPU_PERIOD_US`);
                 None: no cap.
             cpuset: CPUs the job may run on, in cpuset list syntax ("3",
                 "0-1"); empty: all of ours.
+            files: each limit that is one cgroup file (sandbox/resources.py
+                ``cgroup_file``), by its v2 name (``{"pids.max": 64}``); on
+                v1 the controller is the name's part before the dot.
         """
         ...
 

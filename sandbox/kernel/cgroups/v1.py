@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from sandbox.errors import CgroupError, UnsupportedError
@@ -52,7 +52,6 @@ MEMORY_USAGE = "memory.usage_in_bytes"
 FORCE_EMPTY = "memory.force_empty"
 OOM_CONTROL = "memory.oom_control"
 EVENT_CONTROL = "cgroup.event_control"
-PIDS_MAX = "pids.max"
 PIDS_CURRENT = "pids.current"
 PIDS_EVENTS = "pids.events"
 CPU_USAGE = "cpuacct.usage"
@@ -118,7 +117,12 @@ class CgroupV1:
             self._written[controller, filename] = value
 
     def set_limits(
-        self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
+        self,
+        *,
+        memory_bytes: int,
+        cpus: float | None = None,
+        cpuset: str = "",
+        files: Mapping[str, int] | None = None,
     ) -> None:
         if self._has_memsw is None:  # swap accounting (and swappiness) are the host's choice
             self._has_memsw = self._file("memory", MEMSW_LIMIT).exists()
@@ -132,7 +136,8 @@ class CgroupV1:
             for filename in order:
                 write_file(self._file("memory", filename), str(memory_bytes))
             self._memory_limit = memory_bytes
-        self._put("pids", PIDS_MAX, str(pids_max))
+        for filename, value in (files or {}).items():  # v2 names: the controller is the prefix
+            self._put(filename.split(".", 1)[0], filename, str(value))
         if cpus is not None:
             self._put("cpu", CFS_PERIOD, str(CPU_PERIOD_US))
             self._put("cpu", CFS_QUOTA, str(cpu_quota_us(cpus)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from sandbox.errors import CgroupError, UnsupportedError
@@ -50,7 +51,6 @@ MEMORY_CURRENT = "memory.current"
 MEMORY_EVENTS = "memory.events"
 MEMORY_RECLAIM = "memory.reclaim"
 OOM_GROUP = "memory.oom.group"
-PIDS_MAX = "pids.max"
 PIDS_EVENTS = "pids.events"
 CPU_STAT = "cpu.stat"
 CPU_MAX = "cpu.max"
@@ -94,14 +94,20 @@ class CgroupV2:
             self._written[filename] = value
 
     def set_limits(
-        self, *, memory_bytes: int, pids_max: int, cpus: float | None = None, cpuset: str = ""
+        self,
+        *,
+        memory_bytes: int,
+        cpus: float | None = None,
+        cpuset: str = "",
+        files: Mapping[str, int] | None = None,
     ) -> None:
         self._put(MEMORY_MAX, str(memory_bytes))
         if self._swap_max is None:
             self._swap_max = (self.path / SWAP_MAX).exists()
         if self._swap_max:
             self._put(SWAP_MAX, "0")
-        self._put(PIDS_MAX, str(pids_max))
+        for filename, value in (files or {}).items():
+            self._put(filename, str(value))
         if cpus is not None:
             self._put(CPU_MAX, f"{cpu_quota_us(cpus)} {CPU_PERIOD_US}")
         if cpuset:
