@@ -510,7 +510,6 @@ def build_plan(
     cpu_seconds = math.ceil(lim.cpu_time)
     rlimits = (
         (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_FSIZE, lim.disk, lim.disk),
         # A per-process backstop; the supervisor enforces the total from the cgroup.
         (resource.RLIMIT_CPU, cpu_seconds + 1, cpu_seconds + 2),
         *_declared_rlimits(lim),

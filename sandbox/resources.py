@@ -76,6 +76,9 @@ LIMITS: tuple[Limit, ...] = (
           "bytes of stack per thread; default: the memory limit, as contest judges set it, "
           "never what the worker inherited", "--stack", default_from="memory",
           rlimit=resource.RLIMIT_STACK),
+    Limit("file_size", "bytes", None, 0, None,
+          "bytes of one file the job writes (EFBIG beyond); default: the disk limit",
+          "--file-size", default_from="disk", rlimit=resource.RLIMIT_FSIZE),
 )  # fmt: skip
 
 _BY_NAME = {limit.name: limit for limit in LIMITS}

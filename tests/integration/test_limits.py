@@ -241,6 +241,35 @@ async def test_writing_more_than_disk_fails(runtime, settings):
     await _host_still_runs_jobs(runtime)
 
 
+FILL = """
+import errno, sys
+files = []
+for name in sys.argv[1:]:
+    written = 0
+    try:
+        with open(name, 'wb') as f:
+            while written < 4 * 2**20:
+                written += f.write(b'x' * 2**16)
+                f.flush()
+    except OSError as e:
+        files.append(f"{errno.errorcode[e.errno]}:{written}")
+    else:
+        files.append(f"ok:{written}")
+print(" ".join(files))
+"""
+
+
+async def test_one_file_stops_at_the_file_size_limit(runtime):
+    """limits.file_size caps each file (EFBIG at the limit), not the disk: two files of 1 MiB
+    fit where one of 2 MiB does not."""
+    spec = JobSpec(code=FILL, argv=("/tmp/a", "/tmp/b"), limits={"file_size": "1M"})
+    result = await runtime.execute(spec)
+    assert result.status is Status.OK, result
+    assert result.stdout.split() == [f"EFBIG:{MiB}", f"EFBIG:{MiB}"]
+    default = await runtime.execute(JobSpec(code=FILL, argv=("/tmp/a",)))
+    assert default.stdout.split() == [f"ok:{4 * MiB}"]  # the disk limit (64M) by default
+
+
 async def test_disk_limit_does_not_carry_over(runtime):
     """A second job starts with a fresh, empty writable layer."""
     code = "import os\nprint(os.path.exists('/tmp/fill'), sorted(os.listdir('/tmp')))"
