@@ -45,7 +45,7 @@ from sandbox.errors import (
 from sandbox.image.store import Image, ImageStore
 from sandbox.kernel import egress, files, native, seccomp
 from sandbox.kernel.caps import last_capability
-from sandbox.kernel.cgroups import Cgroup, CgroupSetup, detect_setup
+from sandbox.kernel.cgroups import Cgroup, CgroupLimits, CgroupSetup, detect_setup
 from sandbox.kernel.cpus import parse_cpu_list
 from sandbox.kernel.netns import NetNamespace
 from sandbox.kernel.slots import Slot, Slots
@@ -587,14 +587,16 @@ class Runtime:
             # A network stack in the cgroup (egress.py) has room of its own.
             extra = egress.STACK_ROOM if container.plan.netstack else {}
             cgroup.set_limits(
-                memory_bytes=lim.memory + extra.get("memory", 0),
-                cpus=lim.cpus,
-                cpuset=cpuset,
-                files={
-                    limit.cgroup_file: getattr(lim, limit.name) + extra.get(limit.name, 0)
-                    for limit in LIMITS
-                    if limit.cgroup_file
-                },
+                CgroupLimits(
+                    memory_bytes=lim.memory + extra.get("memory", 0),
+                    cpus=lim.cpus,
+                    cpuset=cpuset,
+                    files={
+                        limit.cgroup_file: getattr(lim, limit.name) + extra.get(limit.name, 0)
+                        for limit in LIMITS
+                        if limit.cgroup_file
+                    },
+                )
             )
             cgroup.reset_accounting()
             oom_watch = OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)

@@ -17,6 +17,7 @@ from sandbox.errors import CgroupError, SandboxError, SetupError, UnsupportedErr
 from sandbox.kernel import syscalls as sc
 from sandbox.kernel.cgroups import detect_setup
 from sandbox.kernel.cgroups.base import (
+    CgroupLimits,
     CgroupStats,
     freeze_and_kill,
     parse_keyed,
@@ -147,7 +148,7 @@ def test_v1_limits_without_swap_files(tmp_path: Path):
         tmp_path,
         {"memory/sandbox/job/memory.limit_in_bytes": "", "pids/sandbox/job/pids.max": ""},
     )
-    cg.set_limits(memory_bytes=5 * 2**20, files={"pids.max": 3})
+    cg.set_limits(CgroupLimits(memory_bytes=5 * 2**20, files={"pids.max": 3}))
     mem = tmp_path / "memory/sandbox/job"
     assert (mem / "memory.limit_in_bytes").read_text() == str(5 * 2**20)
     assert (tmp_path / "pids/sandbox/job/pids.max").read_text() == "3"
@@ -164,7 +165,7 @@ def test_v1_limits_overwrite_the_old_value(tmp_path: Path):
             "pids/sandbox/job/pids.max": "max\n",
         },
     )
-    cg.set_limits(memory_bytes=4096, files={"pids.max": 64})
+    cg.set_limits(CgroupLimits(memory_bytes=4096, files={"pids.max": 64}))
     mem = tmp_path / "memory/sandbox/job"
     assert (mem / "memory.limit_in_bytes").read_text() == "4096"
     assert (mem / "memory.memsw.limit_in_bytes").read_text() == "4096"
@@ -280,7 +281,9 @@ def test_v2_peak_falls_back_to_current_on_old_kernels(tmp_path: Path):
 
 def test_v2_limits_without_swap_file(tmp_path: Path):
     job = _v2_job(tmp_path, {"memory.max": "max\n", "pids.max": "max\n"})
-    SetupV2(tmp_path, "sandbox").open("job").set_limits(memory_bytes=2**23, files={"pids.max": 10})
+    SetupV2(tmp_path, "sandbox").open("job").set_limits(
+        CgroupLimits(memory_bytes=2**23, files={"pids.max": 10})
+    )
     assert (job / "memory.max").read_text() == str(2**23)
     assert (job / "pids.max").read_text() == "10"
     assert not (job / "memory.swap.max").exists()

@@ -9,7 +9,7 @@ import pytest
 from sandbox.errors import CgroupError, UnsupportedError
 from sandbox.kernel import syscalls as sc
 from sandbox.kernel.cgroups import detect_setup
-from sandbox.kernel.cgroups.base import read_file, write_file
+from sandbox.kernel.cgroups.base import CgroupLimits, read_file, write_file
 from sandbox.kernel.cgroups.v1 import CgroupV1, SetupV1
 from sandbox.kernel.cgroups.v2 import CgroupV2, SetupV2
 
@@ -76,7 +76,7 @@ def _v1_tree(root: Path, name: str = "job") -> dict[str, Path]:
 def test_v1_limits_stats_and_reset(tmp_path: Path):
     dirs = _v1_tree(tmp_path)
     cg = CgroupV1("job", dirs)
-    cg.set_limits(memory_bytes=64 << 20, files={"pids.max": 16})
+    cg.set_limits(CgroupLimits(memory_bytes=64 << 20, files={"pids.max": 16}))
     assert (dirs["memory"] / "memory.limit_in_bytes").read_text() == str(64 << 20)
     assert (dirs["memory"] / "memory.memsw.limit_in_bytes").read_text() == str(64 << 20)
     assert (dirs["memory"] / "memory.swappiness").read_text() == "0"
@@ -130,7 +130,7 @@ def test_v1_memory_stays_below_memory_and_swap(tmp_path: Path, monkeypatch: pyte
     """A recycled cgroup's next limit may be higher: memory+swap is raised first."""
     dirs = _v1_tree(tmp_path)
     cg = CgroupV1("job", dirs)
-    cg.set_limits(memory_bytes=64 << 20, files={"pids.max": 1})
+    cg.set_limits(CgroupLimits(memory_bytes=64 << 20, files={"pids.max": 1}))
     writes: list[str] = []
 
     def spy(path: Path, data: str) -> None:
@@ -138,8 +138,8 @@ def test_v1_memory_stays_below_memory_and_swap(tmp_path: Path, monkeypatch: pyte
         write_file(path, data)
 
     monkeypatch.setattr("sandbox.kernel.cgroups.v1.write_file", spy)
-    cg.set_limits(memory_bytes=256 << 20, files={"pids.max": 1})
-    cg.set_limits(memory_bytes=32 << 20, files={"pids.max": 1})
+    cg.set_limits(CgroupLimits(memory_bytes=256 << 20, files={"pids.max": 1}))
+    cg.set_limits(CgroupLimits(memory_bytes=32 << 20, files={"pids.max": 1}))
     memory = [w for w in writes if "limit" in w]
     assert memory == [
         "memory.memsw.limit_in_bytes",
@@ -152,15 +152,15 @@ def test_v1_memory_stays_below_memory_and_swap(tmp_path: Path, monkeypatch: pyte
 def test_v1_cpu_quota_and_pinning(tmp_path: Path):
     dirs = _v1_tree(tmp_path)
     cg = CgroupV1("job", dirs)
-    cg.set_limits(memory_bytes=1 << 20, files={"pids.max": 1})
+    cg.set_limits(CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}))
     assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "-1"  # no cpus: no cap
-    cg.set_limits(memory_bytes=1 << 20, files={"pids.max": 1}, cpus=1.5, cpuset="1")
+    cg.set_limits(CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}, cpus=1.5, cpuset="1"))
     assert (dirs["cpu"] / "cpu.cfs_period_us").read_text() == "100000"
     assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "150000"
     # The leaf is pinned (v1 wants a child's CPUs within its parent's).
     assert (dirs["cpuset"] / "job/cpuset.cpus").read_text() == "1"
     assert (dirs["cpuset"] / "cpuset.cpus").read_text() == "0-1"
-    cg.set_limits(memory_bytes=1 << 20, files={"pids.max": 1}, cpus=0.001)
+    cg.set_limits(CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}, cpus=0.001))
     assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "1000"  # the kernel's minimum
 
 
@@ -168,13 +168,15 @@ def test_v1_pinning_without_a_cpuset_hierarchy_is_an_error(tmp_path: Path):
     dirs = _v1_tree(tmp_path)
     del dirs["cpuset"]
     with pytest.raises(CgroupError, match="cpuset"):
-        CgroupV1("job", dirs).set_limits(memory_bytes=1 << 20, files={"pids.max": 1}, cpuset="0")
+        CgroupV1("job", dirs).set_limits(
+            CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}, cpuset="0")
+        )
 
 
 def test_v1_without_swap_accounting(tmp_path: Path):
     dirs = _v1_tree(tmp_path)
     (dirs["memory"] / "memory.memsw.limit_in_bytes").unlink()
-    CgroupV1("job", dirs).set_limits(memory_bytes=1 << 20, files={"pids.max": 1})
+    CgroupV1("job", dirs).set_limits(CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}))
     assert not (dirs["memory"] / "memory.memsw.limit_in_bytes").exists()
 
 
@@ -211,9 +213,9 @@ def test_v2_cpu_quota_and_pinning(tmp_path: Path):
     d = _v2_tree(tmp_path)
     cg = CgroupV2("job", d)
     with pytest.raises(CgroupError, match="cpuset controller is not enabled"):
-        cg.set_limits(memory_bytes=1 << 20, files={"pids.max": 1}, cpuset="0")
+        cg.set_limits(CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}, cpuset="0"))
     (d / "cpuset.cpus").write_text("")
-    cg.set_limits(memory_bytes=1 << 20, files={"pids.max": 1}, cpus=2, cpuset="3")
+    cg.set_limits(CgroupLimits(memory_bytes=1 << 20, files={"pids.max": 1}, cpus=2, cpuset="3"))
     assert (d / "cpu.max").read_text() == "200000 100000"
     assert (d / "cpuset.cpus").read_text() == "3"
 
@@ -221,7 +223,7 @@ def test_v2_cpu_quota_and_pinning(tmp_path: Path):
 def test_v2_limits_stats_and_cpu_baseline(tmp_path: Path):
     d = _v2_tree(tmp_path)
     cg = CgroupV2("job", d)
-    cg.set_limits(memory_bytes=32 << 20, files={"pids.max": 8})
+    cg.set_limits(CgroupLimits(memory_bytes=32 << 20, files={"pids.max": 8}))
     assert (d / "memory.max").read_text() == str(32 << 20)
     assert (d / "memory.swap.max").read_text() == "0"
     assert (d / "pids.max").read_text() == "8"
@@ -268,13 +270,13 @@ def test_a_recycled_cgroup_writes_only_the_limits_that_change(tmp_path: Path):
     _with_leaves(dirs)
     v2 = _v2_tree(tmp_path / "v2")
     for cg, pids in ((CgroupV1("job", dirs), dirs["pids"]), (CgroupV2("job", v2), v2)):
-        cg.set_limits(memory_bytes=64 << 20, files={"pids.max": 16}, cpus=1)
+        cg.set_limits(CgroupLimits(memory_bytes=64 << 20, files={"pids.max": 16}, cpus=1))
         (pids / "pids.max").write_text("untouched")
         cg.set_limits(
-            memory_bytes=64 << 20, files={"pids.max": 16}, cpus=1
+            CgroupLimits(memory_bytes=64 << 20, files={"pids.max": 16}, cpus=1)
         )  # the next job, same limits
         assert (pids / "pids.max").read_text() == "untouched"
-        cg.set_limits(memory_bytes=32 << 20, files={"pids.max": 8}, cpus=2)
+        cg.set_limits(CgroupLimits(memory_bytes=32 << 20, files={"pids.max": 8}, cpus=2))
         assert (pids / "pids.max").read_text() == "8"
     assert (dirs["memory"] / "memory.limit_in_bytes").read_text() == str(32 << 20)
     assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text() == "200000"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from sandbox.errors import UnsupportedError
 from sandbox.kernel import syscalls
-from sandbox.kernel.cgroups.base import Cgroup, CgroupSetup, CgroupStats
+from sandbox.kernel.cgroups.base import Cgroup, CgroupLimits, CgroupSetup, CgroupStats
 from sandbox.kernel.cgroups.v1 import SetupV1
 from sandbox.kernel.cgroups.v2 import SetupV2
 
-__all__ = ["Cgroup", "CgroupSetup", "CgroupStats", "detect_setup"]
+__all__ = ["Cgroup", "CgroupLimits", "CgroupSetup", "CgroupStats", "detect_setup"]
 
 
 def detect_setup(

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,7 @@ __all__ = [
     "CPU_PERIOD_US",
     "LEAF",
     "Cgroup",
+    "CgroupLimits",
     "CgroupSetup",
     "CgroupStats",
     "counter_sum",
@@ -53,6 +54,20 @@ CPU_PERIOD_US = 100_000
 def cpu_quota_us(cpus: float) -> int:
     """The CFS quota for ``cpus`` CPUs per :data:`CPU_PERIOD_US` (the kernel's minimum is 1 ms)."""
     return max(1000, round(cpus * CPU_PERIOD_US))
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    """What a job's cgroup is set to (:meth:`Cgroup.set_limits`)."""
+
+    memory_bytes: int  # RAM, no swap
+    # CPU bandwidth, in CPUs (CFS quota per CPU_PERIOD_US); None: no cap.
+    cpus: float | None = None
+    # CPUs the job may run on, in cpuset list syntax ("3", "0-1"); empty: all of ours.
+    cpuset: str = ""
+    # Each limit that is one cgroup file (sandbox/resources.py cgroup_file), by
+    # its v2 name ({"pids.max": 64}); on v1 the controller is the part before the dot.
+    files: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,25 +99,11 @@ class Cgroup(Protocol):
         """
         ...
 
-    def set_limits(
-        self,
-        *,
-        memory_bytes: int,
-        cpus: float | None = None,
-        cpuset: str = "",
-        files: Mapping[str, int] | None = None,
-    ) -> None:
+    def set_limits(self, limits: CgroupLimits) -> None:
         """Cap memory (swap disabled); share and pin CPUs; write the other limit files.
 
-        Args:
-            memory_bytes: RAM, no swap.
-            cpus: CPU bandwidth, in CPUs (CFS quota per :data:`CPU_PERIOD_US`);
-                None: no cap.
-            cpuset: CPUs the job may run on, in cpuset list syntax ("3",
-                "0-1"); empty: all of ours.
-            files: each limit that is one cgroup file (sandbox/resources.py
-                ``cgroup_file``), by its v2 name (``{"pids.max": 64}``); on
-                v1 the controller is the name's part before the dot.
+        Only a value that changed since the last call is written (a
+        recycled cgroup keeps what the last job set).
         """
         ...
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 from sandbox.errors import CgroupError, UnsupportedError
 from sandbox.kernel.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
+    CgroupLimits,
     CgroupStats,
     HeldFiles,
     counted,
@@ -116,14 +117,8 @@ class CgroupV1:
             write_file(self._file(controller, filename), value)
             self._written[controller, filename] = value
 
-    def set_limits(
-        self,
-        *,
-        memory_bytes: int,
-        cpus: float | None = None,
-        cpuset: str = "",
-        files: Mapping[str, int] | None = None,
-    ) -> None:
+    def set_limits(self, limits: CgroupLimits) -> None:
+        memory_bytes, cpus, cpuset = limits.memory_bytes, limits.cpus, limits.cpuset
         if self._has_memsw is None:  # swap accounting (and swappiness) are the host's choice
             self._has_memsw = self._file("memory", MEMSW_LIMIT).exists()
             if self._file("memory", SWAPPINESS).exists():
@@ -136,7 +131,7 @@ class CgroupV1:
             for filename in order:
                 write_file(self._file("memory", filename), str(memory_bytes))
             self._memory_limit = memory_bytes
-        for filename, value in (files or {}).items():  # v2 names: the controller is the prefix
+        for filename, value in limits.files.items():  # v2 names: the controller is the prefix
             self._put(filename.split(".", 1)[0], filename, str(value))
         if cpus is not None:
             self._put("cpu", CFS_PERIOD, str(CPU_PERIOD_US))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from sandbox.errors import CgroupError, UnsupportedError
 from sandbox.kernel.cgroups.base import (
     CPU_PERIOD_US,
     LEAF,
+    CgroupLimits,
     CgroupStats,
     HeldFiles,
     counted,
@@ -93,20 +93,14 @@ class CgroupV2:
             write_file(self.path / filename, value)
             self._written[filename] = value
 
-    def set_limits(
-        self,
-        *,
-        memory_bytes: int,
-        cpus: float | None = None,
-        cpuset: str = "",
-        files: Mapping[str, int] | None = None,
-    ) -> None:
+    def set_limits(self, limits: CgroupLimits) -> None:
+        memory_bytes, cpus, cpuset = limits.memory_bytes, limits.cpus, limits.cpuset
         self._put(MEMORY_MAX, str(memory_bytes))
         if self._swap_max is None:
             self._swap_max = (self.path / SWAP_MAX).exists()
         if self._swap_max:
             self._put(SWAP_MAX, "0")
-        for filename, value in (files or {}).items():
+        for filename, value in limits.files.items():
             self._put(filename, str(value))
         if cpus is not None:
             self._put(CPU_MAX, f"{cpu_quota_us(cpus)} {CPU_PERIOD_US}")
