@@ -35,6 +35,7 @@ from sandbox import languages
 from sandbox.errors import SandboxError, SpecError
 from sandbox.result import JobResult, Status
 from sandbox.spec import File, FileName, InputFile, JobSpec, LanguageName, Limits
+from sandbox.verdict import OUTCOMES
 
 if TYPE_CHECKING:
     from sandbox.runtime.runner import Runtime
@@ -66,16 +67,6 @@ class Verdict(StrEnum):
     COMPILE_ERROR = "compile_error"
     INTERNAL_ERROR = "internal_error"  # the sandbox or the checker failed
     SKIPPED = "skipped"  # not run: stop_on_failure
-
-
-_FROM_STATUS = {
-    Status.TIMEOUT: Verdict.TIME_LIMIT,
-    Status.MEMORY_LIMIT: Verdict.MEMORY_LIMIT,
-    Status.OUTPUT_LIMIT: Verdict.OUTPUT_LIMIT,
-    Status.RUNTIME_ERROR: Verdict.RUNTIME_ERROR,
-    Status.INTERNAL_ERROR: Verdict.INTERNAL_ERROR,
-    Status.KILLED: Verdict.INTERNAL_ERROR,  # by an operator: the submission is not at fault
-}
 
 
 class TestCase(BaseModel):
@@ -349,8 +340,9 @@ async def _run_case(
         raise
     except SandboxError as exc:
         return CaseResult(status=Verdict.INTERNAL_ERROR, name=case.name, message=str(exc))
-    verdict = _FROM_STATUS.get(result.status)
-    message = "killed by an operator" if result.status is Status.KILLED else result.error
+    outcome = OUTCOMES[result.status]  # sandbox/verdict.py: each status's verdict
+    verdict = Verdict(outcome.verdict) if outcome.verdict else None
+    message = outcome.describe(result) if result.status is Status.KILLED else result.error
     if verdict is None:  # exited 0: judge the output
         verdict, message = await _check(spec, case, result, runtime)
     return CaseResult(

@@ -39,16 +39,59 @@ is a runtime error, and the signals of our kills come with their reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from sandbox.result import Status
+
+if TYPE_CHECKING:
+    from sandbox.result import JobResult
 
 __all__ = [
     "CPU_TIME",
     "MEMORY",
+    "OUTCOMES",
     "OUTPUT",
     "WALL_TIME",
+    "Outcome",
     "decide_status",
     "time_limit_hit",
 ]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a status means beyond the job: its one home, besides its place in the order."""
+
+    # The judge's verdict for a case that ended so (sandbox.judging.Verdict's
+    # value); None: the job exited 0, its output is judged.
+    verdict: str | None
+    # What `sandbox run` (and a judge's case message) says of it, formatted
+    # with the result's fields; empty: nothing.
+    message: str = ""
+
+    def describe(self, result: JobResult) -> str:
+        """The message, with the result's figures in it."""
+        if not self.message:
+            return ""
+        return self.message.format(**{k: "" if v is None else v for k, v in dict(result).items()})
+
+
+# Every Status, once (tests/unit/test_verdict.py checks that none is missing).
+OUTCOMES: dict[Status, Outcome] = {
+    Status.OK: Outcome(None),
+    Status.RUNTIME_ERROR: Outcome("runtime_error"),
+    Status.TIMEOUT: Outcome(
+        "time_limit", "time limit exceeded (wall {wall_time:.2f} s, cpu {cpu_time:.2f} s)"
+    ),
+    Status.MEMORY_LIMIT: Outcome(
+        "memory_limit", "memory limit exceeded (peak {memory_peak} bytes)"
+    ),
+    Status.OUTPUT_LIMIT: Outcome("output_limit", "output limit exceeded; output truncated"),
+    # By an operator: the submission is not at fault.
+    Status.KILLED: Outcome("internal_error", "killed by an operator"),
+    Status.INTERNAL_ERROR: Outcome("internal_error", "{error}"),
+}
 
 # Reasons the supervisor gives Container.kill() that decide a status (others,
 # such as "setup", "cancelled" or "cleanup", say the sandbox ended the job).

@@ -245,6 +245,7 @@ def _report(
     """Print a result as `run` and `submit` do (on ``out`` and ``err``, ours by
     default); return the exit status."""
     from sandbox.result import Status
+    from sandbox.verdict import OUTCOMES
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -254,18 +255,13 @@ def _report(
     out.write(result.stdout)
     out.flush()
     err.write(result.stderr)
+    said = OUTCOMES[result.status].describe(result)  # sandbox/verdict.py
     if result.status is Status.INTERNAL_ERROR:
-        return _fail(result.error or "the sandbox failed", EXIT_SANDBOX, err)
+        return _fail(said or "the sandbox failed", EXIT_SANDBOX, err)
     if result.status is Status.TIMEOUT:
-        return _fail(
-            f"time limit exceeded (wall {result.wall_time:.2f} s, cpu {result.cpu_time:.2f} s)",
-            EXIT_TIMEOUT,
-            err,
-        )
-    if result.status is Status.MEMORY_LIMIT:
-        _fail(f"memory limit exceeded (peak {result.memory_peak} bytes)", 0, err)
-    elif result.status is Status.OUTPUT_LIMIT:
-        _fail("output limit exceeded; output truncated", 0, err)
+        return _fail(said, EXIT_TIMEOUT, err)
+    if said:
+        _fail(said, 0, err)
     if result.signal is not None:
         return 128 + result.signal
     return result.exit_code or 0

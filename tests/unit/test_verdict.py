@@ -391,3 +391,26 @@ async def test_v2_watch_watches_nothing():
     watch, killed, _ = await _watch(KernelKills())
     watch.close()
     assert killed == []
+
+
+def test_every_status_has_one_outcome():
+    """Adding a Status without its outcome (judge verdict, message) fails here."""
+    from sandbox.judging import Verdict
+    from sandbox.verdict import OUTCOMES
+
+    assert set(OUTCOMES) == set(Status)
+    for status, outcome in OUTCOMES.items():
+        assert outcome.verdict is None or Verdict(outcome.verdict), status
+    assert OUTCOMES[Status.OK].verdict is None  # its output is judged
+
+
+def test_an_outcome_says_the_results_figures():
+    from sandbox.result import JobResult
+    from sandbox.verdict import OUTCOMES
+
+    result = JobResult(status=Status.TIMEOUT, wall_time=2.5, cpu_time=1.25)
+    assert OUTCOMES[Status.TIMEOUT].describe(result) == (
+        "time limit exceeded (wall 2.50 s, cpu 1.25 s)"
+    )
+    assert OUTCOMES[Status.INTERNAL_ERROR].describe(JobResult(status=Status.INTERNAL_ERROR)) == ""
+    assert OUTCOMES[Status.OK].describe(JobResult(status=Status.OK)) == ""
