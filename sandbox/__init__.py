@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     )
     from sandbox.judging import JudgeResult, JudgeSpec, TestCase, Verdict
     from sandbox.result import JobResult, Status
-    from sandbox.runtime.runner import Runtime, execute, execute_sync
+    from sandbox.runtime.runner import Runtime
+    from sandbox.runtime.shared import execute, execute_sync
     from sandbox.settings import Settings
     from sandbox.spec import JobSpec, Limits
     from worker.client import submit
@@ -79,8 +80,8 @@ _WHERE = {
     "JobResult": "sandbox.result",
     "Status": "sandbox.result",
     "Runtime": "sandbox.runtime.runner",
-    "execute": "sandbox.runtime.runner",
-    "execute_sync": "sandbox.runtime.runner",
+    "execute": "sandbox.runtime.shared",
+    "execute_sync": "sandbox.runtime.shared",
     "Settings": "sandbox.settings",
     # The service's front door: `sandbox.run.delay(code)`. Celery loads only here.
     "run": "worker.tasks",

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from sandbox.judging import JudgeResult
-    from sandbox.runtime.runner import RuntimeThread
+    from sandbox.runtime.shared import RuntimeThread
 
 __all__ = [
     "SandboxResult",
@@ -83,7 +83,7 @@ def runtime_host() -> RuntimeThread:
     """
     global _host
     if _host is None:
-        from sandbox.runtime.runner import RuntimeThread
+        from sandbox.runtime.shared import RuntimeThread
 
         _host = RuntimeThread()
     return _host

@@ -270,7 +270,7 @@ def _report(
 def _run(args: argparse.Namespace) -> int:
     from sandbox.errors import SandboxError, SpecError
     from sandbox.result import JobResult
-    from sandbox.runtime.runner import execute_sync
+    from sandbox.runtime.shared import execute_sync
 
     spec = _spec(args)
     try:

@@ -15,7 +15,6 @@ watched with ``loop.add_reader``; cgroupfs reads are in-memory and short.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import itertools
 import json
@@ -26,92 +25,46 @@ import secrets
 import signal
 import socket
 import subprocess
-import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sandbox import languages, paths, verdict
 from sandbox.errors import (
-    CleanupError,
     SandboxError,
     SeccompError,
     SetupError,
     UnsupportedError,
 )
 from sandbox.image.store import Image, ImageStore
-from sandbox.kernel import egress, files, native, seccomp
+from sandbox.kernel import egress, native, seccomp
 from sandbox.kernel.caps import last_capability
 from sandbox.kernel.cgroups import Cgroup, CgroupLimits, CgroupSetup, detect_setup
 from sandbox.kernel.cpus import parse_cpu_list
 from sandbox.kernel.netns import NetNamespace
 from sandbox.kernel.slots import Slot, Slots
-from sandbox.plan import ContainerPlan, JobPlan, Plan, build_plan
+from sandbox.plan import ContainerPlan, Plan, build_plan
 from sandbox.resources import LIMITS
 from sandbox.result import JobResult
 from sandbox.runtime import host, jobs, reclaim
 from sandbox.runtime.container import Container, destroy_cgroup, destroy_cgroup_now, memfd, within
+from sandbox.runtime.output import Stream, collect_files, wait_drained
 from sandbox.runtime.pool import PoolStats, RootfsPool
 from sandbox.runtime.watch import CpuWatch, OomWatch
 from sandbox.settings import Settings
 from sandbox.spec import File, JobSpec, Limits
 
-__all__ = ["Runtime", "RuntimeThread", "execute", "execute_sync"]
+__all__ = ["Runtime"]
 
 log = logging.getLogger("sandbox")
 T = TypeVar("T")
 job_log = logging.getLogger("sandbox.jobs")
 
-_CHUNK = 65536
-_KILL_GRACE = 10.0  # seconds to wait for a killed container to be gone
 # A job's record (`sandbox ps`, `exec`, `kill`) is written once it has run
 # this long: most jobs end sooner, and nobody could have reached them anyway.
 PUBLISH_AFTER = 0.05
-
-
-class _Stream:
-    """Collects one output stream, keeping at most ``cap`` bytes in memory."""
-
-    def __init__(self, fd: int, cap: int, on_overflow: Callable[[], None]) -> None:
-        self.fd = fd
-        self.cap = cap
-        self.data = bytearray()
-        self.truncated = False
-        self._on_overflow = on_overflow
-        self._loop = asyncio.get_running_loop()
-        self.eof: asyncio.Future[None] = self._loop.create_future()
-        os.set_blocking(fd, False)
-        self._loop.add_reader(fd, self._readable)
-
-    def _readable(self) -> None:
-        try:
-            chunk = os.read(self.fd, _CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.close()
-            return
-        room = self.cap - len(self.data)
-        if len(chunk) > room:
-            self.data += chunk[: max(room, 0)]
-            if not self.truncated:
-                self.truncated = True
-                self._on_overflow()
-        else:
-            self.data += chunk
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            self._loop.remove_reader(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-        if not self.eof.done():
-            self.eof.set_result(None)
 
 
 class Runtime:
@@ -563,7 +516,7 @@ class Runtime:
         cgroup = container.cgroup
         outputs: tuple[dict[str, bytes], dict[str, str]] = ({}, {})
         child_fds: list[int] = []
-        streams: list[_Stream] = []
+        streams: list[Stream] = []
         cpu_watch: CpuWatch | None = None
         publish: asyncio.TimerHandle | None = None
         oom_watch: OomWatch | None = None
@@ -575,8 +528,8 @@ class Runtime:
             child_fds.append(err_w)
             kill = container.kill
             streams = [
-                _Stream(out_r, lim.output, lambda: kill(verdict.OUTPUT)),
-                _Stream(err_r, lim.output, lambda: kill(verdict.OUTPUT)),
+                Stream(out_r, lim.output, lambda: kill(verdict.OUTPUT)),
+                Stream(err_r, lim.output, lambda: kill(verdict.OUTPUT)),
             ]
             wire = job.to_wire(
                 spec.code.encode(),
@@ -622,13 +575,13 @@ class Runtime:
                 if not await within(container.exited, max(remaining, 0)):
                     container.kill(verdict.WALL_TIME)
             if job.collect:
-                outputs = await asyncio.to_thread(_collect, container, job, lim.output)
+                outputs = await asyncio.to_thread(collect_files, container, job, lim.output)
             container.release()
-            await _wait_drained(container.exited, streams, container)
+            await wait_drained(container.exited, streams, container)
         except BaseException:
             container.kill("cancelled")
             with contextlib.suppress(Exception):
-                await asyncio.shield(_wait_drained(container.done, streams, container))
+                await asyncio.shield(wait_drained(container.done, streams, container))
             raise
         finally:
             if publish is not None:
@@ -712,7 +665,7 @@ class Runtime:
     def _result(
         self,
         job: Container,
-        streams: list[_Stream],
+        streams: list[Stream],
         lim: Limits,
         outputs: tuple[dict[str, bytes], dict[str, str]],
         killed: bool,
@@ -771,35 +724,6 @@ class _Job:
     published: bool = False  # its record is written (after PUBLISH_AFTER)
 
 
-def _collect(
-    container: Container, job: JobPlan, cap: int
-) -> tuple[dict[str, bytes], dict[str, str]]:
-    """The files the job asked back, read through its init's root (:mod:`sandbox.kernel.files`)."""
-    if container.exit is None or container.kill_reason is not None:
-        return {}, dict.fromkeys(job.collect, "the job did not exit by itself")
-    try:
-        root = container.root_fd()
-    except OSError as exc:
-        return {}, dict.fromkeys(job.collect, f"unreadable: {exc.strerror}")
-    try:
-        return files.collect(root, job.workdir, job.collect, cap)
-    finally:
-        os.close(root)
-
-
-async def _wait_drained(end: asyncio.Future[None], streams: list[_Stream], job: Container) -> None:
-    """Wait for ``end`` and both output EOFs; kill the container if they take too long.
-
-    ``end`` is ``job.exited`` on success (a daemon that keeps the output open
-    dies when the released init exits) or ``job.done`` after an error.
-    """
-    waits = asyncio.gather(end, *(s.eof for s in streams))
-    if not await within(waits, _KILL_GRACE):
-        job.kill("cleanup")
-        if not await within(waits, _KILL_GRACE):
-            raise CleanupError("a killed container did not end within its grace period")
-
-
 def _pinnable(cpu_list: str) -> tuple[int, ...]:
     """The CPUs of ``cpu_list`` (SANDBOX_PIN_CPUS), all of which we may run on.
 
@@ -827,164 +751,3 @@ def _seccomp_filter(profile: str) -> bytes:
         return seccomp.compiled(profile)
     except (seccomp.SeccompUnavailable, OSError) as exc:
         raise SeccompError(f"seccomp: {exc}", step="seccomp") from exc
-
-
-_defaults: dict[bool, Runtime] = {}
-
-
-def default_runtime(*, warm: bool = True) -> Runtime:
-    """The process-wide runtime used by :func:`execute` when none is given.
-
-    Args:
-        warm: with the warm pool; a runtime without one suits a single job
-            (the ``sandbox run`` command), which would not use what it built.
-    """
-    runtime = _defaults.get(warm)
-    if runtime is None:
-        runtime = Runtime(pool_size=None if warm else 0)
-        runtime.open()
-        _defaults[warm] = runtime
-        atexit.register(runtime.close)
-    return runtime
-
-
-class RuntimeThread:
-    """A runtime on an event loop of its own thread, for synchronous callers.
-
-    The loop lives until :meth:`stop`, so the runtime's warm pool does too;
-    callers hand it coroutines and wait for their results. :func:`execute_sync`
-    has one per process; each Celery worker process has one (worker/tasks.py).
-    """
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self._settings = settings
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.runtime: Runtime | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Open the runtime and start its loop (once).
-
-        Raises:
-            UnsupportedError: the host cannot run sandboxes.
-        """
-        with self._lock:
-            if self.runtime is not None:
-                return
-            runtime = Runtime(self._settings)
-            runtime.open()
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="sandbox-loop", daemon=True)
-            thread.start()
-            self.loop, self._thread, self.runtime = loop, thread, runtime
-            # Stopped at exit (its pool's containers and cgroups with it),
-            # forgotten in a forked child (_forget_after_fork).
-            atexit.register(self.stop)
-            _started.add(self)
-
-    def call(self, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
-        """Run ``work(runtime)`` on the runtime's loop; wait for its result."""
-        self.start()
-        assert self.loop is not None
-        assert self.runtime is not None
-        return asyncio.run_coroutine_threadsafe(work(self.runtime), self.loop).result()
-
-    def execute(self, spec: JobSpec, task_id: str | None = None) -> JobResult:
-        """:meth:`Runtime.execute`, blocking."""
-        return self.call(lambda runtime: runtime.execute(spec, task_id=task_id))
-
-    def pool_stats(self) -> PoolStats | None:
-        """The warm pool's counters, if the runtime has started."""
-        return self.runtime.pool_stats() if self.runtime is not None else None
-
-    def stop(self) -> None:
-        """Close the runtime (its teardowns and pool first), stop the loop."""
-        with self._lock:
-            atexit.unregister(self.stop)
-            _started.discard(self)
-            if self.runtime is None or self.loop is None or self._thread is None:
-                return
-            try:
-                asyncio.run_coroutine_threadsafe(self.runtime.aclose(), self.loop).result(30)
-            except Exception:
-                log.exception("closing the sandbox runtime")
-            finally:
-                self.runtime.close()
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._thread.join(10)
-                if not self.loop.is_running():
-                    self.loop.close()
-                self.runtime = self.loop = self._thread = None
-
-    def forget(self) -> None:
-        """In a forked child: drop the parent's runtime without touching it."""
-        atexit.unregister(self.stop)
-        _started.discard(self)
-        if self.runtime is not None:
-            self.runtime.forget()
-        self.runtime = self.loop = self._thread = None
-        self._lock = threading.Lock()
-
-
-_background: RuntimeThread | None = None
-_background_lock = threading.Lock()
-_started: weakref.WeakSet[RuntimeThread] = weakref.WeakSet()  # every started RuntimeThread
-
-
-def _forget_after_fork() -> None:
-    """In a forked child: let go of the parent's runtimes without touching their
-    containers (they are the parent's), and start afresh on the next call."""
-    global _background
-    for runtime in _defaults.values():
-        atexit.unregister(runtime.close)
-        runtime.forget()
-    for thread in list(_started):
-        thread.forget()
-    _defaults.clear()
-    _background = None
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-async def _execute_and_settle(runtime: Runtime, spec: JobSpec) -> JobResult:
-    """A job on a loop that ends with it: its container's teardown is awaited too."""
-    try:
-        return await runtime.execute(spec)
-    finally:
-        await runtime.pool_settled()
-
-
-async def execute(spec: JobSpec, *, runtime: Runtime | None = None) -> JobResult:
-    """Run one job and return its result (asyncio).
-
-    Args:
-        spec: the job.
-        runtime: an open runtime; by default a process-wide one, opened on first use.
-
-    Raises:
-        SpecError, UnsupportedError, SetupError: see :meth:`Runtime.execute`.
-    """
-    return await (runtime or default_runtime()).execute(spec)
-
-
-def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None, pool: bool = True) -> JobResult:
-    """Run one job and return its result, blocking. Not for use inside an event loop.
-
-    Without ``runtime``, jobs run on a process-wide warm runtime started on
-    first use (in a thread of its own), shut down at exit, and started anew
-    in a forked child. ``pool=False`` is for a process that runs one job
-    (``sandbox run``): no warm pool is built for jobs that will not come.
-    """
-    if runtime is None and not pool:
-        runtime = default_runtime(warm=False)
-    if runtime is not None:
-        return asyncio.run(_execute_and_settle(runtime, spec))
-    global _background
-    with _background_lock:
-        if _background is None:
-            _background = RuntimeThread()
-            _background.start()
-        background = _background
-    return background.execute(spec)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox import JobSpec, Status
-from sandbox.runtime import runner
+from sandbox.runtime import shared
 from tests.conftest import TEST_SETTINGS
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -29,38 +29,38 @@ def background(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The process-wide runtime, on the test's run dir and cgroup parent; closed after."""
     monkeypatch.setenv("SANDBOX_RUN_DIR", str(TEST_SETTINGS.run_dir))
     monkeypatch.setenv("SANDBOX_CGROUP_PARENT", TEST_SETTINGS.cgroup_parent)
-    assert runner._background is None
+    assert shared._background is None
     yield
-    if runner._background is not None:
-        runner._background.stop()
-        runner._background = None
+    if shared._background is not None:
+        shared._background.stop()
+        shared._background = None
 
 
 def _settle() -> None:
     """Let the background runtime finish its teardowns and refills (a pause between calls)."""
-    bg = runner._background
+    bg = shared._background
     assert bg is not None
     bg.call(lambda runtime: runtime.pool_settled())
 
 
 def test_execute_sync_reuses_one_warm_runtime(background):
-    first = runner.execute_sync(TRUE)
+    first = shared.execute_sync(TRUE)
     assert first.status is Status.OK, first
-    rt = runner._background.runtime if runner._background else None
+    rt = shared._background.runtime if shared._background else None
     assert rt is not None
     for _ in range(5):
         _settle()
-        assert runner.execute_sync(TRUE).status is Status.OK
-    assert runner._background is not None
-    assert runner._background.runtime is rt
+        assert shared.execute_sync(TRUE).status is Status.OK
+    assert shared._background is not None
+    assert shared._background.runtime is rt
     stats = rt.pool_stats()
     assert stats is not None
     assert stats.hits == 5  # the pool built ahead served every later call
 
 
 def test_a_forked_child_gets_a_runtime_of_its_own(background):
-    assert runner.execute_sync(TRUE).status is Status.OK
-    parent = runner._background
+    assert shared.execute_sync(TRUE).status is Status.OK
+    parent = shared._background
     assert parent is not None
     assert parent.runtime is not None
     theirs = parent.runtime.launcher_pid
@@ -68,8 +68,8 @@ def test_a_forked_child_gets_a_runtime_of_its_own(background):
     if pid == 0:  # the child: a fresh runtime, its own launcher; then exit cleanly
         code = 1
         try:
-            result = runner.execute_sync(JobSpec(code="print(2)"))
-            own = runner._background  # the parent's was forgotten at the fork
+            result = shared.execute_sync(JobSpec(code="print(2)"))
+            own = shared._background  # the parent's was forgotten at the fork
             if own is not None and own.runtime is not None:
                 ok = own is not parent and own.runtime.launcher_pid != theirs
                 code = 0 if ok and result.stdout == "2\n" else 1
@@ -78,14 +78,14 @@ def test_a_forked_child_gets_a_runtime_of_its_own(background):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    again = runner.execute_sync(TRUE)  # the parent's runtime is untouched
+    again = shared.execute_sync(TRUE)  # the parent's runtime is untouched
     assert again.status is Status.OK, again
-    assert runner._background is parent
+    assert shared._background is parent
 
 
 EXITS_WITHOUT_STOP = """
 from sandbox import JobSpec
-from sandbox.runtime.runner import RuntimeThread
+from sandbox.runtime.shared import RuntimeThread
 host = RuntimeThread()  # as worker.tasks.runtime_host() makes one
 for _ in range(3):
     assert host.execute(JobSpec(code="exec /bin/true", language="sh")).exit_code == 0

@@ -1,6 +1,6 @@
 """``sandbox run`` without running anything: parsing, the JobSpec it builds, exit codes.
 
-``sandbox.runtime.runner.execute_sync`` is replaced for every test here: either by a
+``sandbox.runtime.shared.execute_sync`` is replaced for every test here: either by a
 guard that fails the test (a usage error must stop before any job), or by a
 fake that records the spec and returns a canned result.
 """
@@ -18,7 +18,7 @@ import pytest
 from sandbox.cli import main
 from sandbox.errors import SpecError, UnsupportedError
 from sandbox.result import JobResult, Status
-from sandbox.runtime import runner
+from sandbox.runtime import shared
 from sandbox.spec import JobSpec, Limits
 
 RUN_FLAGS = (
@@ -56,7 +56,7 @@ def no_job(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(spec: JobSpec, **_: object) -> JobResult:
         pytest.fail(f"a job was run: {spec!r}")
 
-    monkeypatch.setattr(runner, "execute_sync", refuse)
+    monkeypatch.setattr(shared, "execute_sync", refuse)
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def specs(monkeypatch: pytest.MonkeyPatch) -> Callable[[JobResult | Exception], 
                 raise outcome
             return outcome
 
-        monkeypatch.setattr(runner, "execute_sync", fake)
+        monkeypatch.setattr(shared, "execute_sync", fake)
         return seen
 
     return install
