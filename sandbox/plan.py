@@ -426,6 +426,34 @@ def build_plan(
         lang = languages.get(spec.language)
     except ValueError as exc:
         raise SpecError(str(exc), field="language", value=spec.language) from exc
+    file_data = _refuse_what_the_host_forbids(spec, settings, lang)
+    # The root filesystem is built in a mount namespace of its own with the
+    # host's privileges; then, with a user namespace, the container enters it
+    # and unshares the rest, a copy of the mounts included, owned by it.
+    # CLONE_NEWCGROUP is unshared by the job itself, once it sits in its cgroup.
+    userns = (settings.userns_base, settings.userns_size) if settings.userns else None
+    namespaces = _namespaces(spec, settings, userns)
+    lim = _adjusted(spec.limits, lang, settings) if spec.step != "compile" else spec.limits
+    key = (image.id or image.name, str(image.root), image.binds, lim.disk, spec.network, namespaces)
+    container = containers.get(key) if containers is not None else None
+    if container is None:
+        container = _container_plan(settings, image, lim.disk, spec.network, userns, namespaces)
+        if containers is not None:
+            if len(containers) >= _PLANS_KEPT:
+                containers.clear()
+            containers[key] = container
+    job = _job_plan(spec, settings, lang, lim, file_data, last_cap)
+    return Plan(container=container, job=job, limits=lim)
+
+
+def _refuse_what_the_host_forbids(
+    spec: JobSpec, settings: Settings, lang: LanguageInfo
+) -> dict[str, bytes]:
+    """Check the spec against the operator's maxima and allowances; return its files' bytes.
+
+    Raises:
+        SpecError: naming the field.
+    """
     lim = spec.limits
     for limit in LIMITS:
         value, ceiling = getattr(lim, limit.name), settings.maximum(limit.name)
@@ -463,12 +491,12 @@ def build_plan(
             field="network",
             value=True,
         )
-
-    # The root filesystem is built in a mount namespace of its own with the
-    # host's privileges; then, with a user namespace, the container enters it
-    # and unshares the rest, a copy of the mounts included, owned by it.
-    # CLONE_NEWCGROUP is unshared by the job itself, once it sits in its cgroup.
-    userns = (settings.userns_base, settings.userns_size) if settings.userns else None
+    if spec.network and not settings.userns:
+        raise SpecError(
+            "network egress needs user namespaces on this host (SANDBOX_USERNS)",
+            field="network",
+            value=True,
+        )
     profile = spec.seccomp_profile
     if profile not in settings.allowed_seccomp_profiles:
         raise SpecError(
@@ -483,12 +511,18 @@ def build_plan(
             field="seccomp_profile",
             value=profile,
         )
+    return file_data
 
-    # A network apart from the host's always: egress through a user-mode
-    # stack that needs the user namespace (sandbox/kernel/egress.py), or
-    # loopback only. Loopback only is a namespace the host owns, kept from job
-    # to job while they leave it untouched, unless the job is granted a
-    # network capability: that takes a namespace its own root owns.
+
+def _namespaces(spec: JobSpec, settings: Settings, userns: tuple[int, int] | None) -> int:
+    """The CLONE_NEW* flags the container unshares.
+
+    A network apart from the host's always: egress through a user-mode stack
+    that needs the user namespace (sandbox/kernel/egress.py), or loopback
+    only. Loopback only is a namespace the host owns, kept from job to job
+    while they leave it untouched (ADR 0013), unless the job is granted a
+    network capability: that takes a namespace its own root owns.
+    """
     shared_net = (
         settings.reuse_netns and not spec.network and not spec.capabilities & NETWORK_CAPABILITIES
     )
@@ -497,15 +531,19 @@ def build_plan(
         namespaces |= sc.CLONE_NEWNET
     if userns:
         namespaces |= sc.CLONE_NEWNS
-    if spec.network and not userns:
-        raise SpecError(
-            "network egress needs user namespaces on this host (SANDBOX_USERNS)",
-            field="network",
-            value=True,
-        )
+    return namespaces
 
+
+def _job_plan(
+    spec: JobSpec,
+    settings: Settings,
+    lang: LanguageInfo,
+    lim: Limits,
+    file_data: dict[str, bytes],
+    last_cap: int,
+) -> JobPlan:
+    """The job part of a plan: its command, user, capabilities, rlimits, files and environment."""
     argv, collect = _command(spec, lang)
-    lim = _adjusted(lim, lang, settings) if spec.step != "compile" else lim
     privileged = bool(spec.capabilities)
     cpu_seconds = math.ceil(lim.cpu_time)
     rlimits = (
@@ -522,15 +560,7 @@ def build_plan(
         "PYTHONDONTWRITEBYTECODE": "1",
         **spec.env,
     }
-    key = (image.id or image.name, str(image.root), image.binds, lim.disk, spec.network, namespaces)
-    container = containers.get(key) if containers is not None else None
-    if container is None:
-        container = _container_plan(settings, image, lim.disk, spec.network, userns, namespaces)
-        if containers is not None:
-            if len(containers) >= _PLANS_KEPT:
-                containers.clear()
-            containers[key] = container
-    job = JobPlan(
+    return JobPlan(
         workdir=WORKDIR,
         source_file=f"{WORKDIR}/{lang.source}",
         uid=0 if privileged else settings.job_uid,
@@ -538,7 +568,7 @@ def build_plan(
         capabilities=capability_mask(spec.capabilities),
         last_cap=last_cap,
         rlimits=rlimits,
-        seccomp_profile=profile,
+        seccomp_profile=spec.seccomp_profile,
         files=tuple(
             (name, len(file_data[name]), file.executable) for name, file in spec.files.items()
         ),
@@ -546,7 +576,6 @@ def build_plan(
         argv=argv,
         env=tuple(f"{k}={v}" for k, v in env.items()),
     )
-    return Plan(container=container, job=job, limits=lim)
 
 
 def _container_plan(
