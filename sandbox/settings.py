@@ -239,14 +239,13 @@ class Settings(_Maxima):
         """The id inside a job's user namespace of host uid ``host``; None if not a job's."""
         if not self.userns:
             return host
-        offset = host - self.userns_base
-        if 0 <= offset < self.userns_ranges * self.userns_size:
-            return offset % self.userns_size
+        if host in self.job_uids():
+            return (host - self.userns_base) % self.userns_size
         return None
 
     @model_validator(mode="after")
     def _ids_mapped(self) -> Settings:
-        last = self.userns_base + self.userns_ranges * self.userns_size - 1
+        last = self.job_uids()[-1]
         if self.userns and last > 2**32 - 2:  # (uid_t) -1 is no id
             raise ValueError(
                 f"userns_base + userns_ranges * userns_size ends at {last}, past the last uid "
