@@ -25,56 +25,27 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any
 
-from sandbox import resources
-from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError, invalid, read_file
+from sandbox.cli.args import EXIT_SANDBOX, EXIT_USAGE, UsageError
 from sandbox.cli.judge import add_commands as add_judge_commands
 from sandbox.cli.judge import judge_command, languages_command
 from sandbox.cli.ops import add_commands as add_ops_commands
 from sandbox.cli.ops import exec_command, kill_command, ps_command
+from sandbox.cli.run import (
+    add_job_flags,
+    add_run_command,
+    fail,
+    job_spec,
+    known_language,
+    language_of,
+    report,
+)
 
 if TYPE_CHECKING:
-    from sandbox.result import JobResult
     from sandbox.settings import Settings
-    from sandbox.spec import JobSpec
 
 __all__ = ["main"]
-
-EXIT_TIMEOUT = 124
-
-
-def _known_language(name: str) -> str:
-    from sandbox import languages
-
-    try:
-        languages.get(name)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return name
-
-
-def _language_of(path: str, lang: str | None) -> str:
-    """``--lang``, else the language whose extensions include the file's, else python."""
-    if lang:
-        return lang
-    from sandbox import languages
-
-    suffix = Path(path).suffix
-    for name, info in languages.known().items():
-        if suffix in info.extensions:
-            return name
-    return "python"
-
-
-class StrictParser(argparse.ArgumentParser):
-    """argparse raising usage errors instead of printing and exiting (`sandbox serve`)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise UsageError(message or f"{self.prog}: exit {status}")
 
 
 def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> Any:
@@ -83,19 +54,13 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser(
-        "run",
-        help="run a program in a fresh container, here",
-        description="Run FILE (or '-' for standard input) in a fresh container. "
-        "Options go before FILE; everything after FILE is passed to the program.",
-    )
-    _add_job_flags(run)
+    add_run_command(sub)
     submit = sub.add_parser(
         "submit",
         help="send a program to the workers through Redis and print its result",
         description="Like `run`, but through Redis (SANDBOX_REDIS_URL) and a worker.",
     )
-    _add_job_flags(submit)
+    add_job_flags(submit)
     submit.add_argument(
         "--wait", type=float, default=600.0, metavar="SEC", help="seconds to wait for the result"
     )
@@ -106,7 +71,7 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
     )
     worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="ARGS")
 
-    add_judge_commands(sub, _known_language)
+    add_judge_commands(sub, known_language)
     add_ops_commands(sub)
     health = sub.add_parser(
         "health",
@@ -162,124 +127,19 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
     return parser
 
 
-def _add_job_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="source file, or - to read it from stdin")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
-    parser.add_argument(
-        "--lang",
-        type=_known_language,
-        metavar="NAME",
-        help="a language of `sandbox languages` (default: from the extension)",
-    )
-    parser.add_argument("--image", metavar="NAME", help="image to run in (default: the language's)")
-    parser.add_argument("--stdin", metavar="FILE", help="file to feed to the program's stdin")
-    resources.add_flags(parser)  # one per limit: --memory, --pids, --time...
-    parser.add_argument(
-        "--cap", action="append", default=[], metavar="NAME", help="grant a capability (repeatable)"
-    )
-    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
-    parser.add_argument(
-        "--network", action="store_true", help="network egress, public addresses only (if allowed)"
-    )
-    parser.add_argument(  # names checked by the spec (JobSpec.seccomp_profile), which lists them
-        "--seccomp-profile",
-        default="default",
-        metavar="NAME",
-        help="named syscall filter (default: default; docs/security.md)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-
-
-def _fail(message: str, code: int, err: TextIO | None = None) -> int:
-    print(f"sandbox: {message}", file=err or sys.stderr)
-    return code
-
-
-def _spec(
-    args: argparse.Namespace, *, cwd: str | None = None, stdin_file: BinaryIO | None = None
-) -> JobSpec:
-    """The JobSpec the job flags describe.
-
-    Args:
-        args: the parsed flags.
-        cwd: where relative file names start (`sandbox serve`: the client's directory).
-        stdin_file: what ``-`` reads (`sandbox serve`: the client's standard input).
-
-    Raises:
-        UsageError: a flag's value is invalid (named, as pydantic says).
-    """
-    from pydantic import ValidationError
-
-    from sandbox.spec import JobSpec
-
-    code = read_file(args.file, "source file", cwd=cwd, stdin=stdin_file)
-    stdin = read_file(args.stdin, "stdin file", cwd=cwd, stdin=stdin_file) if args.stdin else ""
-    language = _language_of(args.file, args.lang)
-    limits = resources.flag_values(args)
-    env = {}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--env wants NAME=VALUE, got {item!r}")
-        env[key] = value
-    try:
-        return JobSpec(
-            code=code,
-            language=language,
-            stdin=stdin,
-            argv=tuple(args.args),
-            env=env,
-            limits=limits,
-            capabilities=args.cap,
-            network=args.network,
-            seccomp_profile=args.seccomp_profile,
-            image=args.image,
-        )
-    except ValidationError as exc:
-        raise invalid(exc) from exc
-
-
-def _report(
-    result: JobResult, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
-) -> int:
-    """Print a result as `run` and `submit` do (on ``out`` and ``err``, ours by
-    default); return the exit status."""
-    from sandbox.result import Status
-    from sandbox.verdict import OUTCOMES
-
-    out = out or sys.stdout
-    err = err or sys.stderr
-    if as_json:
-        print(result.model_dump_json(), file=out)
-        return 0
-    out.write(result.stdout)
-    out.flush()
-    err.write(result.stderr)
-    said = OUTCOMES[result.status].describe(result)  # sandbox/verdict.py
-    if result.status is Status.INTERNAL_ERROR:
-        return _fail(said or "the sandbox failed", EXIT_SANDBOX, err)
-    if result.status is Status.TIMEOUT:
-        return _fail(said, EXIT_TIMEOUT, err)
-    if said:
-        _fail(said, 0, err)
-    if result.signal is not None:
-        return 128 + result.signal
-    return result.exit_code or 0
-
-
 def _run(args: argparse.Namespace) -> int:
     from sandbox.errors import SandboxError, SpecError
     from sandbox.result import JobResult
     from sandbox.runtime.shared import execute_sync
 
-    spec = _spec(args)
+    spec = job_spec(args)
     try:
         result = execute_sync(spec, pool=False)
     except SpecError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except SandboxError as exc:
         result = JobResult.internal_error(str(exc))
-    return _report(result, args.json)
+    return report(result, args.json)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -288,15 +148,15 @@ def _submit(args: argparse.Namespace) -> int:
     from sandbox.result import JobResult
     from worker.tasks import run
 
-    spec = _spec(args)
+    spec = job_spec(args)
     pending = run.delay(**spec.model_dump(mode="json", exclude_unset=True))
     try:
         data = pending.get(timeout=args.wait)
     except ResultTimeout:
         with contextlib.suppress(Exception):  # stop listening now, not at interpreter exit
             pending.backend.remove_pending_result(pending)
-        return _fail(f"no result within {args.wait:g} s (are workers running?)", EXIT_SANDBOX)
-    return _report(JobResult.model_validate(data), args.json)
+        return fail(f"no result within {args.wait:g} s (are workers running?)", EXIT_SANDBOX)
+    return report(JobResult.model_validate(data), args.json)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -513,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "image": _image,
         "pool": _pool,
         "gc": _gc,
-        "judge": lambda a: judge_command(a, _language_of(a.file, a.lang)),
+        "judge": lambda a: judge_command(a, language_of(a.file, a.lang)),
         "languages": languages_command,
         "health": _health,
         "serve": _serve,
@@ -526,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except SandboxError as exc:
         code = EXIT_USAGE if isinstance(exc, ValueError) else 1
-        return _fail(str(exc), code)
+        return fail(str(exc), code)

@@ -189,7 +189,7 @@ def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
 
 async def _run(runtime: Runtime, msg: bytes, fds: list[int]) -> int:
     """Parse, run and report as `sandbox run` does, on the client's descriptors."""
-    from sandbox.cli import commands as cli
+    from sandbox.cli import run as cli
     from sandbox.cli.args import EXIT_USAGE, UsageError
 
     argv = [os.fsdecode(arg) for arg in msg.split(b"\0")]
@@ -202,19 +202,20 @@ async def _run(runtime: Runtime, msg: bytes, fds: list[int]) -> int:
     with stdin, out, err:
         try:
             args = _parser().parse_args(argv)
-            spec = cli._spec(args, cwd=cwd, stdin_file=stdin)
+            spec = cli.job_spec(args, cwd=cwd, stdin_file=stdin)
         except UsageError as exc:
-            return cli._fail(str(exc), EXIT_USAGE, err)
+            return cli.fail(str(exc), EXIT_USAGE, err)
         return await _execute(runtime, spec, args.json, out, err)
 
 
 def _parser() -> Any:
-    """The command's parser, built once (15 ms: every subcommand's flags)."""
+    """The parser of `sandbox run`, built once."""
     global _PARSER
     if _PARSER is None:
-        from sandbox.cli import commands
+        from sandbox.cli import run
 
-        _PARSER = commands._parser(commands.StrictParser)
+        _PARSER = run.StrictParser(prog="sandbox")
+        run.add_run_command(_PARSER.add_subparsers(dest="command", required=True))
     return _PARSER
 
 
@@ -222,7 +223,7 @@ _PARSER: Any = None
 
 
 async def _execute(runtime: Runtime, spec: Any, as_json: bool, out: Any, err: Any) -> int:
-    from sandbox.cli import commands as cli
+    from sandbox.cli import run as cli
     from sandbox.cli.args import EXIT_USAGE
     from sandbox.errors import SandboxError, SpecError
     from sandbox.result import JobResult
@@ -230,7 +231,7 @@ async def _execute(runtime: Runtime, spec: Any, as_json: bool, out: Any, err: An
     try:
         result = await runtime.execute(spec)
     except SpecError as exc:
-        return cli._fail(str(exc), EXIT_USAGE, err)
+        return cli.fail(str(exc), EXIT_USAGE, err)
     except SandboxError as exc:
         result = JobResult.internal_error(str(exc))
-    return cli._report(result, as_json, out, err)
+    return cli.report(result, as_json, out, err)
