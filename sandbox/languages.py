@@ -16,17 +16,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from sandbox.limits import Limits, parse_size
+
 __all__ = ["ENV", "SHIPPED", "LanguageInfo", "get", "known", "load"]
 
 SHIPPED = Path(__file__).with_name("languages.toml")
 ENV = "SANDBOX_LANGUAGES_FILE"
 _FILE_NAME = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"  # not "." nor ".."
-
-
-def _size(value: object) -> object:
-    from sandbox.spec import parse_size  # spec imports this module: resolve at call time
-
-    return parse_size(value)
 
 
 class LanguageInfo(BaseModel):
@@ -41,7 +37,7 @@ class LanguageInfo(BaseModel):
     artifacts: tuple[Annotated[str, Field(pattern=_FILE_NAME)], ...] = ()
     run: tuple[str, ...] = Field(min_length=1)
     time_factor: float = Field(1.0, gt=0, le=100)
-    extra_memory: Annotated[int, BeforeValidator(_size)] = Field(0, ge=0)
+    extra_memory: Annotated[int, BeforeValidator(parse_size)] = Field(0, ge=0)
     compile_limits: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -56,8 +52,6 @@ def load(*paths: Path) -> dict[str, LanguageInfo]:
         ValueError: a file cannot be read or a table is invalid (file and
             language named).
     """
-    from sandbox.spec import Limits
-
     found: dict[str, LanguageInfo] = {}
     for path in paths:
         try:

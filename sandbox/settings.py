@@ -14,9 +14,10 @@ from pydantic import BeforeValidator, Field, create_model, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.kernel.cpus import parse_cpu_list
+from sandbox.limits import Size
 from sandbox.paths import DEFAULT_RUN_DIR
 from sandbox.resources import LIMITS, Limit, by_name
-from sandbox.spec import Size, normalise_capabilities
+from sandbox.spec import normalise_capabilities
 
 __all__ = ["DOCKER_DEFAULT_CAPABILITIES", "KERNEL_LIMITS", "USERNS_BASE", "Settings"]
 

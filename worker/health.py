@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from sandbox.paths import WORKERS, write_atomically
-from sandbox.runtime.host import Check, try_a_job
+from sandbox.runtime.host import Check
+from sandbox.runtime.shared import try_a_job
 from sandbox.settings import Settings
 from worker.settings import WorkerSettings
 

@@ -173,7 +173,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from sandbox.runtime.host import run_checks, try_a_job
+    from sandbox.runtime.host import run_checks
+    from sandbox.runtime.shared import try_a_job
     from sandbox.settings import Settings
 
     checks = run_checks()

@@ -18,9 +18,9 @@ from sandbox.kernel.namespaces import NAMESPACES
 from sandbox.settings import Settings
 
 if TYPE_CHECKING:
-    from sandbox.result import JobResult
+    pass
 
-__all__ = ["Check", "prepare", "require_capable", "run_checks", "try_a_job"]
+__all__ = ["Check", "prepare", "require_capable", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -229,36 +229,6 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         _python(),
         _languages(),
     ]
-
-
-def try_a_job(settings: Settings) -> Check:
-    """The proof that this host can sandbox: one real job, end to end, with ``settings``.
-
-    `sandbox doctor` runs it after its checks, `sandbox health` (the deploy
-    files' probe) after the worker's and Redis's.
-    """
-    import asyncio
-    import time
-
-    from sandbox.errors import SandboxError
-    from sandbox.result import Status
-    from sandbox.runtime.runner import Runtime  # the runtime above: only when a job is tried
-    from sandbox.spec import JobSpec
-
-    async def probe() -> JobResult:
-        async with Runtime(settings, pool_size=0) as runtime:
-            return await runtime.execute(JobSpec(code="echo ok", language="sh"))
-
-    start = time.monotonic()
-    try:
-        result = asyncio.run(probe())
-    except SandboxError as exc:
-        return Check("container", False, str(exc), "run `sandbox doctor` as root for each check")
-    elapsed = (time.monotonic() - start) * 1000
-    if result.status is not Status.OK or result.stdout != "ok\n":
-        detail = f"a test job ended {result.status} ({result.stdout!r}): {result.error}"
-        return Check("container", False, detail)
-    return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
 
 
 def require_capable(settings: Settings) -> None:

@@ -16,17 +16,19 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from sandbox.result import JobResult
+from sandbox.runtime.host import Check
 from sandbox.runtime.pool import PoolStats
 from sandbox.runtime.runner import Runtime
 from sandbox.settings import Settings
 from sandbox.spec import JobSpec
 
-__all__ = ["RuntimeThread", "default_runtime", "execute", "execute_sync"]
+__all__ = ["RuntimeThread", "default_runtime", "execute", "execute_sync", "try_a_job"]
 
 log = logging.getLogger("sandbox")
 T = TypeVar("T")
@@ -190,3 +192,28 @@ def execute_sync(spec: JobSpec, *, runtime: Runtime | None = None, pool: bool = 
             _background.start()
         background = _background
     return background.execute(spec)
+
+
+def try_a_job(settings: Settings) -> Check:
+    """The proof that this host can sandbox: one real job, end to end, with ``settings``.
+
+    `sandbox doctor` runs it after its checks, `sandbox health` (the deploy
+    files' probe) after the worker's and Redis's.
+    """
+    from sandbox.errors import SandboxError
+    from sandbox.result import Status
+
+    async def probe() -> JobResult:
+        async with Runtime(settings, pool_size=0) as runtime:
+            return await runtime.execute(JobSpec(code="echo ok", language="sh"))
+
+    start = time.monotonic()
+    try:
+        result = asyncio.run(probe())
+    except SandboxError as exc:
+        return Check("container", False, str(exc), "run `sandbox doctor` as root for each check")
+    elapsed = (time.monotonic() - start) * 1000
+    if result.status is not Status.OK or result.stdout != "ok\n":
+        detail = f"a test job ended {result.status} ({result.stdout!r}): {result.error}"
+        return Check("container", False, detail)
+    return Check("container", True, f"ran a test job in {elapsed:.0f} ms")
