@@ -16,7 +16,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -224,13 +224,23 @@ class CgroupSetup(Protocol):
         ...
 
 
+@contextlib.contextmanager
+def _naming(path: Path, doing: str) -> Iterator[None]:
+    """Turn an OSError on a cgroupfs file into a CgroupError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        message = f"cannot {doing}: {exc.strerror}"
+        raise CgroupError(message, path=str(path), errno=exc.errno) from exc
+
+
 def read_file(path: Path) -> str:
     """Read a cgroupfs file.
 
     Raises:
         CgroupError: naming the path.
     """
-    try:
+    with _naming(path, f"read {path}"):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             chunks = [os.read(fd, 65536)]  # one read, for all but a long cgroup.procs
@@ -239,10 +249,6 @@ def read_file(path: Path) -> str:
             return b"".join(chunks).decode()
         finally:
             os.close(fd)
-    except OSError as exc:
-        raise CgroupError(
-            f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno
-        ) from exc
 
 
 def write_file(path: Path, data: str) -> None:
@@ -251,16 +257,12 @@ def write_file(path: Path, data: str) -> None:
     Raises:
         CgroupError: naming the path and the value.
     """
-    try:
+    with _naming(path, f"write {data!r} to {path}"):
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, data.encode())
         finally:
             os.close(fd)
-    except OSError as exc:
-        raise CgroupError(
-            f"cannot write {data!r} to {path}: {exc.strerror}", path=str(path), errno=exc.errno
-        ) from exc
 
 
 def parse_keyed(text: str) -> dict[str, int]:
