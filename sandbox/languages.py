@@ -39,10 +39,21 @@ class LanguageInfo(BaseModel):
     time_factor: float = Field(1.0, gt=0, le=100)
     extra_memory: Annotated[int, BeforeValidator(parse_size)] = Field(0, ge=0)
     compile_limits: dict[str, Any] = Field(default_factory=dict)
+    version: tuple[str, ...] | None = Field(None, min_length=1)
+    packages: tuple[str, ...] = ()  # Debian's, which scripts/install installs
 
     @property
     def compiled(self) -> bool:
         return self.compile is not None
+
+    def programs(self) -> list[str]:
+        """The absolute paths the language needs in its image: its commands' programs."""
+        argvs = [self.run, self.compile or (), self.version or ()]
+        return sorted({argv[0] for argv in argvs if argv and argv[0].startswith("/")})
+
+    def missing(self, root: Path) -> list[str]:
+        """Its programs that ``root`` (an image's root, with its host binds) lacks."""
+        return [p for p in self.programs() if not os.access(root / p.lstrip("/"), os.X_OK)]
 
 
 def load(*paths: Path) -> dict[str, LanguageInfo]:

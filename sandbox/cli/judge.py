@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,14 @@ def add_commands(sub: Any, language_type: Any) -> None:
     judge.add_argument("--stop-on-failure", action="store_true", help="skip after a failure")
     judge.add_argument("--json", action="store_true", help="print the JudgeResult as JSON")
 
-    langs = sub.add_parser("languages", help="list the languages jobs may use")
+    langs = sub.add_parser(
+        "languages",
+        help="list the languages jobs may use, and whether this host has what each needs",
+    )
     langs.add_argument("--json", action="store_true", help="print them as JSON")
+    langs.add_argument(
+        "--versions", action="store_true", help="run each toolchain's version command in a sandbox"
+    )
 
 
 def _natural(path: Path) -> tuple[Any, ...]:
@@ -181,15 +188,79 @@ def print_table(result: JudgeResult) -> None:
 
 
 def languages_command(args: argparse.Namespace) -> int:
-    """``sandbox languages``: the registry, as a table or JSON."""
+    """``sandbox languages``: the registry, what this host lacks of it, and (``--versions``)
+    each toolchain's version, as a table or JSON."""
     from sandbox import languages
 
     known = languages.known()
+    missing = {name: _missing(info) for name, info in known.items()}
+    versions = _versions(known, missing) if args.versions else {}
     if args.json:
-        print(json.dumps({name: info.model_dump(mode="json") for name, info in known.items()}))
+        rows = {
+            name: {
+                **info.model_dump(mode="json"),
+                "missing": missing[name],
+                **({"found": versions.get(name)} if args.versions else {}),
+            }
+            for name, info in known.items()
+        }
+        print(json.dumps(rows))
         return 0
     for name, info in sorted(known.items()):
         kind = "compiled" if info.artifacts else "interpreted"
         exts = " ".join(info.extensions)
-        print(f"{name:<8} {kind:<12} image={info.image:<8} {exts}")
+        if missing[name]:
+            state = f"missing {missing[name][0]} (apt-get install {' '.join(info.packages)})"
+        else:
+            state = versions.get(name) or "ok"
+        print(f"{name:<10} {kind:<12} image={info.image:<8} {exts:<16} {state}")
     return 0
+
+
+def _missing(info: Any) -> list[str]:
+    """The programs of a language that its image lacks (the host image: the host's /usr)."""
+    from sandbox.errors import SandboxError
+    from sandbox.image.store import HOST_IMAGE, ImageStore
+    from sandbox.settings import Settings
+
+    if info.image == HOST_IMAGE:
+        return list(info.missing(Path("/")))  # the host image binds the host's /usr
+    try:
+        image = ImageStore(Settings().state_dir).get(info.image)
+    except SandboxError as exc:
+        return [f"image {info.image}: {exc}"]
+    return list(info.missing(image.root))
+
+
+def _versions(known: dict[str, Any], missing: dict[str, list[str]]) -> dict[str, str]:
+    """Each available toolchain's version: the first line its version command prints."""
+    import asyncio
+
+    from sandbox.runtime.runner import Runtime
+    from sandbox.spec import JobSpec
+
+    async def one(runtime: Runtime, name: str, argv: tuple[str, ...]) -> tuple[str, str]:
+        script = " ".join(shlex.quote(arg) for arg in argv) + " 2>&1"
+        spec = JobSpec(
+            code=f"exec {script}\n", language="sh", image=known[name].image,
+            limits={"memory": "1G", "pids": 128, "wall_time": 60, "cpu_time": 30},
+        )  # fmt: skip
+        result = await runtime.execute(spec)
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        lines = [line for line in lines if "warning" not in line.lower()] or lines  # the JVM's
+        if result.status != "ok" or not lines:
+            return name, f"no version ({result.status})"
+        return name, lines[0]
+
+    async def all_of() -> dict[str, str]:
+        async with Runtime(pool_size=0) as runtime:
+            found = await asyncio.gather(
+                *(
+                    one(runtime, name, info.version)
+                    for name, info in known.items()
+                    if info.version and not missing[name]
+                )
+            )
+        return dict(found)
+
+    return asyncio.run(all_of())

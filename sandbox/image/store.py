@@ -5,9 +5,11 @@ plus ``manifest.json`` (name, source, layers, digest, created, size, host
 binds). Images are flattened at import: layers are applied in order, so a job
 mounts one lower directory. Built-in images need no network and no Docker:
 
-- ``host``: our own minimal /etc (no host passwd or shadow), empty mount
-  points, the merged-/usr symlinks, and the host's /usr bound read-only at
-  run time: Debian's python3 and coreutils, as on the host.
+- ``host``: our own minimal /etc (no host passwd or shadow; the host's
+  loader cache, alternatives links and the language runtimes' configuration,
+  copied, and rebuilt when they change), empty mount points, the merged-/usr
+  symlinks, and the host's /usr bound read-only at run time: Debian's
+  python3, coreutils and the languages' compilers, as on the host.
 - ``busybox``: Debian's busybox-static and its applet links, as in the
   walk-through (``sh``, ``ps``, ``nc``...); nothing of the host.
 
@@ -152,6 +154,40 @@ def _build_host(rootfs: Path, host_root: Path, links: dict[str, str]) -> None:
         for entry in alternatives.iterdir():
             if entry.is_symlink():
                 (etc / "alternatives" / entry.name).symlink_to(os.readlink(entry))
+    for config in _runtime_configs(host_root):
+        shutil.copytree(config, etc / config.name, symlinks=True)
+
+
+# What language runtimes read from /etc and fail without (no secrets): the
+# JVM's security and logging configuration, Mono's library map.
+_RUNTIME_CONFIGS = ("java-*-openjdk", "mono")
+
+
+def _runtime_configs(host_root: Path) -> list[Path]:
+    return sorted(
+        path
+        for pattern in _RUNTIME_CONFIGS
+        for path in (host_root / "etc").glob(pattern)
+        if path.is_dir() and not path.is_symlink()
+    )
+
+
+def _etc_digest(host_root: Path) -> str:
+    """What the host image copies of the host's /etc: its loader cache, alternatives
+    and the runtimes' configuration (by name, size and time)."""
+    digest = hashlib.sha256()
+    with contextlib.suppress(OSError):
+        digest.update((host_root / "etc/ld.so.cache").read_bytes())
+    for config in _runtime_configs(host_root):
+        for path in sorted(config.rglob("*")):
+            info = path.lstat()
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    alternatives = host_root / "etc/alternatives"
+    if alternatives.is_dir():
+        for entry in sorted(alternatives.iterdir()):
+            if entry.is_symlink():
+                digest.update(f"{entry.name}\0{os.readlink(entry)}\0".encode())
+    return digest.hexdigest()
 
 
 def _build_busybox(rootfs: Path, busybox: Path) -> None:
@@ -301,7 +337,12 @@ class ImageStore:
     def ensure_host(self) -> None:
         """Build the ``host`` image if it is missing or the host's layout changed."""
         links, binds = _host_layout(self.host_root)
-        want = {"source": "host", "links": links, "binds": list(binds)}
+        want = {
+            "source": "host",
+            "links": links,
+            "binds": list(binds),
+            "etc": _etc_digest(self.host_root),  # packages installed since add both
+        }
         with contextlib.suppress(ImageError):
             have = self.manifest(HOST_IMAGE)
             if have.get("version") == _VERSION and all(have.get(k) == v for k, v in want.items()):

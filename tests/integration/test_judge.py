@@ -1,8 +1,12 @@
 """Judge mode on the real kernel: one problem (A+B) and, in every shipped language, a
-correct, a wrong, a too slow, a memory-hungry, a crashing and a non-compiling solution."""
+correct, a wrong, a too slow, a memory-hungry, a crashing and a non-compiling solution.
+
+Every language of sandbox/languages.toml is here, against its real compiler or
+interpreter (scripts/install installs them; CI runs them all)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +69,127 @@ SOLUTIONS: dict[str, dict[str, str]] = {
         ),
         "runtime_error": '#include <stdexcept>\nint main() { throw std::runtime_error("x"); }\n',
         "compile_error": "int main() { std::vector<int> v; }\n",
+    },
+}
+
+SOLUTIONS |= {
+    "java": {
+        "accepted": (
+            "import java.util.*;\npublic class Main { public static void main(String[] a) {"
+            " Scanner s = new Scanner(System.in); long x = s.nextLong(), y = s.nextLong();"
+            " System.out.println(x + y); } }\n"
+        ),
+        "wrong_answer": "public class Main { public static void main(String[] a) {"
+        " System.out.println(42); } }\n",
+        "time_limit": "public class Main { public static void main(String[] a) {"
+        " long i = 0; while (true) i++; } }\n",
+        "memory_limit": (
+            "import java.util.*;\npublic class Main { public static void main(String[] a) {"
+            " List<long[]> l = new ArrayList<>(); while (true) l.add(new long[1 << 20]); } }\n"
+        ),
+        "runtime_error": "public class Main { public static void main(String[] a) {"
+        ' throw new RuntimeException("x"); } }\n',
+        "compile_error": "public class Main { int x = ; }\n",
+    },
+    "kotlin": {
+        "accepted": (
+            'fun main() { val (a, b) = readLine()!!.trim().split(" ").map { it.toLong() };'
+            " println(a + b) }\n"
+        ),
+        "wrong_answer": "fun main() { println(42) }\n",
+        "time_limit": "fun main() { var i = 0L; while (true) i++ }\n",
+        "memory_limit": (
+            "fun main() { val l = ArrayList<LongArray>();"
+            " while (true) l.add(LongArray(1 shl 20)) }\n"
+        ),
+        "runtime_error": 'fun main() { throw RuntimeException("x") }\n',
+        "compile_error": 'fun main() { val x: Int = "a" }\n',
+    },
+    "go": {
+        "accepted": (
+            'package main\nimport "fmt"\nfunc main() { var a, b int64; fmt.Scan(&a, &b);'
+            " fmt.Println(a + b) }\n"
+        ),
+        "wrong_answer": 'package main\nimport "fmt"\nfunc main() { fmt.Println(42) }\n',
+        "time_limit": "package main\nfunc main() { i := 0; for { i++ } }\n",
+        "memory_limit": (
+            "package main\nfunc main() { var s [][]byte; for { b := make([]byte, 1<<20);"
+            " for i := range b { b[i] = 1 }; s = append(s, b) } }\n"
+        ),
+        "runtime_error": 'package main\nfunc main() { panic("x") }\n',
+        "compile_error": "package main\nfunc main() { x := 1 }\n",
+    },
+    "rust": {
+        "accepted": (
+            "use std::io::*;\nfn main() { let mut s = String::new();"
+            " stdin().read_to_string(&mut s).unwrap();"
+            " let v: Vec<i64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();"
+            ' println!("{}", v[0] + v[1]); }\n'
+        ),
+        "wrong_answer": 'fn main() { println!("42"); }\n',
+        "time_limit": (
+            "fn main() { let mut i: u64 = 1; loop { i = i.wrapping_mul(3).wrapping_add(1);"
+            ' if i == 0 { println!("{}", i); } } }\n'
+        ),
+        "memory_limit": (
+            "fn main() { let mut v: Vec<Vec<u8>> = Vec::new();"
+            " loop { v.push(vec![1u8; 1 << 20]); } }\n"
+        ),
+        "runtime_error": 'fn main() { panic!("x"); }\n',
+        "compile_error": 'fn main() { let x: i32 = "a"; }\n',
+    },
+    "javascript": {
+        "accepted": (
+            'const [a, b] = require("fs").readFileSync(0, "utf8").trim().split(/\\s+/)'
+            ".map(BigInt);\nconsole.log((a + b).toString());\n"
+        ),
+        "wrong_answer": "console.log(42);\n",
+        "time_limit": "for (;;) {}\n",
+        "memory_limit": "const a = [];\nfor (;;) a.push(new Array(1 << 20).fill(1));\n",
+        "runtime_error": 'throw new Error("x");\n',
+        "compile_error": "function (\n",
+    },
+    "pypy": {
+        "accepted": "a, b = map(int, input().split())\nprint(a + b)\n",
+        "wrong_answer": "print(42)\n",
+        "time_limit": "while True:\n    pass\n",
+        "memory_limit": "x = bytearray(512 * 2**20)\nprint(len(x))\n",
+        "runtime_error": "raise SystemExit(3)\n",
+        "compile_error": "def main(:\n    pass\n",
+    },
+    "ruby": {
+        "accepted": "a, b = gets.split.map(&:to_i)\nputs a + b\n",
+        "wrong_answer": "puts 42\n",
+        "time_limit": "loop { }\n",
+        "memory_limit": 's = "a" * (512 * 2**20)\nputs s.size\n',
+        "runtime_error": 'raise "x"\n',
+        "compile_error": "def x(\n",
+    },
+    "csharp": {
+        "accepted": (
+            'using System;\nclass P { static void Main() { var p = Console.ReadLine().Split(" ");'
+            " Console.WriteLine(long.Parse(p[0]) + long.Parse(p[1])); } }\n"
+        ),
+        "wrong_answer": "class P { static void Main() { System.Console.WriteLine(42); } }\n",
+        "time_limit": "class P { static void Main() { long i = 0; while (true) i++; } }\n",
+        "memory_limit": (
+            "class P { static void Main() { var l = new System.Collections.Generic.List<byte[]>();"
+            " while (true) { var b = new byte[1 << 20]; for (int i = 0; i < b.Length; i += 4096)"
+            " b[i] = 1; l.Add(b); } } }\n"
+        ),
+        "runtime_error": 'class P { static void Main() { throw new System.Exception("x"); } }\n',
+        "compile_error": 'class P { static void Main() { int x = "a"; } }\n',
+    },
+    "php": {
+        "accepted": (
+            '<?php\n[$a, $b] = array_map("intval", explode(" ", trim(fgets(STDIN))));\n'
+            'echo $a + $b, "\\n";\n'
+        ),
+        "wrong_answer": "<?php\necho 42, PHP_EOL;\n",
+        "time_limit": "<?php\nwhile (true) {}\n",
+        "memory_limit": '<?php\n$s = str_repeat("a", 512 * 1024 * 1024);\necho strlen($s);\n',
+        "runtime_error": "<?php\nexit(3);\n",
+        "compile_error": "<?php\nfunction (\n",
     },
 }
 
@@ -243,3 +368,22 @@ def test_judge_command_usage_errors(tmp_path: Path):
     )
     assert out.returncode == 2
     assert "has no 1.out" in out.stderr
+
+
+def test_every_language_is_installed_and_tells_its_version():
+    """`sandbox languages --versions`: every shipped language, all of it on this host (the
+    install step put it there), each version command answering from inside a sandbox."""
+    listed = subprocess.run(
+        [SANDBOX, "languages", "--json", "--versions"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert set(rows) == set(SOLUTIONS)  # each has its verdicts tried above
+    for name, row in rows.items():
+        assert row["missing"] == [], (name, row["missing"])
+        if row["version"]:
+            assert row["found"], name
+            assert not row["found"].startswith("no version"), (name, row["found"])

@@ -105,7 +105,7 @@ def test_top_level_help_lists_the_commands(capsys: pytest.CaptureFixture[str]):
 
 @pytest.mark.usefixtures("no_job")
 @pytest.mark.parametrize(
-    "argv", [[], ["run"], ["launch", "x.py"], ["run", "--lang", "ruby", "x.py"], ["run", "--pids"]]
+    "argv", [[], ["run"], ["launch", "x.py"], ["run", "--lang", "cobol", "x.py"], ["run", "--pids"]]
 )
 def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
     assert _exit_code(argv) == 2

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import languages
 from sandbox.image.store import Image
 from sandbox.plan import build_plan
 from sandbox.settings import Settings
@@ -28,3 +29,23 @@ def test_a_deployers_language_with_adjusted_limits(tmp_path: Path, monkeypatch: 
     capped = build_plan(spec, Settings(max_wall_time=5), image).limits
     assert capped.wall_time == 5
     assert build_plan(JobSpec(code="x"), Settings(), image).limits.cpu_time == 10  # python
+
+
+def test_each_shipped_language_names_its_packages_and_programs():
+    """scripts/install installs the packages; `sandbox languages` checks the programs."""
+    for name, info in languages.load(languages.SHIPPED).items():
+        assert info.packages, name
+        assert info.programs(), name
+        assert all(p.startswith("/") for p in info.programs()), name
+        assert info.version or name == "sh", name  # sh has no version flag
+
+
+def test_missing_programs_are_named(tmp_path: Path) -> None:
+    info = languages.LanguageInfo(
+        source="m.x", run=("/usr/bin/x", "m.x"), compile=("/usr/bin/xc", "m.x")
+    )
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    tool = tmp_path / "usr/bin/x"
+    tool.write_text("")
+    tool.chmod(0o755)
+    assert info.missing(tmp_path) == ["/usr/bin/xc"]
