@@ -137,7 +137,7 @@ def test_v1_memory_stays_below_memory_and_swap(tmp_path: Path, monkeypatch: pyte
         writes.append(path.name)
         write_file(path, data)
 
-    monkeypatch.setattr("sandbox.kernel.cgroups.v1.write_file", spy)
+    monkeypatch.setattr("sandbox.kernel.cgroups.base.write_file", spy)
     cg.set_limits(CgroupLimits(memory_bytes=256 << 20, files={"pids.max": 1}))
     cg.set_limits(CgroupLimits(memory_bytes=32 << 20, files={"pids.max": 1}))
     memory = [w for w in writes if "limit" in w]

@@ -16,23 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sandbox.errors import CgroupError, UnsupportedError
-from sandbox.kernel.cgroups.base import (
-    CPU_PERIOD_US,
-    LEAF,
-    CgroupLimits,
-    CgroupStats,
-    HeldFiles,
-    counted,
-    counter_sum,
-    cpu_quota_us,
-    for_each,
-    freeze_and_kill,
-    has_no_children,
-    read_file,
-    remove_tree,
-    subtree,
-    write_file,
-)
+from sandbox.kernel.cgroups import base  # the helpers v2 shares: base.read_file...
+from sandbox.kernel.cgroups.base import CPU_PERIOD_US, LEAF, CgroupLimits, CgroupStats, HeldFiles
 
 __all__ = ["CgroupV1", "SetupV1"]
 
@@ -114,7 +99,7 @@ class CgroupV1:
     def _put(self, controller: str, filename: str, value: str) -> None:
         """Write a limit file, unless it holds ``value`` already."""
         if self._written.get((controller, filename)) != value:
-            write_file(self._file(controller, filename), value)
+            base.write_file(self._file(controller, filename), value)
             self._written[controller, filename] = value
 
     def set_limits(self, limits: CgroupLimits) -> None:
@@ -122,35 +107,35 @@ class CgroupV1:
         if self._has_memsw is None:  # swap accounting (and swappiness) are the host's choice
             self._has_memsw = self._file("memory", MEMSW_LIMIT).exists()
             if self._file("memory", SWAPPINESS).exists():
-                write_file(self._file("memory", SWAPPINESS), "0")
+                base.write_file(self._file("memory", SWAPPINESS), "0")
         # memory <= memory+swap at every moment: raise the second first, lower it last.
         if memory_bytes != self._memory_limit:
             order = [MEMORY_LIMIT, MEMSW_LIMIT] if self._has_memsw else [MEMORY_LIMIT]
             if memory_bytes > self._memory_limit:
                 order.reverse()
             for filename in order:
-                write_file(self._file("memory", filename), str(memory_bytes))
+                base.write_file(self._file("memory", filename), str(memory_bytes))
             self._memory_limit = memory_bytes
         for filename, value in limits.files.items():  # v2 names: the controller is the prefix
             self._put(filename.split(".", 1)[0], filename, str(value))
         if cpus is not None:
             self._put("cpu", CFS_PERIOD, str(CPU_PERIOD_US))
-            self._put("cpu", CFS_QUOTA, str(cpu_quota_us(cpus)))
+            self._put("cpu", CFS_QUOTA, str(base.cpu_quota_us(cpus)))
         if cpuset:
             if "cpuset" not in self._dirs:
                 raise CgroupError("no cpuset hierarchy is mounted: cannot pin a job")
             # On v1 a child's CPUs must stay within its parent's: narrow the leaf,
             # where the job runs (it holds no other process).
-            write_file(self._dirs["cpuset"] / LEAF / CPUSET_CPUS, cpuset)
+            base.write_file(self._dirs["cpuset"] / LEAF / CPUSET_CPUS, cpuset)
             self._pinned = True
         elif self._pinned:  # a recycled cgroup: its last job was pinned, this one is not
             top = self._dirs["cpuset"]
-            write_file(top / LEAF / CPUSET_CPUS, read_file(top / CPUSET_CPUS).strip())
+            base.write_file(top / LEAF / CPUSET_CPUS, base.read_file(top / CPUSET_CPUS).strip())
             self._pinned = False
 
     def reset_accounting(self) -> None:
-        write_file(self._file("cpuacct", CPU_USAGE), "0")
-        write_file(self._file("memory", MEMORY_PEAK), "0")  # resets to the current usage
+        base.write_file(self._file("cpuacct", CPU_USAGE), "0")
+        base.write_file(self._file("memory", MEMORY_PEAK), "0")  # resets to the current usage
 
     def cpu_usage_ns(self) -> int:
         return int(self._files.read(self._file("cpuacct", CPU_USAGE)))
@@ -181,13 +166,13 @@ class CgroupV1:
         return self._oom_events(self._counted("memory")) - self._oom_base
 
     def _counted(self, controller: str) -> list[Path]:
-        return counted(self._dirs[controller], self._file(controller, LEAF))
+        return base.counted(self._dirs[controller], self._file(controller, LEAF))
 
     def _oom_events(self, dirs: Iterable[Path]) -> int:
-        return counter_sum(dirs, OOM_CONTROL, "oom_kill", self._files.read)
+        return base.counter_sum(dirs, OOM_CONTROL, "oom_kill", self._files.read)
 
     def _pids_events(self, dirs: Iterable[Path]) -> int:
-        return counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
+        return base.counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
 
     def watch_oom(self) -> int:
         # v1 has no memory.oom.group: the supervisor ends the job. The event is
@@ -211,7 +196,7 @@ class CgroupV1:
                     errno=exc.errno,
                 ) from exc
             try:  # the kernel keeps its own reference to both files
-                write_file(self._file("memory", EVENT_CONTROL), f"{efd} {fd}")
+                base.write_file(self._file("memory", EVENT_CONTROL), f"{efd} {fd}")
             finally:
                 os.close(fd)
         except BaseException:
@@ -224,14 +209,14 @@ class CgroupV1:
         # Its cgroup namespace is rooted at the leaf: nothing of the job's can be beside it.
         if self._leaves is None:
             self._leaves = tuple(str(d / LEAF) for d in self._unique_dirs())
-        if not all(has_no_children(leaf) for leaf in self._leaves):
+        if not all(base.has_no_children(leaf) for leaf in self._leaves):
             return False  # the job made cgroups of its own, or ours are gone
         pids = self._dirs["pids"]
         if int(self._files.read(self._file("pids", PIDS_CURRENT))) != 0:
             return False
         mem = self._dirs["memory"]
         if self.memory_current() > RECLAIM_ABOVE:  # page cache it left charged
-            write_file(self._file("memory", FORCE_EMPTY), "0")
+            base.write_file(self._file("memory", FORCE_EMPTY), "0")
         self._oom_base = self._oom_events((mem, self._file("memory", LEAF)))
         self._pids_base = self._pids_events((pids, self._file("pids", LEAF)))
         return True
@@ -239,9 +224,9 @@ class CgroupV1:
     def _pids(self) -> set[int]:
         pids: set[int] = set()
         for top in self._unique_dirs():
-            for d in subtree(top):
+            for d in base.subtree(top):
                 try:
-                    pids.update(int(p) for p in read_file(d / PROCS).split())
+                    pids.update(int(p) for p in base.read_file(d / PROCS).split())
                 except CgroupError:
                     continue  # already removed
         return pids
@@ -255,19 +240,19 @@ class CgroupV1:
 
         def freeze(on: bool) -> None:
             if on:
-                write_file(state, "FROZEN")
+                base.write_file(state, "FROZEN")
                 return
             # Thaw everything, including cgroups the job froze itself: frozen
             # tasks do not die of SIGKILL until thawed.
-            for d in subtree(top):
+            for d in base.subtree(top):
                 with contextlib.suppress(CgroupError):
-                    write_file(d / FREEZER_STATE, "THAWED")
+                    base.write_file(d / FREEZER_STATE, "THAWED")
 
-        freeze_and_kill(freeze, lambda: read_file(state).strip() == "FROZEN", self._pids)
+        base.freeze_and_kill(freeze, lambda: base.read_file(state).strip() == "FROZEN", self._pids)
 
     def destroy(self) -> None:
         self._files.close()
-        for_each(remove_tree, self._unique_dirs())
+        base.for_each(base.remove_tree, self._unique_dirs())
 
 
 def mounted_hierarchies(root: Path, mountinfo: str = "/proc/self/mountinfo") -> dict[str, Path]:
@@ -361,7 +346,7 @@ class SetupV1:
                     _inherit_cpuset(top / LEAF)
         except OSError as exc:
             for path in reversed(made):
-                remove_tree(path)
+                base.remove_tree(path)
             raise CgroupError(
                 f"cannot create cgroup {exc.filename}: {exc.strerror}", path=exc.filename
             ) from exc
@@ -373,9 +358,9 @@ class SetupV1:
     def children(self) -> list[str]:
         names: set[str] = set()
         for h in self._hierarchies():
-            base = self.root / h / self.parent
-            if base.is_dir():
-                names.update(p.name for p in base.iterdir() if p.is_dir())
+            ours = self.root / h / self.parent
+            if ours.is_dir():
+                names.update(p.name for p in ours.iterdir() if p.is_dir())
         return sorted(names)
 
 
@@ -385,7 +370,7 @@ def _inherit_cpuset(path: Path) -> None:
     (Nothing can join an empty cpuset.) Other hierarchies need nothing.
     """
     cpus = path / CPUSET_CPUS
-    if not cpus.exists() or read_file(cpus).strip():
+    if not cpus.exists() or base.read_file(cpus).strip():
         return
     for filename in (CPUSET_CPUS, CPUSET_MEMS):
-        write_file(path / filename, read_file(path.parent / filename).strip() or "\n")
+        base.write_file(path / filename, base.read_file(path.parent / filename).strip() or "\n")
