@@ -82,12 +82,17 @@ class TestCase(BaseModel):
 
 
 class Checker(BaseModel):
-    """A program that judges an output: testlib's convention, run sandboxed.
+    """A program that judges an output, run sandboxed, by one of two conventions.
 
-    It runs as ``<checker> input.txt output.txt answer.txt`` (files in its
-    working directory) and exits 0 for accepted, 1 or 2 for a wrong answer,
-    anything else for a failure of its own (``internal_error``). The first
-    line it prints is the case's message.
+    - ``testlib``: ``<checker> input.txt output.txt answer.txt`` (files in its
+      working directory); exit 0 for accepted, 1 or 2 for a wrong answer,
+      anything else for a failure of its own (``internal_error``). The first
+      line it prints is the case's message.
+    - ``kattis`` (a problem package's output validator): ``<validator>
+      input.txt answer.txt ./ FLAGS...`` with the program's output on its
+      stdin; exit 42 for accepted, 43 for a wrong answer, anything else an
+      ``internal_error``. Its ``judgemessage.txt`` (in the feedback
+      directory, its working directory) is the case's message.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,6 +100,8 @@ class Checker(BaseModel):
     code: str
     language: LanguageName = "python"
     limits: Limits = Field(default_factory=lambda: Limits(wall_time=10, cpu_time=5))
+    protocol: Literal["testlib", "kattis"] = "testlib"
+    flags: tuple[str, ...] = Field((), description="kattis: the validator's flags")
 
 
 class JudgeSpec(BaseModel):
@@ -110,6 +117,7 @@ class JudgeSpec(BaseModel):
     compile_limits: Limits | None = Field(None, description="default: the language's")
     compare: Comparison = "lines"
     float_tolerance: float = Field(1e-6, gt=0, le=1)
+    case_sensitive: bool = Field(True, description="tokens and float: False ignores case")
     checker: Checker | None = Field(None, description="judges outputs instead of `compare`")
     stop_on_failure: bool = False
     files: dict[FileName, InputFile] = Field(
@@ -171,7 +179,12 @@ def _clip(text: str, width: int = 40) -> str:
 
 
 def compare(
-    output: str, expected: str, how: Comparison, tolerance: float = 1e-6
+    output: str,
+    expected: str,
+    how: Comparison,
+    tolerance: float = 1e-6,
+    *,
+    case_sensitive: bool = True,
 ) -> tuple[bool, str | None]:
     """Does ``output`` match ``expected`` by rule ``how``? With a message when not.
 
@@ -181,6 +194,9 @@ def compare(
     - ``tokens``: the whitespace-separated tokens;
     - ``float``: tokens, numbers equal within ``tolerance`` (absolute, or
       relative for numbers above 1), other tokens exactly.
+
+    ``case_sensitive=False`` compares tokens ignoring case (the default of
+    a Kattis problem's output validator).
     """
     if how == "exact":
         if output == expected:
@@ -201,7 +217,7 @@ def compare(
         return True, None
     got, want = output.split(), expected.split()
     for number, (a, b) in enumerate(zip(got, want, strict=False), start=1):
-        if a == b:
+        if a == b or (not case_sensitive and a.casefold() == b.casefold()):
             continue
         if how == "float" and _close(a, b, tolerance):
             continue
@@ -365,29 +381,46 @@ async def _check(
     if spec.checker is None:
         if case.expected is None:
             return Verdict.ACCEPTED, None
-        ok, message = compare(result.stdout, case.expected, spec.compare, spec.float_tolerance)
+        ok, message = compare(
+            result.stdout,
+            case.expected,
+            spec.compare,
+            spec.float_tolerance,
+            case_sensitive=spec.case_sensitive,
+        )
         return (Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER), message
     checker = spec.checker
+    kattis = checker.protocol == "kattis"
     job = JobSpec(
         code=checker.code,
         language=checker.language,
-        argv=("input.txt", "output.txt", "answer.txt"),
+        argv=("input.txt", "answer.txt", "./", *checker.flags)
+        if kattis
+        else ("input.txt", "output.txt", "answer.txt"),
+        stdin=result.stdout if kattis else "",
         limits=checker.limits,
         files={
             "input.txt": File(content=case.stdin),
-            "output.txt": File(content=result.stdout),
             "answer.txt": File(content=case.expected or ""),
+            **({} if kattis else {"output.txt": File(content=result.stdout)}),
         },
+        collect=("judgemessage.txt",) if kattis else (),
     )
     try:
         checked = await runtime.execute(job)
     except SandboxError as exc:
         return Verdict.INTERNAL_ERROR, f"checker: {exc}"
-    said = (checked.stdout.strip() or checked.stderr.strip()).splitlines()
+    feedback = checked.files.get("judgemessage.txt")
+    said = (
+        (feedback.data().decode(errors="replace") if feedback else "")
+        or checked.stdout.strip()
+        or checked.stderr.strip()
+    ).splitlines()
     message = said[0][:200] if said else None
-    if checked.status is Status.OK:
+    accepted, wrong = ((42,), (43,)) if kattis else ((0,), (1, 2))
+    if checked.exit_code in accepted and checked.status in (Status.OK, Status.RUNTIME_ERROR):
         return Verdict.ACCEPTED, message
-    if checked.status is Status.RUNTIME_ERROR and checked.exit_code in (1, 2):
+    if checked.status is Status.RUNTIME_ERROR and checked.exit_code in wrong:
         return Verdict.WRONG_ANSWER, message
     return Verdict.INTERNAL_ERROR, f"checker failed ({checked.status}): {message or ''}".strip()
 

@@ -38,15 +38,21 @@ def add_commands(sub: Any, language_type: Any) -> None:
         "compare its output with N.out (or N.ans).",
     )
     judge.add_argument("file", metavar="FILE", help="the submission's source file")
-    judge.add_argument("--tests", required=True, metavar="DIR", help="N.in / N.out pairs")
+    where = judge.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tests", metavar="DIR", help="N.in / N.out pairs")
+    where.add_argument(
+        "--problem",
+        metavar="DIR",
+        help="a problem package (Kattis / ICPC format: problem.yaml, data/, output_validators/)",
+    )
     judge.add_argument(
         "--lang", type=language_type, metavar="NAME", help="default: from the extension"
     )
     judge.add_argument(  # names checked by the spec (JudgeSpec.compare), which lists them
         "--compare",
-        default="lines",
+        default=None,
         metavar="HOW",
-        help="how outputs are compared (default: lines; docs: README, judge mode)",
+        help="how outputs are compared (default: lines, or the problem package's; docs: README)",
     )
     judge.add_argument("--float-tolerance", type=float, default=1e-6, metavar="EPS")
     judge.add_argument("--checker", metavar="FILE", help="a checker program (testlib exit codes)")
@@ -106,22 +112,43 @@ def _spec(args: argparse.Namespace, language: str) -> JudgeSpec:
 
     code = read_file(args.file, "source file")
     limits = resources.flag_values(args)
-    fields: dict[str, Any] = {
-        "code": code,
-        "language": language,
-        "tests": read_tests(Path(args.tests)),
-        "limits": limits,
-        "compare": args.compare,
-        "float_tolerance": args.float_tolerance,
-        "stop_on_failure": args.stop_on_failure,
-    }
-    if args.checker:
-        checker = read_file(args.checker, "checker")
-        fields["checker"] = {"code": checker, "language": args.checker_lang or "python"}
     try:
+        if args.problem:
+            return _problem_spec(args, code, language, limits)
+        fields: dict[str, Any] = {
+            "code": code,
+            "language": language,
+            "tests": read_tests(Path(args.tests)),
+            "limits": limits,
+            "compare": args.compare or "lines",
+            "float_tolerance": args.float_tolerance,
+            "stop_on_failure": args.stop_on_failure,
+        }
+        if args.checker:
+            checker = read_file(args.checker, "checker")
+            fields["checker"] = {"code": checker, "language": args.checker_lang or "python"}
         return JudgeSpec.model_validate(fields)
     except ValidationError as exc:
         raise invalid(exc) from exc
+
+
+def _problem_spec(
+    args: argparse.Namespace, code: str, language: str, limits: dict[str, Any]
+) -> JudgeSpec:
+    """A submission to a problem package; the command line's flags override the package's."""
+    from sandbox import problem
+    from sandbox.errors import SpecError
+
+    if args.checker:
+        raise UsageError("--checker and --problem: the package's output validator judges")
+    try:
+        package = problem.load(Path(args.problem))
+    except SpecError as exc:
+        raise UsageError(str(exc)) from exc
+    overrides: dict[str, Any] = {"limits": limits, "stop_on_failure": args.stop_on_failure}
+    if args.compare:
+        overrides["compare"] = args.compare
+    return package.spec(code, language, **overrides)
 
 
 def judge_command(args: argparse.Namespace, language: str) -> int:

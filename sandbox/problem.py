@@ -1,0 +1,280 @@
+"""Problem packages: a directory in the Kattis / ICPC problem package format, judged.
+
+:func:`load` reads a package into a :class:`Problem`; :meth:`Problem.spec`
+makes the :class:`~sandbox.judging.JudgeSpec` of a submission to it.
+Supported (docs: README, judge mode):
+
+- ``problem.yaml``: ``name``; ``type`` / ``validation`` (pass-fail only:
+  ``interactive`` and ``scoring`` problems are refused, naming what is not
+  supported); ``validator_flags`` of the default validator:
+  ``case_sensitive``, ``space_change_sensitive``, ``float_tolerance E``,
+  ``float_relative_tolerance E``, ``float_absolute_tolerance E``;
+  ``limits``: ``time_limit`` (seconds, the 2023-07 format), ``memory`` and
+  ``output`` (MiB).
+- A time limit from ``limits.time_limit``, else the ``.timelimit`` file
+  (problemtools, DOMjudge), else ``timelimit`` in ``domjudge-problem.ini``;
+  without any, the judge's default (or the command line's).
+- ``data/sample`` and ``data/secret``, with test groups as subdirectories at
+  any depth: each ``NAME.in`` with its ``NAME.ans``, samples first, then in
+  natural order; a case is named by its path (``secret/group1/03``).
+- ``output_validators/NAME/``: one source file, its language from its
+  extension, run with Kattis's protocol (exit 42/43, the output on stdin,
+  ``judgemessage.txt``) and the package's ``validator_flags``.
+
+The default validator compares tokens, ignoring case unless
+``case_sensitive``; ``space_change_sensitive`` compares byte for byte; a
+float tolerance compares numbers within it (absolute, or relative for
+numbers above 1: one tolerance for both kinds of flag).
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sandbox import languages
+from sandbox.errors import SpecError
+from sandbox.judging import Checker, Comparison, JudgeSpec, TestCase
+
+__all__ = ["Problem", "load"]
+
+MAX_CASES = 1000  # JudgeSpec.tests at most
+_FLOAT_FLAGS = ("float_tolerance", "float_relative_tolerance", "float_absolute_tolerance")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem package, read: its cases, limits and how outputs are judged."""
+
+    name: str
+    tests: list[TestCase]
+    time_limit: float | None = None  # seconds of CPU per case; None: the judge's default
+    memory: int | None = None  # bytes
+    output: int | None = None  # bytes
+    compare: Comparison = "tokens"
+    case_sensitive: bool = False
+    float_tolerance: float = 1e-6
+    checker: Checker | None = None
+    limits: dict[str, Any] = field(default_factory=dict)  # what the package sets, as Limits
+
+    def spec(self, code: str, language: str, **overrides: Any) -> JudgeSpec:
+        """The JudgeSpec of a submission; ``overrides`` replace its fields (``limits``
+        are merged over the package's).
+
+        Raises:
+            pydantic.ValidationError: a field is invalid.
+        """
+        limits = {**self.limits, **overrides.pop("limits", {})}
+        fields: dict[str, Any] = {
+            "code": code,
+            "language": language,
+            "tests": self.tests,
+            "limits": limits,
+            "compare": self.compare,
+            "case_sensitive": self.case_sensitive,
+            "float_tolerance": self.float_tolerance,
+            "checker": self.checker,
+            **overrides,
+        }
+        return JudgeSpec.model_validate(fields)
+
+
+def load(directory: Path) -> Problem:
+    """Read the problem package in ``directory``.
+
+    Raises:
+        SpecError: it is not a package we can judge (what is wrong, and where).
+    """
+    if not directory.is_dir():
+        raise SpecError(f"no such problem directory: {directory}", field="problem")
+    config = _config(directory)
+    kind = str(config.get("type", "pass-fail"))
+    validation = str(config.get("validation", "default"))
+    unsupported = [w for w in ("interactive", "scoring") if w in kind or w in validation]
+    unsupported += ["scoring"] if "score" in validation.split() else []
+    if unsupported:
+        raise SpecError(
+            f"{directory / 'problem.yaml'}: {unsupported[0]} problems are not supported yet "
+            "(pass-fail problems are)",
+            field="problem",
+            value=unsupported[0],
+        )
+    limits_table = config.get("limits") or {}
+    if not isinstance(limits_table, dict):
+        raise SpecError(f"{directory / 'problem.yaml'}: limits is not a table", field="problem")
+    flags = _flags(config.get("validator_flags", ""), directory)
+    time_limit = _time_limit(directory, limits_table)
+    memory = _mib(limits_table.get("memory"), "memory", directory)
+    output = _mib(limits_table.get("output"), "output", directory)
+    limits: dict[str, Any] = {}
+    if time_limit is not None:
+        # CPU time is the limit; wall time leaves room for a busy machine.
+        limits |= {"cpu_time": time_limit, "wall_time": max(2 * time_limit, time_limit + 1)}
+    if memory is not None:
+        limits["memory"] = memory
+    if output is not None:
+        limits["output"] = output
+    tolerance = next((float(flags[f]) for f in _FLOAT_FLAGS if f in flags), None)
+    compare: Comparison = "tokens"
+    if "space_change_sensitive" in flags:
+        compare = "exact"
+    elif tolerance is not None:
+        compare = "float"
+    return Problem(
+        name=str(config.get("name", directory.name)),
+        tests=_cases(directory),
+        time_limit=time_limit,
+        memory=memory,
+        output=output,
+        compare=compare,
+        case_sensitive="case_sensitive" in flags,
+        float_tolerance=tolerance or 1e-6,
+        checker=_validator(directory, config),
+        limits=limits,
+    )
+
+
+def _config(directory: Path) -> dict[str, Any]:
+    path = directory / "problem.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot read it: {exc}", field="problem") from exc
+    if not isinstance(config, dict):
+        raise SpecError(f"{path}: not a table of settings", field="problem")
+    return config
+
+
+def _flags(text: object, directory: Path) -> dict[str, str]:
+    """``validator_flags``: names, each tolerance followed by its number."""
+    words = str(text or "").split()
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _FLOAT_FLAGS:
+            if i + 1 >= len(words) or not _is_number(words[i + 1]):
+                raise SpecError(
+                    f"{directory / 'problem.yaml'}: validator_flags: {word} wants a number",
+                    field="problem",
+                )
+            flags[word] = words[i + 1]
+            i += 2
+            continue
+        flags[word] = ""
+        i += 1
+    return flags
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _time_limit(directory: Path, limits: dict[str, Any]) -> float | None:
+    if "time_limit" in limits:
+        return _seconds(limits["time_limit"], directory / "problem.yaml")
+    marker = directory / ".timelimit"
+    if marker.is_file():
+        return _seconds(marker.read_text().strip(), marker)
+    ini = directory / "domjudge-problem.ini"
+    if ini.is_file():
+        parser = configparser.ConfigParser()
+        parser.read_string("[problem]\n" + ini.read_text())
+        if parser.has_option("problem", "timelimit"):
+            return _seconds(parser.get("problem", "timelimit").strip("'\""), ini)
+    return None
+
+
+def _seconds(value: object, where: Path) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        raise SpecError(f"{where}: time limit {value!r} is not a number", field="problem") from None
+    if seconds <= 0:
+        raise SpecError(f"{where}: time limit {seconds:g} is not positive", field="problem")
+    return seconds
+
+
+def _mib(value: object, name: str, directory: Path) -> int | None:
+    if value is None:
+        return None
+    try:
+        mib = float(str(value))
+    except ValueError:
+        raise SpecError(
+            f"{directory / 'problem.yaml'}: limits.{name} {value!r} is not a number of MiB",
+            field="problem",
+        ) from None
+    return int(mib * 2**20)
+
+
+def _natural(path: Path) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(path)))
+
+
+def _cases(directory: Path) -> list[TestCase]:
+    data = directory / "data"
+    tests: list[TestCase] = []
+    for part in ("sample", "secret"):
+        root = data / part
+        if not root.is_dir():
+            continue
+        for source in sorted(root.rglob("*.in"), key=lambda p: _natural(p.relative_to(root))):
+            answer = source.with_suffix(".ans")
+            if not answer.is_file():
+                raise SpecError(f"{source}: no {answer.name} beside it", field="problem")
+            name = str(source.relative_to(data).with_suffix(""))
+            tests.append(
+                TestCase(
+                    stdin=source.read_bytes().decode(errors="replace"),
+                    expected=answer.read_bytes().decode(errors="replace"),
+                    name=name,
+                )
+            )
+    if not tests:
+        raise SpecError(
+            f"{data}: no test cases (data/sample and data/secret hold NAME.in and NAME.ans)",
+            field="problem",
+        )
+    if len(tests) > MAX_CASES:
+        raise SpecError(f"{data}: {len(tests)} cases, more than {MAX_CASES}", field="problem")
+    return tests
+
+
+def _validator(directory: Path, config: dict[str, Any]) -> Checker | None:
+    validators = directory / "output_validators"
+    custom = "custom" in str(config.get("validation", "")) or validators.is_dir()
+    if not custom:
+        return None
+    programs = sorted(p for p in validators.iterdir() if p.is_dir()) if validators.is_dir() else []
+    if len(programs) != 1:
+        raise SpecError(
+            f"{validators}: expected one output validator, found {len(programs)}", field="problem"
+        )
+    sources = sorted(p for p in programs[0].iterdir() if p.is_file())
+    if len(sources) != 1:
+        raise SpecError(
+            f"{programs[0]}: an output validator of {len(sources)} files is not supported yet "
+            "(one source file is)",
+            field="problem",
+        )
+    source = sources[0]
+    language = next(
+        (name for name, info in languages.known().items() if source.suffix in info.extensions),
+        None,
+    )
+    if language is None:
+        raise SpecError(f"{source}: no language has the extension {source.suffix!r}")
+    flags = tuple(str(config.get("validator_flags", "") or "").split())
+    return Checker(code=source.read_text(), language=language, protocol="kattis", flags=flags)

@@ -1,0 +1,114 @@
+"""Problem packages judged for real (Kattis / ICPC format, sandbox/problem.py): the default
+validator's flags, a custom output validator with Kattis's exit codes, the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox import problem
+from sandbox.judging import Verdict, judge
+from tests.unit.test_problem import package
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+CASES = {
+    "sample/1": ("1 2\n", "3\n"),
+    "secret/small/1": ("5 5\n", "10\n"),
+    "secret/big/1": ("1000000000 1000000000\n", "2000000000\n"),
+}
+A_PLUS_B = "a, b = map(int, input().split())\nprint(a + b)\n"
+
+
+async def test_a_package_is_judged_case_by_case_in_its_order(runtime, tmp_path: Path):
+    root = package(tmp_path, "name: A+B\nlimits:\n  time_limit: 1\n  memory: 64\n", CASES)
+    loaded = problem.load(root)
+    result = await judge(loaded.spec(A_PLUS_B, "python"), runtime)
+    assert result.status is Verdict.ACCEPTED, result
+    assert [c.name for c in result.tests] == ["sample/1", "secret/big/1", "secret/small/1"]
+    wrong = await judge(loaded.spec("print(3)\n", "python"), runtime)
+    assert wrong.status is Verdict.WRONG_ANSWER
+    assert wrong.tests[0].status is Verdict.ACCEPTED  # the sample's answer is 3
+    slow = await judge(loaded.spec("while True:\n    pass\n", "python"), runtime)
+    assert slow.status is Verdict.TIME_LIMIT
+    assert 1 <= slow.tests[0].cpu_time < 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "output", "verdict"),
+    [
+        ("", "YES 0.5\n", Verdict.ACCEPTED),  # case ignored by default
+        ("case_sensitive", "YES 0.5\n", Verdict.WRONG_ANSWER),
+        ("float_tolerance 1e-3", "yes 0.5004\n", Verdict.ACCEPTED),
+        ("float_tolerance 1e-5", "yes 0.5004\n", Verdict.WRONG_ANSWER),
+        ("space_change_sensitive", "yes  0.5\n", Verdict.WRONG_ANSWER),
+    ],
+)
+async def test_the_default_validators_flags(runtime, tmp_path, flags, output, verdict):
+    root = package(tmp_path, f"validator_flags: {flags}\n", {"secret/1": ("\n", "yes 0.5\n")})
+    code = f"print({output.rstrip()!r})\n"
+    result = await judge(problem.load(root).spec(code, "python"), runtime)
+    assert result.status is verdict, result
+
+
+VALIDATOR = """
+import sys
+given, answer, feedback = sys.argv[1], sys.argv[2], sys.argv[3]
+a, b = map(int, open(given).read().split())
+out = sys.stdin.read().split()
+if out == [str(a + b)]:
+    raise SystemExit(42)
+with open(feedback + "judgemessage.txt", "w") as f:
+    f.write(f"expected {a + b}, got {' '.join(out)[:20]} ({sys.argv[4:]})\\n")
+raise SystemExit(43)
+"""
+
+
+async def test_a_custom_output_validator_judges_with_kattis_exit_codes(runtime, tmp_path: Path):
+    root = package(tmp_path, "validation: custom\nvalidator_flags: strict\n", CASES)
+    (root / "output_validators/sum").mkdir(parents=True)
+    (root / "output_validators/sum/validate.py").write_text(VALIDATOR)
+    loaded = problem.load(root)
+    accepted = await judge(loaded.spec(A_PLUS_B, "python"), runtime)
+    assert accepted.status is Verdict.ACCEPTED, accepted
+    wrong = await judge(loaded.spec("print(7)\n", "python"), runtime)
+    assert wrong.status is Verdict.WRONG_ANSWER
+    assert wrong.tests[0].message == "expected 3, got 7 (['strict'])"
+    (root / "output_validators/sum/validate.py").write_text("raise SystemExit(1)\n")
+    broken = await judge(problem.load(root).spec(A_PLUS_B, "python"), runtime)
+    assert broken.status is Verdict.INTERNAL_ERROR  # neither 42 nor 43: the validator failed
+
+
+def test_sandbox_judge_takes_a_problem_package(tmp_path: Path):
+    root = package(tmp_path / "p", "limits:\n  time_limit: 2\n", CASES)
+    solution = tmp_path / "sol.py"
+    solution.write_text(A_PLUS_B)
+    table = subprocess.run(
+        [SANDBOX, "judge", "--problem", str(root), str(solution)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "verdict: accepted" in table.stdout
+    as_json = subprocess.run(
+        [SANDBOX, "judge", "--problem", str(root), "--json", "--time", "5", str(solution)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(as_json.stdout)["status"] == "accepted"
+    (root / "problem.yaml").write_text("type: interactive\n")
+    refused = subprocess.run(
+        [SANDBOX, "judge", "--problem", str(root), str(solution)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "interactive problems are not supported yet" in refused.stderr
