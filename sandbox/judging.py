@@ -29,7 +29,7 @@ import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox import languages
 from sandbox.errors import SandboxError, SpecError
@@ -112,7 +112,13 @@ class JudgeSpec(BaseModel):
     code: str
     language: LanguageName = "python"
     image: str | None = None
-    tests: list[TestCase] = Field(min_length=1, max_length=1000)
+    tests: list[TestCase] = Field(default_factory=list, max_length=1000)
+    problem: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="a problem package on the worker (SANDBOX_PROBLEMS_DIR/NAME), instead of "
+        "tests: its cases, limits and validator; the fields given here override its own",
+    )
     limits: Limits = Field(default_factory=Limits, description="each test run's limits")
     compile_limits: Limits | None = Field(None, description="default: the language's")
     compare: Comparison = "lines"
@@ -126,6 +132,14 @@ class JudgeSpec(BaseModel):
     output_preview: int = Field(
         4096, ge=0, le=2**20, description="bytes of each case's stdout and stderr kept"
     )
+
+    @model_validator(mode="after")
+    def _cases_or_a_problem(self) -> JudgeSpec:
+        if not self.tests and self.problem is None:
+            raise ValueError("tests: give at least one test case, or a problem package (problem)")
+        if self.tests and self.problem is not None:
+            raise ValueError("tests and problem: the problem package has its own test cases")
+        return self
 
 
 class CompileResult(BaseModel):
@@ -258,6 +272,13 @@ async def judge(
     Raises:
         SpecError: a limit beyond what the host allows.
     """
+    if spec.problem is not None:
+        raise SpecError(
+            f"problem {spec.problem}: a problem package is read by the worker that judges "
+            "(sandbox.judge); here, load it with sandbox.problem.load",
+            field="problem",
+            value=spec.problem,
+        )
     lang = languages.get(spec.language)
     artifacts: dict[str, File] = {}
     compiled: CompileResult | None = None

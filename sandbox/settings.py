@@ -176,6 +176,10 @@ class Settings(_Maxima):
     pool_size: int = Field(
         4, ge=0, le=64, description="ready containers kept per container plan (0: no warm pool)"
     )
+    problems_dir: Path = Field(
+        Path("/var/lib/sandbox/problems"),
+        description="problem packages that sandbox.judge may name (problem=NAME)",
+    )
     pool_max: int = Field(
         0,
         ge=0,

@@ -492,12 +492,28 @@ def judge(self: Task, **fields: Any) -> dict[str, Any]:
     return result.model_dump(mode="json")
 
 
+def _with_problem(spec: JudgeSpec, fields: dict[str, Any]) -> JudgeSpec:
+    """The submission to a problem package of this worker's: the package's cases, limits
+    and validator, under the fields the client gave.
+
+    Raises:
+        SpecError: no such package, or one that cannot be judged.
+    """
+    from sandbox import problem
+
+    package = problem.load(limits_settings.problems_dir / str(spec.problem))
+    given = {k: v for k, v in fields.items() if k not in ("code", "language", "problem")}
+    return package.spec(spec.code, spec.language, **given)
+
+
 def _judge(self: JudgeTask, fields: dict[str, Any]) -> JudgeResult:
     from sandbox.judging import JudgeResult, Verdict
     from sandbox.judging import judge as judge_submission
 
     def work(task_id: str | None) -> JudgeResult:
         spec = JudgeSpec.model_validate(fields)
+        if spec.problem is not None:
+            spec = _with_problem(spec, fields)
         self.check(spec)
         return runtime_host().call(lambda runtime: judge_submission(spec, runtime, task_id=task_id))
 

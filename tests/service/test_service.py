@@ -111,6 +111,31 @@ def test_judge_delay_as_in_the_issue(client, start_worker):
         assert case["memory_peak"] > 0
 
 
+def test_judge_a_problem_package_that_the_worker_has(client, start_worker, tmp_path):
+    """`sandbox.judge.delay(code=..., problem=NAME)`: the worker reads the package under
+    SANDBOX_PROBLEMS_DIR (its cases, limits, validator); a name is all the client sends."""
+    from tests.unit.test_problem import package
+
+    problems = tmp_path / "problems"
+    cases = {"sample/1": ("1 2\n", "3\n"), "secret/g1/1": ("5 7\n", "12\n")}
+    package(problems / "aplusb", "limits:\n  time_limit: 1\n", cases)
+    start_worker(SANDBOX_PROBLEMS_DIR=str(problems))
+    solution = "a, b = map(int, input().split())\nprint(a + b)\n"
+    result = sandbox.judge.delay(code=solution, problem="aplusb").get(timeout=120)
+    assert result["status"] == "accepted", result
+    assert [t["name"] for t in result["tests"]] == ["sample/1", "secret/g1/1"]
+    slow = sandbox.judge.delay(code="while True: pass\n", problem="aplusb").get(timeout=120)
+    assert slow["status"] == "time_limit"
+    assert 1 <= slow["tests"][0]["cpu_time"] < 2  # the package's time limit
+    missing = sandbox.judge.delay(code=solution, problem="nosuch").get(timeout=120)
+    assert missing["status"] == "internal_error"
+    assert "no such problem directory" in missing["error"]
+    with pytest.raises(ValidationError, match="problem"):
+        sandbox.judge.delay(code=solution, problem="../etc")  # a name, never a path
+    with pytest.raises(ValidationError, match="at least one test case, or a problem"):
+        sandbox.judge.delay(code=solution)
+
+
 def test_judge_refuses_on_the_client_what_would_run_too_long(client, redis_server):
     before = redis_server.llen("sandbox")
     with pytest.raises(ValueError, match="SANDBOX_MAX_JUDGE_TIME"):
