@@ -25,6 +25,7 @@ Comparisons are pure functions (:func:`compare`), unit-tested apart.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
@@ -44,12 +45,15 @@ __all__ = [
     "CaseResult",
     "Checker",
     "CompileResult",
+    "GroupResult",
     "JudgeResult",
     "JudgeSpec",
     "TestCase",
+    "TestGroup",
     "Verdict",
     "compare",
     "judge",
+    "score",
 ]
 
 Comparison = Literal["exact", "lines", "tokens", "float"]
@@ -79,6 +83,26 @@ class TestCase(BaseModel):
     expected: str | None = Field(None, description="None: any output is accepted")
     name: str | None = None
     files: dict[FileName, InputFile] = Field(default_factory=dict)
+
+
+class TestGroup(BaseModel):
+    """A group of cases worth points, as IOI subtasks are: all or nothing.
+
+    It scores its ``points`` only if every case it holds is accepted and
+    every group it ``requires`` scores too (a subtask that includes another).
+    """
+
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    points: float = Field(ge=0, le=1e6)
+    cases: list[str] = Field(
+        min_length=1,
+        description="its cases, by TestCase.name; a pattern as fnmatch has it "
+        "(``secret/group1/*``) names every case it matches",
+    )
+    requires: list[str] = Field(default_factory=list, description="names of other groups")
 
 
 class Checker(BaseModel):
@@ -126,6 +150,11 @@ class JudgeSpec(BaseModel):
     case_sensitive: bool = Field(True, description="tokens and float: False ignores case")
     checker: Checker | None = Field(None, description="judges outputs instead of `compare`")
     stop_on_failure: bool = False
+    groups: list[TestGroup] = Field(
+        default_factory=list,
+        max_length=100,
+        description="scoring: groups of cases with points (the result's score); none: pass-fail",
+    )
     files: dict[FileName, InputFile] = Field(
         default_factory=dict, description="extra files for every test run"
     )
@@ -139,6 +168,16 @@ class JudgeSpec(BaseModel):
             raise ValueError("tests: give at least one test case, or a problem package (problem)")
         if self.tests and self.problem is not None:
             raise ValueError("tests and problem: the problem package has its own test cases")
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError("groups: two groups have the same name")
+        for group in self.groups:
+            unknown = [r for r in group.requires if r not in names or r == group.name]
+            if unknown:
+                raise ValueError(f"groups: {group.name} requires {unknown[0]!r}, not another group")
+            if self.tests and not _members(group, self.tests):
+                raise ValueError(f"groups: {group.name} names no test case ({group.cases[0]!r})")
+        _order(self.groups)  # no cycle of requirements
         return self
 
 
@@ -174,14 +213,29 @@ class CaseResult(BaseModel):
     message: str | None = None
 
 
+class GroupResult(BaseModel):
+    """A group's score: its points, or 0, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    score: float
+    points: float
+    status: Verdict  # accepted, or the verdict of its first case (or required group) that was not
+    message: str | None = None
+
+
 class JudgeResult(BaseModel):
-    """The submission's verdict, its compile step and every case."""
+    """The submission's verdict, its compile step and every case; with groups, its score."""
 
     model_config = ConfigDict(frozen=True)
 
     status: Verdict
     compile: CompileResult | None = None
     tests: list[CaseResult] = Field(default_factory=list)
+    score: float | None = Field(None, description="with groups: the points of the groups passed")
+    max_score: float | None = None
+    groups: list[GroupResult] = Field(default_factory=list)
     error: str | None = None
 
 
@@ -304,7 +358,82 @@ async def judge(
         (c.status for c in cases if c.status not in (Verdict.ACCEPTED, Verdict.SKIPPED)),
         Verdict.ACCEPTED,
     )
-    return JudgeResult(status=verdict, compile=compiled, tests=list(cases))
+    result = JudgeResult(status=verdict, compile=compiled, tests=list(cases))
+    return score(spec, result) if spec.groups else result
+
+
+def score(spec: JudgeSpec, result: JudgeResult) -> JudgeResult:
+    """``result`` with its groups scored (pure: unit-tested apart).
+
+    A group scores its points when all its cases are accepted and every group
+    it requires scored; otherwise 0, with the first reason. A compile error
+    scores 0 in every group.
+    """
+    by_name = {case.name: case for case in result.tests}
+    done: dict[str, GroupResult] = {}
+    for group in _order(spec.groups):
+        results = [by_name.get(case.name) for case in _members(group, spec.tests)]
+        failed = next(
+            (c for c in results if c is not None and c.status is not Verdict.ACCEPTED), None
+        )
+        blocked = next((done[r] for r in group.requires if done[r].score == 0), None)
+        status, message = Verdict.ACCEPTED, None
+        if result.status is Verdict.COMPILE_ERROR or None in results:
+            status = result.status if result.status is not Verdict.ACCEPTED else Verdict.SKIPPED
+        elif failed is not None:
+            status, message = failed.status, f"case {failed.name}: {failed.status}"
+        elif blocked is not None:
+            status, message = blocked.status, f"requires {blocked.name}, which scored 0"
+        done[group.name] = GroupResult(
+            name=group.name,
+            score=group.points if status is Verdict.ACCEPTED else 0,
+            points=group.points,
+            status=status,
+            message=message,
+        )
+    groups = [done[g.name] for g in spec.groups]
+    return result.model_copy(
+        update={
+            "groups": groups,
+            "score": sum(g.score for g in groups),
+            "max_score": sum(g.points for g in groups),
+        }
+    )
+
+
+def _members(group: TestGroup, tests: list[TestCase]) -> list[TestCase]:
+    """The cases of ``group``: named, or matched by a pattern, in the tests' order."""
+    return [
+        case
+        for case in tests
+        if case.name is not None and any(fnmatch.fnmatchcase(case.name, p) for p in group.cases)
+    ]
+
+
+def _order(groups: list[TestGroup]) -> list[TestGroup]:
+    """The groups, each after those it requires.
+
+    Raises:
+        ValueError: the requirements go round in a circle.
+    """
+    by_name = {g.name: g for g in groups}
+    ordered: list[TestGroup] = []
+    state: dict[str, str] = {}
+
+    def visit(group: TestGroup, path: tuple[str, ...]) -> None:
+        if state.get(group.name) == "done":
+            return
+        if group.name in path:
+            raise ValueError(f"groups: {' -> '.join((*path, group.name))} requires itself")
+        for required in group.requires:
+            if required in by_name:
+                visit(by_name[required], (*path, group.name))
+        state[group.name] = "done"
+        ordered.append(group)
+
+    for group in groups:
+        visit(group, ())
+    return ordered
 
 
 async def _compile(

@@ -212,6 +212,9 @@ def print_table(result: JudgeResult) -> None:
     passed = sum(1 for c in result.tests if c.status is Verdict.ACCEPTED)
     total = len(result.tests)
     print(f"verdict: {result.status} ({passed}/{total} accepted)", file=out)
+    if result.groups:
+        parts = ", ".join(f"{g.name} {g.score:g}/{g.points:g}" for g in result.groups)
+        print(f"score: {result.score:g}/{result.max_score:g} ({parts})", file=out)
 
 
 def languages_command(args: argparse.Namespace) -> int:

@@ -387,3 +387,23 @@ def test_every_language_is_installed_and_tells_its_version():
         if row["version"]:
             assert row["found"], name
             assert not row["found"].startswith("no version"), (name, row["found"])
+
+
+async def test_groups_score_what_passes(runtime):
+    """IOI-style subtasks: a solution right for small inputs only scores the small group."""
+    tests = [
+        TestCase(name="small/1", stdin="1 2\n", expected="3\n"),
+        TestCase(name="small/2", stdin="5 7\n", expected="12\n"),
+        TestCase(name="large/1", stdin="1000000 2000000\n", expected="3000000\n"),
+    ]
+    groups = [
+        {"name": "small", "points": 40, "cases": ["small/*"]},
+        {"name": "large", "points": 60, "cases": ["large/*"], "requires": ["small"]},
+    ]
+    only_small = "a, b = map(int, input().split())\nprint(a + b if a < 100 else 0)\n"
+    result = await judge(
+        JudgeSpec.model_validate({"code": only_small, "tests": tests, "groups": groups}), runtime
+    )
+    assert result.status is Verdict.WRONG_ANSWER
+    assert (result.score, result.max_score) == (40, 100)
+    assert [(g.name, g.score) for g in result.groups] == [("small", 40), ("large", 0)]
