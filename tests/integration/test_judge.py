@@ -407,3 +407,49 @@ async def test_groups_score_what_passes(runtime):
     assert result.status is Verdict.WRONG_ANSWER
     assert (result.score, result.max_score) == (40, 100)
     assert [(g.name, g.score) for g in result.groups] == [("small", 40), ("large", 0)]
+
+
+GRADER = """#include <iostream>
+#include "solve.h"
+int main() { long long a, b; std::cin >> a >> b; std::cout << solve(a, b) << '\\n'; }
+"""
+
+
+@pytest.mark.parametrize(
+    ("language", "code", "files"),
+    [
+        pytest.param(
+            "cpp",
+            '#include "solve.h"\nlong long solve(long long a, long long b) { return a + b; }\n',
+            {"grader.cpp": GRADER, "solve.h": "long long solve(long long a, long long b);\n"},
+            id="cpp-grader",
+        ),
+        pytest.param(
+            "java",
+            "import java.util.*;\npublic class Solution { public static void main(String[] x) {"
+            " Scanner s = new Scanner(System.in);"
+            " System.out.println(Helper.add(s.nextLong(), s.nextLong())); } }\n",
+            {"Helper.java": "class Helper { static long add(long a, long b) { return a + b; } }\n"},
+            id="java-class-not-named-Main-and-a-second-file",
+        ),
+        pytest.param(
+            "go",
+            'package main\nimport "fmt"\nfunc main() { var a, b int64; fmt.Scan(&a, &b);'
+            " fmt.Println(add(a, b)) }\n",
+            {"add.go": "package main\nfunc add(a, b int64) int64 { return a + b }\n"},
+            id="go-two-files",
+        ),
+        pytest.param(
+            "python",
+            "from helper import add\na, b = map(int, input().split())\nprint(add(a, b))\n",
+            {"helper.py": "def add(a, b):\n    return a + b\n"},
+            id="python-module",
+        ),
+    ],
+)
+async def test_a_program_of_several_files_and_a_problems_grader(runtime, language, code, files):
+    """The compiled languages compile every source of theirs in /box: the submission's and
+    the problem's (a grader with main, a header); a Java class is found by its name."""
+    spec = _spec(language, code, files=files)
+    result = await judge(spec, runtime)
+    assert result.status is Verdict.ACCEPTED, result
