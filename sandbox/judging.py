@@ -25,10 +25,12 @@ Comparisons are pure functions (:func:`compare`), unit-tested apart.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import fnmatch
 import math
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +38,7 @@ from sandbox import languages
 from sandbox.errors import SandboxError, SpecError
 from sandbox.result import JobResult, Status
 from sandbox.spec import File, FileName, InputFile, JobSpec, LanguageName, Limits
+from sandbox.submission import unpack
 from sandbox.verdict import OUTCOMES
 
 if TYPE_CHECKING:
@@ -129,11 +132,21 @@ class Checker(BaseModel):
 
 
 class JudgeSpec(BaseModel):
-    """A submission: a program, its language, test cases and how to judge them."""
+    """A submission: a program, its language, test cases and how to judge them.
+
+    A submission of several files comes as ``files`` beside ``code``, or as
+    one ``archive`` (a zip or tar, base64: :mod:`sandbox.submission` unpacks
+    it safely): its file named as the language's source (``main.cpp``,
+    ``Main.java``...) is the code, the others join ``files``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: str
+    archive: str | None = Field(
+        None,
+        description="the submission as a zip or tar archive, base64 (unpacked into code and files)",
+    )
     language: LanguageName = "python"
     image: str | None = None
     tests: list[TestCase] = Field(default_factory=list, max_length=1000)
@@ -161,6 +174,38 @@ class JudgeSpec(BaseModel):
     output_preview: int = Field(
         4096, ge=0, le=2**20, description="bytes of each case's stdout and stderr kept"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unpack_archive(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("archive") is None:
+            return data
+        data = dict(data)
+        archive = data.pop("archive")
+        try:
+            if isinstance(archive, bytes):
+                raw = archive
+            elif isinstance(archive, str):
+                raw = base64.b64decode(archive, validate=True)
+            else:
+                raw = File.model_validate(archive).data()
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError(f"archive: not base64 ({exc})") from exc
+        unpacked = unpack(raw)  # its ValueError names the archive
+        try:
+            source = languages.get(str(data.get("language", "python"))).source
+        except ValueError:
+            return data  # the language's own error follows
+        files = dict(data.get("files") or {})
+        for name, content in unpacked.items():
+            if name == source and "code" not in data:
+                data["code"] = content.decode(errors="replace")
+            elif name in files:
+                raise ValueError(f"archive: {name} is also in files")
+            else:
+                files[name] = File.of(content)
+        data["files"] = files
+        return data
 
     @model_validator(mode="after")
     def _cases_or_a_problem(self) -> JudgeSpec:

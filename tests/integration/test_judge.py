@@ -453,3 +453,27 @@ async def test_a_program_of_several_files_and_a_problems_grader(runtime, languag
     spec = _spec(language, code, files=files)
     result = await judge(spec, runtime)
     assert result.status is Verdict.ACCEPTED, result
+
+
+async def test_a_submission_archive_is_judged(runtime):
+    """A zip of the submission's files (in a top folder, as people zip them): unpacked,
+    main.cpp the code, the rest compiled with it."""
+    import base64
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("sol/main.cpp", GRADER)
+        z.writestr("sol/solve.cpp", "long long solve(long long a, long long b) { return a + b; }\n")
+        z.writestr("sol/solve.h", "long long solve(long long a, long long b);\n")
+    spec = JudgeSpec.model_validate(
+        {
+            "archive": base64.b64encode(out.getvalue()).decode(),
+            "language": "cpp",
+            "tests": TESTS,
+            "limits": {"cpu_time": 1, "wall_time": 3, "memory": "64M"},
+        }
+    )
+    result = await judge(spec, runtime)
+    assert result.status is Verdict.ACCEPTED, result
