@@ -29,6 +29,8 @@ import base64
 import binascii
 import fnmatch
 import math
+import os
+import signal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -162,6 +164,11 @@ class JudgeSpec(BaseModel):
     float_tolerance: float = Field(1e-6, gt=0, le=1)
     case_sensitive: bool = Field(True, description="tokens and float: False ignores case")
     checker: Checker | None = Field(None, description="judges outputs instead of `compare`")
+    interactor: Checker | None = Field(
+        None,
+        description="an interactive problem: this program, sandboxed with its own limits, "
+        "talks with the submission through its stdin and stdout and gives the verdict",
+    )
     stop_on_failure: bool = False
     groups: list[TestGroup] = Field(
         default_factory=list,
@@ -213,6 +220,8 @@ class JudgeSpec(BaseModel):
             raise ValueError("tests: give at least one test case, or a problem package (problem)")
         if self.tests and self.problem is not None:
             raise ValueError("tests and problem: the problem package has its own test cases")
+        if self.interactor is not None and self.checker is not None:
+            raise ValueError("interactor and checker: the interactor gives the verdict")
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
             raise ValueError("groups: two groups have the same name")
@@ -541,10 +550,12 @@ async def _run_case(
         language=spec.language,
         image=spec.image,
         step="run" if lang.compiled else "all",
-        stdin=case.stdin,
+        stdin=case.stdin if spec.interactor is None else "",
         limits=spec.limits,
         files={**spec.files, **case.files, **artifacts},
     )
+    if spec.interactor is not None:
+        return await _run_interactive(spec, spec.interactor, case, job, runtime, task_id)
     try:
         result = await runtime.execute(job, task_id=task_id)
     except SpecError:
@@ -618,6 +629,94 @@ async def _check(
     if checked.status is Status.RUNTIME_ERROR and checked.exit_code in wrong:
         return Verdict.WRONG_ANSWER, message
     return Verdict.INTERNAL_ERROR, f"checker failed ({checked.status}): {message or ''}".strip()
+
+
+async def _run_interactive(
+    spec: JudgeSpec,
+    interactor: Checker,
+    case: TestCase,
+    job: JobSpec,
+    runtime: Runtime,
+    task_id: str | None,
+) -> CaseResult:
+    """One case of an interactive problem: the submission and its interactor at once,
+    each one's stdout the other's stdin, each in its own container and cgroup (the
+    interactor's time is not the submission's; the test's files are the interactor's
+    only). The verdict, first match: the interactor failed (``internal_error``); the
+    submission hit a limit (a submission that waits forever ends at its wall time);
+    the interactor's wrong answer (a submission killed by the pipe the interactor
+    closed is wrong, not crashed; an interactor killed by SIGPIPE, writing to a
+    submission that stopped reading, says wrong answer); the submission's runtime
+    error; accepted.
+    """
+    kattis = interactor.protocol == "kattis"
+    to_sub_r, to_sub_w = os.pipe2(os.O_CLOEXEC)
+    from_sub_r, from_sub_w = os.pipe2(os.O_CLOEXEC)
+    talker = JobSpec(
+        code=interactor.code,
+        language=interactor.language,
+        argv=("input.txt", "answer.txt", "./", *interactor.flags)
+        if kattis
+        else ("input.txt", "output.txt", "answer.txt"),
+        limits=interactor.limits,
+        files={
+            "input.txt": File(content=case.stdin),
+            "answer.txt": File(content=case.expected or ""),
+        },
+        collect=("judgemessage.txt",) if kattis else (),
+    )
+    # Each execute owns its two descriptors (it closes them once its job holds them).
+    submission, judged = await asyncio.gather(
+        runtime.execute(job, task_id=task_id, stdio=(to_sub_r, from_sub_w)),
+        runtime.execute(talker, task_id=task_id, stdio=(from_sub_r, to_sub_w)),
+        return_exceptions=True,
+    )
+    for outcome_of in (submission, judged):
+        if isinstance(outcome_of, SpecError):
+            raise outcome_of
+        if isinstance(outcome_of, BaseException) and not isinstance(outcome_of, SandboxError):
+            raise outcome_of
+    if isinstance(submission, SandboxError) or isinstance(judged, SandboxError):
+        error = submission if isinstance(submission, SandboxError) else judged
+        return CaseResult(status=Verdict.INTERNAL_ERROR, name=case.name, message=str(error))
+    assert isinstance(submission, JobResult)
+    assert isinstance(judged, JobResult)
+    feedback = judged.files.get("judgemessage.txt")
+    said = (
+        (feedback.data().decode(errors="replace") if feedback else "")
+        or judged.stderr.strip()
+        or judged.stdout.strip()
+    ).splitlines()
+    message = said[0][:200] if said else None
+    accepted, wrong = ((42,), (43,)) if kattis else ((0,), (1, 2))
+    ended = judged.exit_code if judged.status in (Status.OK, Status.RUNTIME_ERROR) else None
+    if judged.status is Status.RUNTIME_ERROR and judged.signal == signal.SIGPIPE:
+        ended, message = wrong[0], message or "the submission stopped reading"
+    limit = OUTCOMES[submission.status].verdict
+    if ended not in (*accepted, *wrong):
+        verdict = Verdict.INTERNAL_ERROR
+        message = f"interactor failed ({judged.status}): {message or ''}".strip()
+    elif submission.status in (Status.TIMEOUT, Status.MEMORY_LIMIT, Status.OUTPUT_LIMIT):
+        verdict, message = Verdict(str(limit)), OUTCOMES[submission.status].describe(submission)
+    elif submission.status is Status.KILLED:
+        verdict, message = Verdict.INTERNAL_ERROR, OUTCOMES[submission.status].describe(submission)
+    elif ended in wrong:
+        verdict = Verdict.WRONG_ANSWER
+    elif submission.status is not Status.OK:
+        verdict = Verdict(str(limit))
+    else:
+        verdict = Verdict.ACCEPTED
+    return CaseResult(
+        status=verdict,
+        name=case.name,
+        exit_code=submission.exit_code,
+        signal=submission.signal,
+        wall_time=submission.wall_time,
+        cpu_time=submission.cpu_time,
+        memory_peak=submission.memory_peak,
+        stderr=_preview(submission.stderr, spec.output_preview),
+        message=message,
+    )
 
 
 def _preview(text: str, size: int) -> str:

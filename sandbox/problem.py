@@ -4,9 +4,9 @@
 makes the :class:`~sandbox.judging.JudgeSpec` of a submission to it.
 Supported (docs: README, judge mode):
 
-- ``problem.yaml``: ``name``; ``type`` / ``validation`` (pass-fail only:
-  ``interactive`` and ``scoring`` problems are refused, naming what is not
-  supported); ``validator_flags`` of the default validator:
+- ``problem.yaml``: ``name``; ``type`` / ``validation`` (pass-fail, and
+  interactive: its output validator is the interactor; ``scoring`` problems
+  are refused, naming what is not supported); ``validator_flags`` of the default validator:
   ``case_sensitive``, ``space_change_sensitive``, ``float_tolerance E``,
   ``float_relative_tolerance E``, ``float_absolute_tolerance E``;
   ``limits``: ``time_limit`` (seconds, the 2023-07 format), ``memory`` and
@@ -60,6 +60,7 @@ class Problem:
     case_sensitive: bool = False
     float_tolerance: float = 1e-6
     checker: Checker | None = None
+    interactor: Checker | None = None  # an interactive problem's (its output validator)
     limits: dict[str, Any] = field(default_factory=dict)  # what the package sets, as Limits
 
     def spec(self, code: str, language: str, **overrides: Any) -> JudgeSpec:
@@ -79,6 +80,7 @@ class Problem:
             "case_sensitive": self.case_sensitive,
             "float_tolerance": self.float_tolerance,
             "checker": self.checker,
+            "interactor": self.interactor,
             **overrides,
         }
         return JudgeSpec.model_validate(fields)
@@ -95,12 +97,12 @@ def load(directory: Path) -> Problem:
     config = _config(directory)
     kind = str(config.get("type", "pass-fail"))
     validation = str(config.get("validation", "default"))
-    unsupported = [w for w in ("interactive", "scoring") if w in kind or w in validation]
-    unsupported += ["scoring"] if "score" in validation.split() else []
+    interactive = "interactive" in kind or "interactive" in validation
+    unsupported = ["scoring"] if "scoring" in kind or "score" in validation.split() else []
     if unsupported:
         raise SpecError(
             f"{directory / 'problem.yaml'}: {unsupported[0]} problems are not supported yet "
-            "(pass-fail problems are)",
+            "(pass-fail and interactive problems are)",
             field="problem",
             value=unsupported[0],
         )
@@ -125,6 +127,12 @@ def load(directory: Path) -> Problem:
         compare = "exact"
     elif tolerance is not None:
         compare = "float"
+    validator = _validator(directory, config)
+    if interactive and validator is None:
+        raise SpecError(
+            f"{directory}: an interactive problem needs its interactor in output_validators/",
+            field="problem",
+        )
     return Problem(
         name=str(config.get("name", directory.name)),
         tests=_cases(directory),
@@ -134,7 +142,8 @@ def load(directory: Path) -> Problem:
         compare=compare,
         case_sensitive="case_sensitive" in flags,
         float_tolerance=tolerance or 1e-6,
-        checker=_validator(directory, config),
+        checker=None if interactive else validator,
+        interactor=validator if interactive else None,
         limits=limits,
     )
 

@@ -442,12 +442,20 @@ class Runtime:
 
     # -- one job -----------------------------------------------------------
 
-    async def execute(self, spec: JobSpec, *, task_id: str | None = None) -> JobResult:
+    async def execute(
+        self, spec: JobSpec, *, task_id: str | None = None, stdio: tuple[int, int] | None = None
+    ) -> JobResult:
         """Run one job in a fresh container and return its result.
 
         Args:
             spec: the job.
             task_id: the Celery task it serves, for `sandbox ps` and the logs.
+            stdio: descriptors for the job's stdin and stdout instead of
+                ``spec.stdin`` and the captured stdout (an interactive
+                problem's pipes to its interactor). The runtime owns them from
+                here: it closes them once the job holds them, or on any error,
+                so that the other end sees EOF when the job ends. The result's
+                stdout is then empty.
 
         Returns:
             The result; limits hit are statuses, not exceptions.
@@ -457,24 +465,34 @@ class Runtime:
             UnsupportedError: the host cannot run sandboxes.
             SetupError: the container could not be built.
         """
-        self._control_socket()
-        image = self._image(spec.image or languages.get(spec.language).image)
-        plan = build_plan(
-            spec, self.settings, image, last_cap=self._last_cap, containers=self._plans
-        )
-        container = await self._container_source()(plan.container)
+        try:
+            self._control_socket()
+            image = self._image(spec.image or languages.get(spec.language).image)
+            plan = build_plan(
+                spec, self.settings, image, last_cap=self._last_cap, containers=self._plans
+            )
+            container = await self._container_source()(plan.container)
+        except BaseException:
+            for fd in stdio or ():
+                os.close(fd)
+            raise
         slot = None
         job: _Job | None = None
         ended = False
         try:
             if self._cpus is not None:
                 slot = await self._cpus.acquire()
-            job = _Job(f"{self.owner}-{next(self._job_ids)}", spec, plan, image.name, task_id)
+            job = _Job(
+                f"{self.owner}-{next(self._job_ids)}", spec, plan, image.name, task_id, stdio
+            )
+            stdio = None  # the job's now: _run closes them
             result = await self._run(container, job, str(slot.id) if slot else "")
             self._log_job(container, job, result)
             ended = True
             return result
         finally:
+            for fd in stdio or ():  # never handed to the job (the slot's wait was cancelled)
+                os.close(fd)
             if job is not None and job.published:
                 jobs.remove(self.settings.run_dir, job.id)
             teardown = self._teardown(container, slot, plan.container)
@@ -515,28 +533,38 @@ class Runtime:
         spec, lim, job = task.spec, task.plan.limits, task.plan.job
         cgroup = container.cgroup
         outputs: tuple[dict[str, bytes], dict[str, str]] = ({}, {})
-        child_fds: list[int] = []
+        child_fds: list[int] = list(task.stdio or ())  # closed with ours, below
         streams: list[Stream] = []
+        captured = task.stdio is None
         cpu_watch: CpuWatch | None = None
         publish: asyncio.TimerHandle | None = None
         oom_watch: OomWatch | None = None
         try:
             await container.wait_ready(self.settings.setup_timeout)
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            child_fds.append(out_w)
+            kill = container.kill
+            if captured:
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(out_w)
+                streams.append(Stream(out_r, lim.output, lambda: kill(verdict.OUTPUT)))
+            else:
+                assert task.stdio is not None
+                out_w = task.stdio[1]
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(err_w)
-            kill = container.kill
-            streams = [
-                Stream(out_r, lim.output, lambda: kill(verdict.OUTPUT)),
-                Stream(err_r, lim.output, lambda: kill(verdict.OUTPUT)),
-            ]
+            streams.append(Stream(err_r, lim.output, lambda: kill(verdict.OUTPUT)))
             wire = job.to_wire(
                 spec.code.encode(),
                 b"".join(file.data() for file in spec.files.values()),
                 _seccomp_filter(job.seccomp_profile) if container.plan.seccomp else b"",
             )
-            child_fds += [memfd("job", wire), memfd("stdin", spec.stdin.encode())]
+            plan_fd = memfd("job", wire)
+            child_fds.append(plan_fd)
+            if captured:
+                stdin_fd = memfd("stdin", spec.stdin.encode())
+                child_fds.append(stdin_fd)
+            else:
+                assert task.stdio is not None
+                stdin_fd = task.stdio[0]
             # A network stack in the cgroup (egress.py) has room of its own.
             extra = egress.STACK_ROOM if container.plan.netstack else {}
             cgroup.set_limits(
@@ -554,7 +582,7 @@ class Runtime:
             cgroup.reset_accounting()
             oom_watch = OomWatch(cgroup, lambda: kill(verdict.MEMORY), container.exited)
             # The launcher's order (launch.c, JOB_FDS): job plan, stdin, stdout, stderr.
-            await container.run([child_fds[2], child_fds[3], out_w, err_w])
+            await container.run([plan_fd, stdin_fd, out_w, err_w])
             for fd in child_fds:
                 os.close(fd)
             child_fds.clear()
@@ -595,7 +623,8 @@ class Runtime:
             for stream in streams:
                 stream.close()
         killed = task.published and jobs.kill_requested(self.settings.run_dir, task.id)
-        return self._result(container, streams, lim, outputs, killed)
+        told: list[Stream | None] = [*streams] if captured else [None, *streams]
+        return self._result(container, told, lim, outputs, killed)
 
     def _log_job(self, container: Container, task: _Job, result: JobResult) -> None:
         """One line per finished job on ``sandbox.runtime.jobs`` (fields for the JSON format)."""
@@ -665,7 +694,7 @@ class Runtime:
     def _result(
         self,
         job: Container,
-        streams: list[Stream],
+        streams: list[Stream | None],  # stdout (None: not captured), stderr
         lim: Limits,
         outputs: tuple[dict[str, bytes], dict[str, str]],
         killed: bool,
@@ -694,8 +723,8 @@ class Runtime:
                 cpu_time=cpu_time,
                 cpu_time_limit=lim.cpu_time,
             ),
-            stdout=streams[0].data.decode(errors="replace"),
-            stderr=streams[1].data.decode(errors="replace"),
+            stdout=streams[0].data.decode(errors="replace") if streams[0] else "",
+            stderr=streams[1].data.decode(errors="replace") if streams[1] else "",
             exit_code=exit_code,
             signal=sig,
             oom_killed=stats.oom_kills > 0,
@@ -703,7 +732,7 @@ class Runtime:
                 kill_reason=job.kill_reason, cpu_time=cpu_time, cpu_time_limit=lim.cpu_time
             ),
             pids_limit_hit=stats.pids_limit_hits > 0,
-            output_truncated=any(s.truncated for s in streams),
+            output_truncated=any(s.truncated for s in streams if s),
             wall_time=round(wall_time, 6),
             cpu_time=round(cpu_time, 6),
             memory_peak=stats.memory_peak,
@@ -721,6 +750,7 @@ class _Job:
     plan: Plan
     image: str
     task_id: str | None
+    stdio: tuple[int, int] | None = None  # its own stdin and stdout (execute's stdio)
     published: bool = False  # its record is written (after PUBLISH_AFTER)
 
 

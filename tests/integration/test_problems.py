@@ -103,7 +103,7 @@ def test_sandbox_judge_takes_a_problem_package(tmp_path: Path):
         timeout=120,
     )
     assert json.loads(as_json.stdout)["status"] == "accepted"
-    (root / "problem.yaml").write_text("type: interactive\n")
+    (root / "problem.yaml").write_text("type: scoring\n")
     refused = subprocess.run(
         [SANDBOX, "judge", "--problem", str(root), str(solution)],
         capture_output=True,
@@ -111,4 +111,17 @@ def test_sandbox_judge_takes_a_problem_package(tmp_path: Path):
         timeout=60,
     )
     assert refused.returncode == 2
-    assert "interactive problems are not supported yet" in refused.stderr
+    assert "scoring problems are not supported yet" in refused.stderr
+
+
+async def test_an_interactive_package_talks_through_its_interactor(runtime, tmp_path: Path):
+    from tests.integration.test_interactive import BINARY_SEARCH, INTERACTOR
+
+    root = package(tmp_path, "type: interactive\n", {"secret/1": ("777\n", "")})
+    (root / "output_validators/guess").mkdir(parents=True)
+    (root / "output_validators/guess/interactor.py").write_text(INTERACTOR)
+    loaded = problem.load(root)
+    result = await judge(loaded.spec(BINARY_SEARCH, "python"), runtime)
+    assert result.status is Verdict.ACCEPTED, result
+    wrong = await judge(loaded.spec("print(1, flush=True)\n", "python"), runtime)
+    assert wrong.status is Verdict.WRONG_ANSWER, wrong

@@ -84,8 +84,7 @@ def test_a_custom_output_validator(tmp_path: Path):
 @pytest.mark.parametrize(
     ("yaml", "said"),
     [
-        ("type: interactive\n", "interactive problems are not supported yet"),
-        ("validation: custom interactive\n", "interactive problems are not supported yet"),
+        ("type: interactive\n", "an interactive problem needs its interactor"),
         ("type: scoring\n", "scoring problems are not supported yet"),
         ("validation: custom score\n", "scoring problems are not supported yet"),
         ("validator_flags: float_tolerance\n", "float_tolerance wants a number"),
@@ -129,3 +128,14 @@ def test_the_spec_takes_the_packages_limits_under_the_callers(tmp_path: Path):
     assert spec.limits.memory == 128 * 2**20
     assert spec.compare == "tokens"
     assert not spec.case_sensitive
+
+
+def test_an_interactive_packages_validator_is_its_interactor(tmp_path: Path):
+    root = package(tmp_path, "validation: custom interactive\n")
+    (root / "output_validators/talk").mkdir(parents=True)
+    (root / "output_validators/talk/interactor.py").write_text("raise SystemExit(42)\n")
+    loaded = problem.load(root)
+    assert loaded.checker is None
+    assert loaded.interactor is not None
+    assert loaded.interactor.protocol == "kattis"
+    assert loaded.spec("x", "python").interactor == loaded.interactor
