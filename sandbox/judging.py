@@ -567,6 +567,13 @@ async def _run_case(
     message = outcome.describe(result) if result.status is Status.KILLED else result.error
     if verdict is None:  # exited 0: judge the output
         verdict, message = await _check(spec, case, result, runtime)
+    return _case_result(spec, case, result, verdict, message)
+
+
+def _case_result(
+    spec: JudgeSpec, case: TestCase, result: JobResult, verdict: Verdict, message: str | None
+) -> CaseResult:
+    """A case's verdict with its run's figures and (previews of) its output."""
     return CaseResult(
         status=verdict,
         name=case.name,
@@ -595,40 +602,55 @@ async def _check(
             case_sensitive=spec.case_sensitive,
         )
         return (Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER), message
-    checker = spec.checker
-    kattis = checker.protocol == "kattis"
-    job = JobSpec(
-        code=checker.code,
-        language=checker.language,
-        argv=("input.txt", "answer.txt", "./", *checker.flags)
-        if kattis
-        else ("input.txt", "output.txt", "answer.txt"),
-        stdin=result.stdout if kattis else "",
-        limits=checker.limits,
-        files={
-            "input.txt": File(content=case.stdin),
-            "answer.txt": File(content=case.expected or ""),
-            **({} if kattis else {"output.txt": File(content=result.stdout)}),
-        },
-        collect=("judgemessage.txt",) if kattis else (),
-    )
     try:
-        checked = await runtime.execute(job)
+        checked = await runtime.execute(_judge_job(spec.checker, case, result.stdout))
     except SandboxError as exc:
         return Verdict.INTERNAL_ERROR, f"checker: {exc}"
-    feedback = checked.files.get("judgemessage.txt")
-    said = (
+    said, message = _word(spec.checker, checked)
+    if said is None:
+        return Verdict.INTERNAL_ERROR, f"checker failed ({checked.status}): {message or ''}".strip()
+    return said, message
+
+
+def _judge_job(judge: Checker, case: TestCase, output: str | None) -> JobSpec:
+    """The job of a checker (``output``: the program's) or of an interactor (None: it
+    talks with the program instead), by its protocol; the case's files are its own."""
+    kattis = judge.protocol == "kattis"
+    files = {"input.txt": File(content=case.stdin), "answer.txt": File(content=case.expected or "")}
+    if output is not None and not kattis:
+        files["output.txt"] = File(content=output)
+    return JobSpec(
+        code=judge.code,
+        language=judge.language,
+        argv=("input.txt", "answer.txt", "./", *judge.flags)
+        if kattis
+        else ("input.txt", "output.txt", "answer.txt"),
+        stdin=output if kattis and output is not None else "",
+        limits=judge.limits,
+        files=files,
+        collect=("judgemessage.txt",) if kattis else (),
+    )
+
+
+def _word(judge: Checker, done: JobResult) -> tuple[Verdict | None, str | None]:
+    """A checker's or interactor's verdict by its exit (None: it failed, not the program)
+    and its message: its judgemessage.txt, else the first line it printed. One killed
+    by SIGPIPE wrote to a program that had stopped reading: a wrong answer."""
+    feedback = done.files.get("judgemessage.txt")
+    lines = (
         (feedback.data().decode(errors="replace") if feedback else "")
-        or checked.stdout.strip()
-        or checked.stderr.strip()
+        or done.stdout.strip()
+        or done.stderr.strip()
     ).splitlines()
-    message = said[0][:200] if said else None
-    accepted, wrong = ((42,), (43,)) if kattis else ((0,), (1, 2))
-    if checked.exit_code in accepted and checked.status in (Status.OK, Status.RUNTIME_ERROR):
+    message = lines[0][:200] if lines else None
+    accepted, wrong = ((42,), (43,)) if judge.protocol == "kattis" else ((0,), (1, 2))
+    if done.exit_code in accepted and done.status in (Status.OK, Status.RUNTIME_ERROR):
         return Verdict.ACCEPTED, message
-    if checked.status is Status.RUNTIME_ERROR and checked.exit_code in wrong:
+    if done.status is Status.RUNTIME_ERROR and done.exit_code in wrong:
         return Verdict.WRONG_ANSWER, message
-    return Verdict.INTERNAL_ERROR, f"checker failed ({checked.status}): {message or ''}".strip()
+    if done.status is Status.RUNTIME_ERROR and done.signal == signal.SIGPIPE:
+        return Verdict.WRONG_ANSWER, message or "the submission stopped reading"
+    return None, message
 
 
 async def _run_interactive(
@@ -649,22 +671,9 @@ async def _run_interactive(
     submission that stopped reading, says wrong answer); the submission's runtime
     error; accepted.
     """
-    kattis = interactor.protocol == "kattis"
     to_sub_r, to_sub_w = os.pipe2(os.O_CLOEXEC)
     from_sub_r, from_sub_w = os.pipe2(os.O_CLOEXEC)
-    talker = JobSpec(
-        code=interactor.code,
-        language=interactor.language,
-        argv=("input.txt", "answer.txt", "./", *interactor.flags)
-        if kattis
-        else ("input.txt", "output.txt", "answer.txt"),
-        limits=interactor.limits,
-        files={
-            "input.txt": File(content=case.stdin),
-            "answer.txt": File(content=case.expected or ""),
-        },
-        collect=("judgemessage.txt",) if kattis else (),
-    )
+    talker = _judge_job(interactor, case, None)
     # Each execute owns its two descriptors (it closes them once its job holds them).
     submission, judged = await asyncio.gather(
         runtime.execute(job, task_id=task_id, stdio=(to_sub_r, from_sub_w)),
@@ -681,42 +690,22 @@ async def _run_interactive(
         return CaseResult(status=Verdict.INTERNAL_ERROR, name=case.name, message=str(error))
     assert isinstance(submission, JobResult)
     assert isinstance(judged, JobResult)
-    feedback = judged.files.get("judgemessage.txt")
-    said = (
-        (feedback.data().decode(errors="replace") if feedback else "")
-        or judged.stderr.strip()
-        or judged.stdout.strip()
-    ).splitlines()
-    message = said[0][:200] if said else None
-    accepted, wrong = ((42,), (43,)) if kattis else ((0,), (1, 2))
-    ended = judged.exit_code if judged.status in (Status.OK, Status.RUNTIME_ERROR) else None
-    if judged.status is Status.RUNTIME_ERROR and judged.signal == signal.SIGPIPE:
-        ended, message = wrong[0], message or "the submission stopped reading"
+    said, message = _word(interactor, judged)
     limit = OUTCOMES[submission.status].verdict
-    if ended not in (*accepted, *wrong):
+    if said is None:
         verdict = Verdict.INTERNAL_ERROR
         message = f"interactor failed ({judged.status}): {message or ''}".strip()
     elif submission.status in (Status.TIMEOUT, Status.MEMORY_LIMIT, Status.OUTPUT_LIMIT):
         verdict, message = Verdict(str(limit)), OUTCOMES[submission.status].describe(submission)
     elif submission.status is Status.KILLED:
         verdict, message = Verdict.INTERNAL_ERROR, OUTCOMES[submission.status].describe(submission)
-    elif ended in wrong:
+    elif said is Verdict.WRONG_ANSWER:
         verdict = Verdict.WRONG_ANSWER
     elif submission.status is not Status.OK:
         verdict = Verdict(str(limit))
     else:
         verdict = Verdict.ACCEPTED
-    return CaseResult(
-        status=verdict,
-        name=case.name,
-        exit_code=submission.exit_code,
-        signal=submission.signal,
-        wall_time=submission.wall_time,
-        cpu_time=submission.cpu_time,
-        memory_peak=submission.memory_peak,
-        stderr=_preview(submission.stderr, spec.output_preview),
-        message=message,
-    )
+    return _case_result(spec, case, submission, verdict, message)
 
 
 def _preview(text: str, size: int) -> str:

@@ -25,6 +25,12 @@ CASES = {
 A_PLUS_B = "a, b = map(int, input().split())\nprint(a + b)\n"
 
 
+def _validator(root: Path, name: str, code: str) -> None:
+    """The package's one output validator (or interactor), ``name`` holding ``code``."""
+    (root / "output_validators/judge").mkdir(parents=True, exist_ok=True)
+    (root / "output_validators/judge" / name).write_text(code)
+
+
 async def test_a_package_is_judged_case_by_case_in_its_order(runtime, tmp_path: Path):
     root = package(tmp_path, "name: A+B\nlimits:\n  time_limit: 1\n  memory: 64\n", CASES)
     loaded = problem.load(root)
@@ -71,15 +77,14 @@ raise SystemExit(43)
 
 async def test_a_custom_output_validator_judges_with_kattis_exit_codes(runtime, tmp_path: Path):
     root = package(tmp_path, "validation: custom\nvalidator_flags: strict\n", CASES)
-    (root / "output_validators/sum").mkdir(parents=True)
-    (root / "output_validators/sum/validate.py").write_text(VALIDATOR)
+    _validator(root, "validate.py", VALIDATOR)
     loaded = problem.load(root)
     accepted = await judge(loaded.spec(A_PLUS_B, "python"), runtime)
     assert accepted.status is Verdict.ACCEPTED, accepted
     wrong = await judge(loaded.spec("print(7)\n", "python"), runtime)
     assert wrong.status is Verdict.WRONG_ANSWER
     assert wrong.tests[0].message == "expected 3, got 7 (['strict'])"
-    (root / "output_validators/sum/validate.py").write_text("raise SystemExit(1)\n")
+    _validator(root, "validate.py", "raise SystemExit(1)\n")
     broken = await judge(problem.load(root).spec(A_PLUS_B, "python"), runtime)
     assert broken.status is Verdict.INTERNAL_ERROR  # neither 42 nor 43: the validator failed
 
@@ -118,8 +123,7 @@ async def test_an_interactive_package_talks_through_its_interactor(runtime, tmp_
     from tests.integration.test_interactive import BINARY_SEARCH, INTERACTOR
 
     root = package(tmp_path, "type: interactive\n", {"secret/1": ("777\n", "")})
-    (root / "output_validators/guess").mkdir(parents=True)
-    (root / "output_validators/guess/interactor.py").write_text(INTERACTOR)
+    _validator(root, "interactor.py", INTERACTOR)
     loaded = problem.load(root)
     result = await judge(loaded.spec(BINARY_SEARCH, "python"), runtime)
     assert result.status is Verdict.ACCEPTED, result
