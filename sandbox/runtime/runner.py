@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from sandbox import languages, paths, verdict
 from sandbox.errors import (
@@ -59,7 +58,6 @@ from sandbox.spec import File, JobSpec, Limits
 __all__ = ["Runtime"]
 
 log = logging.getLogger("sandbox")
-T = TypeVar("T")
 job_log = logging.getLogger("sandbox.jobs")
 
 # A job's record (`sandbox ps`, `exec`, `kill`) is written once it has run
