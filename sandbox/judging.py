@@ -30,9 +30,10 @@ import binascii
 import fnmatch
 import math
 import os
+import re
 import signal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 Comparison = Literal["exact", "lines", "tokens", "float"]
+Aggregation = Literal["pass-fail", "sum", "min"]
 
 
 class Verdict(StrEnum):
@@ -91,10 +93,18 @@ class TestCase(BaseModel):
 
 
 class TestGroup(BaseModel):
-    """A group of cases worth points, as IOI subtasks are: all or nothing.
+    """A group of cases worth points, as IOI subtasks and Kattis test data groups are.
 
-    It scores its ``points`` only if every case it holds is accepted and
-    every group it ``requires`` scores too (a subtask that includes another).
+    How its score comes from its cases (``aggregation``, Kattis's names):
+
+    - ``pass-fail``: its ``points`` if every case is accepted, else 0 (IOI);
+    - ``sum``: each case is worth ``points / N``; the group scores the sum;
+    - ``min``: each case is worth ``points``; the group scores the least.
+
+    A case scores its worth when accepted, times the checker's partial score
+    if it gave one (:attr:`CaseResult.partial`), else 0. The group scores 0
+    unless every group it ``requires`` had all its cases accepted (a subtask
+    that includes another).
     """
 
     __test__ = False  # not a pytest class
@@ -108,20 +118,25 @@ class TestGroup(BaseModel):
         "(``secret/group1/*``) names every case it matches",
     )
     requires: list[str] = Field(default_factory=list, description="names of other groups")
+    aggregation: Aggregation = "pass-fail"
 
 
 class Checker(BaseModel):
     """A program that judges an output, run sandboxed, by one of two conventions.
 
     - ``testlib``: ``<checker> input.txt output.txt answer.txt`` (files in its
-      working directory); exit 0 for accepted, 1 or 2 for a wrong answer,
-      anything else for a failure of its own (``internal_error``). The first
-      line it prints is the case's message.
+      working directory); exit 0 for accepted, 1 or 2 for a wrong answer, 7
+      with ``points P`` first in its output for a partial score (testlib's
+      ``quitp(P)``, P the fraction of the case's worth: accepted at 1, else
+      a wrong answer that scores P), anything else for a failure of its own
+      (``internal_error``). The first line it prints is the case's message.
     - ``kattis`` (a problem package's output validator): ``<validator>
       input.txt answer.txt ./ FLAGS...`` with the program's output on its
       stdin; exit 42 for accepted, 43 for a wrong answer, anything else an
       ``internal_error``. Its ``judgemessage.txt`` (in the feedback
-      directory, its working directory) is the case's message.
+      directory, its working directory) is the case's message; on an
+      accepted case, ``score_multiplier.txt`` (a fraction of the case's
+      worth) or ``score.txt`` (points) is its partial score.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -265,6 +280,9 @@ class CaseResult(BaseModel):
     stdout: str = ""
     stderr: str = ""
     message: str | None = None
+    partial: float | None = Field(
+        None, ge=0, le=1, description="the checker's partial score: a fraction of the case's worth"
+    )
 
 
 class GroupResult(BaseModel):
@@ -419,9 +437,9 @@ async def judge(
 def score(spec: JudgeSpec, result: JudgeResult) -> JudgeResult:
     """``result`` with its groups scored (pure: unit-tested apart).
 
-    A group scores its points when all its cases are accepted and every group
-    it requires scored; otherwise 0, with the first reason. A compile error
-    scores 0 in every group.
+    Each group scores by its aggregation (:class:`TestGroup`), 0 if a group
+    it requires had a case not accepted, with the first reason. A compile
+    error scores 0 in every group.
     """
     by_name = {case.name: case for case in result.tests}
     done: dict[str, GroupResult] = {}
@@ -430,20 +448,21 @@ def score(spec: JudgeSpec, result: JudgeResult) -> JudgeResult:
         failed = next(
             (c for c in results if c is not None and c.status is not Verdict.ACCEPTED), None
         )
-        blocked = next((done[r] for r in group.requires if done[r].score == 0), None)
+        blocked = next(
+            (done[r] for r in group.requires if done[r].status is not Verdict.ACCEPTED), None
+        )
         status, message = Verdict.ACCEPTED, None
         if result.status is Verdict.COMPILE_ERROR or None in results:
             status = result.status if result.status is not Verdict.ACCEPTED else Verdict.SKIPPED
         elif failed is not None:
             status, message = failed.status, f"case {failed.name}: {failed.status}"
-        elif blocked is not None:
-            status, message = blocked.status, f"requires {blocked.name}, which scored 0"
+        if blocked is not None and status is Verdict.ACCEPTED:
+            status, message = blocked.status, f"requires {blocked.name}, which did not pass"
+        points = 0.0
+        if blocked is None and None not in results and result.status is not Verdict.COMPILE_ERROR:
+            points = _aggregate(group, [c for c in results if c is not None])
         done[group.name] = GroupResult(
-            name=group.name,
-            score=group.points if status is Verdict.ACCEPTED else 0,
-            points=group.points,
-            status=status,
-            message=message,
+            name=group.name, score=points, points=group.points, status=status, message=message
         )
     groups = [done[g.name] for g in spec.groups]
     return result.model_copy(
@@ -453,6 +472,25 @@ def score(spec: JudgeSpec, result: JudgeResult) -> JudgeResult:
             "max_score": sum(g.points for g in groups),
         }
     )
+
+
+def _aggregate(group: TestGroup, cases: list[CaseResult]) -> float:
+    """A group's points from its cases' verdicts and partial scores."""
+    if group.aggregation == "pass-fail":
+        return group.points if all(c.status is Verdict.ACCEPTED for c in cases) else 0.0
+    worth = worth_of(group, len(cases))
+    scores = [
+        worth * (c.partial if c.partial is not None else c.status is Verdict.ACCEPTED)
+        for c in cases
+    ]
+    if not scores:
+        return 0.0
+    return sum(scores) if group.aggregation == "sum" else min(scores)
+
+
+def worth_of(group: TestGroup, cases: int) -> float:
+    """What one of a group's ``cases`` is worth: a share of its points (sum), or all."""
+    return group.points / max(cases, 1) if group.aggregation == "sum" else group.points
 
 
 def _members(group: TestGroup, tests: list[TestCase]) -> list[TestCase]:
@@ -566,12 +604,20 @@ async def _run_case(
     verdict = Verdict(outcome.verdict) if outcome.verdict else None
     message = outcome.describe(result) if result.status is Status.KILLED else result.error
     if verdict is None:  # exited 0: judge the output
-        verdict, message = await _check(spec, case, result, runtime)
+        word = await _check(spec, case, result, runtime)
+        return _case_result(
+            spec, case, result, word.verdict or Verdict.INTERNAL_ERROR, word.message, word.partial
+        )
     return _case_result(spec, case, result, verdict, message)
 
 
 def _case_result(
-    spec: JudgeSpec, case: TestCase, result: JobResult, verdict: Verdict, message: str | None
+    spec: JudgeSpec,
+    case: TestCase,
+    result: JobResult,
+    verdict: Verdict,
+    message: str | None,
+    partial: float | None = None,
 ) -> CaseResult:
     """A case's verdict with its run's figures and (previews of) its output."""
     return CaseResult(
@@ -585,15 +631,22 @@ def _case_result(
         stdout=_preview(result.stdout, spec.output_preview),
         stderr=_preview(result.stderr, spec.output_preview),
         message=message,
+        partial=partial,
     )
 
 
-async def _check(
-    spec: JudgeSpec, case: TestCase, result: JobResult, runtime: Runtime
-) -> tuple[Verdict, str | None]:
+class Word(NamedTuple):
+    """What a checker or an interactor said of a case."""
+
+    verdict: Verdict | None  # None: it failed itself, not the program
+    message: str | None
+    partial: float | None = None  # a fraction of the case's worth
+
+
+async def _check(spec: JudgeSpec, case: TestCase, result: JobResult, runtime: Runtime) -> Word:
     if spec.checker is None:
         if case.expected is None:
-            return Verdict.ACCEPTED, None
+            return Word(Verdict.ACCEPTED, None)
         ok, message = compare(
             result.stdout,
             case.expected,
@@ -601,15 +654,25 @@ async def _check(
             spec.float_tolerance,
             case_sensitive=spec.case_sensitive,
         )
-        return (Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER), message
+        return Word(Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER, message)
     try:
         checked = await runtime.execute(_judge_job(spec.checker, case, result.stdout))
     except SandboxError as exc:
-        return Verdict.INTERNAL_ERROR, f"checker: {exc}"
-    said, message = _word(spec.checker, checked)
-    if said is None:
-        return Verdict.INTERNAL_ERROR, f"checker failed ({checked.status}): {message or ''}".strip()
-    return said, message
+        return Word(Verdict.INTERNAL_ERROR, f"checker: {exc}")
+    word = _word(spec.checker, checked, _worth(spec, case))
+    if word.verdict is None:
+        message = f"checker failed ({checked.status}): {word.message or ''}".strip()
+        return Word(Verdict.INTERNAL_ERROR, message)
+    return word
+
+
+def _worth(spec: JudgeSpec, case: TestCase) -> float | None:
+    """What ``case`` is worth in the first scoring group that holds it (None: none does)."""
+    for group in spec.groups:
+        members = _members(group, spec.tests)
+        if group.aggregation != "pass-fail" and case in members:
+            return worth_of(group, len(members))
+    return None
 
 
 def _judge_job(judge: Checker, case: TestCase, output: str | None) -> JobSpec:
@@ -628,29 +691,62 @@ def _judge_job(judge: Checker, case: TestCase, output: str | None) -> JobSpec:
         stdin=output if kattis and output is not None else "",
         limits=judge.limits,
         files=files,
-        collect=("judgemessage.txt",) if kattis else (),
+        collect=_FEEDBACK if kattis else (),
     )
 
 
-def _word(judge: Checker, done: JobResult) -> tuple[Verdict | None, str | None]:
-    """A checker's or interactor's verdict by its exit (None: it failed, not the program)
-    and its message: its judgemessage.txt, else the first line it printed. One killed
-    by SIGPIPE wrote to a program that had stopped reading: a wrong answer."""
-    feedback = done.files.get("judgemessage.txt")
-    lines = (
-        (feedback.data().decode(errors="replace") if feedback else "")
-        or done.stdout.strip()
-        or done.stderr.strip()
-    ).splitlines()
+_FEEDBACK = ("judgemessage.txt", "score.txt", "score_multiplier.txt")
+_POINTS = re.compile(r"^\s*points\s+(\S+)", re.IGNORECASE)
+
+
+def _word(judge: Checker, done: JobResult, worth: float | None = None) -> Word:
+    """A checker's or interactor's verdict by its exit, its message (its
+    judgemessage.txt, else the first line it printed) and its partial score
+    (``worth``: what the case is worth, for kattis's score.txt in points).
+    One killed by SIGPIPE wrote to a program that had stopped reading: a
+    wrong answer. A partial score that is not a number in range is its own
+    failure (verdict None)."""
+
+    def text(name: str) -> str:
+        feedback = done.files.get(name)
+        return feedback.data().decode(errors="replace").strip() if feedback else ""
+
+    lines = (text("judgemessage.txt") or done.stdout.strip() or done.stderr.strip()).splitlines()
     message = lines[0][:200] if lines else None
-    accepted, wrong = ((42,), (43,)) if judge.protocol == "kattis" else ((0,), (1, 2))
-    if done.exit_code in accepted and done.status in (Status.OK, Status.RUNTIME_ERROR):
-        return Verdict.ACCEPTED, message
+    kattis = judge.protocol == "kattis"
+    accepted, wrong = ((42,), (43,)) if kattis else ((0,), (1, 2))
+    exited = done.status in (Status.OK, Status.RUNTIME_ERROR)
+    if exited and not kattis and done.exit_code == 7:  # testlib's quitp
+        said = _POINTS.match(done.stdout.strip() or done.stderr.strip())
+        partial = _fraction(said.group(1) if said else None, 1.0)
+        if partial is None:
+            return Word(None, "exit 7 (points) without 'points P', P from 0 to 1")
+        return Word(Verdict.ACCEPTED if partial >= 1 else Verdict.WRONG_ANSWER, message, partial)
+    if done.exit_code in accepted and exited:
+        multiplier, points = text("score_multiplier.txt"), text("score.txt")
+        if not kattis or not (multiplier or (points and worth is not None)):
+            return Word(Verdict.ACCEPTED, message)
+        partial = _fraction(multiplier, 1.0) if multiplier else _fraction(points, worth or 0)
+        if partial is None:
+            whole = "score_multiplier.txt: 0 to 1" if multiplier else f"score.txt: 0 to {worth:g}"
+            return Word(None, f"its score {multiplier or points!r} is out of range ({whole})")
+        return Word(Verdict.ACCEPTED, message, partial)
     if done.status is Status.RUNTIME_ERROR and done.exit_code in wrong:
-        return Verdict.WRONG_ANSWER, message
+        return Word(Verdict.WRONG_ANSWER, message)
     if done.status is Status.RUNTIME_ERROR and done.signal == signal.SIGPIPE:
-        return Verdict.WRONG_ANSWER, message or "the submission stopped reading"
-    return None, message
+        return Word(Verdict.WRONG_ANSWER, message or "the submission stopped reading")
+    return Word(None, message)
+
+
+def _fraction(text: str | None, whole: float) -> float | None:
+    """``text`` as a fraction of ``whole`` (None: not a number from 0 to ``whole``)."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    if not 0 <= value <= whole or whole <= 0 or math.isnan(value):
+        return None
+    return value / whole
 
 
 async def _run_interactive(
@@ -690,7 +786,7 @@ async def _run_interactive(
         return CaseResult(status=Verdict.INTERNAL_ERROR, name=case.name, message=str(error))
     assert isinstance(submission, JobResult)
     assert isinstance(judged, JobResult)
-    said, message = _word(interactor, judged)
+    said, message, partial = _word(interactor, judged, _worth(spec, case))
     limit = OUTCOMES[submission.status].verdict
     if said is None:
         verdict = Verdict.INTERNAL_ERROR
@@ -705,7 +801,9 @@ async def _run_interactive(
         verdict = Verdict(str(limit))
     else:
         verdict = Verdict.ACCEPTED
-    return _case_result(spec, case, submission, verdict, message)
+    return _case_result(
+        spec, case, submission, verdict, message, partial if verdict is said else None
+    )
 
 
 def _preview(text: str, size: int) -> str:

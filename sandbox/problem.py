@@ -4,9 +4,9 @@
 makes the :class:`~sandbox.judging.JudgeSpec` of a submission to it.
 Supported (docs: README, judge mode):
 
-- ``problem.yaml``: ``name``; ``type`` / ``validation`` (pass-fail, and
-  interactive: its output validator is the interactor; ``scoring`` problems
-  are refused, naming what is not supported); ``validator_flags`` of the default validator:
+- ``problem.yaml``: ``name``; ``type`` / ``validation``: pass-fail,
+  interactive (its output validator is the interactor) and scoring;
+  ``validator_flags`` of the default validator:
   ``case_sensitive``, ``space_change_sensitive``, ``float_tolerance E``,
   ``float_relative_tolerance E``, ``float_absolute_tolerance E``;
   ``limits``: ``time_limit`` (seconds, the 2023-07 format), ``memory`` and
@@ -19,7 +19,16 @@ Supported (docs: README, judge mode):
   natural order; a case is named by its path (``secret/group1/03``).
 - ``output_validators/NAME/``: one source file, its language from its
   extension, run with Kattis's protocol (exit 42/43, the output on stdin,
-  ``judgemessage.txt``) and the package's ``validator_flags``.
+  ``judgemessage.txt``, and ``score.txt`` or ``score_multiplier.txt`` for
+  a partial score) and the package's ``validator_flags``.
+- ``include/LANG/`` (``cpp``, ``java``, ``python3``...): files added to a
+  submission in that language and compiled with it (a grader, a header).
+- Scoring: each directory of ``data/secret`` is a test group (else
+  ``secret`` is one), set by ``test_group.yaml`` (``max_score``,
+  ``score_aggregation`` pass-fail, sum or min, ``require_pass``) or by the
+  legacy ``testdata.yaml`` (``accept_score`` per case; ``grader_flags``
+  sum, avg or min). Refused by name: custom graders, unbounded scores, a
+  ``reject_score`` other than 0, a ``secret`` of groups scored other than by sum.
 
 The default validator compares tokens, ignoring case unless
 ``case_sensitive``; ``space_change_sensitive`` compares byte for byte; a
@@ -39,11 +48,14 @@ import yaml
 
 from sandbox import languages
 from sandbox.errors import SpecError
-from sandbox.judging import Checker, Comparison, JudgeSpec, TestCase
+from sandbox.judging import Aggregation, Checker, Comparison, JudgeSpec, TestCase, TestGroup
+from sandbox.spec import File
 
 __all__ = ["Problem", "load"]
 
 MAX_CASES = 1000  # JudgeSpec.tests at most
+# Our language names that the format's language codes (include/CODE/) spell otherwise.
+_KATTIS_NAMES = {"python": "python3", "pypy": "python3", "sh": "bash"}
 _FLOAT_FLAGS = ("float_tolerance", "float_relative_tolerance", "float_absolute_tolerance")
 
 
@@ -61,6 +73,8 @@ class Problem:
     float_tolerance: float = 1e-6
     checker: Checker | None = None
     interactor: Checker | None = None  # an interactive problem's (its output validator)
+    groups: list[TestGroup] = field(default_factory=list)  # a scoring problem's
+    includes: dict[str, dict[str, bytes]] = field(default_factory=dict)  # include/LANG/: files
     limits: dict[str, Any] = field(default_factory=dict)  # what the package sets, as Limits
 
     def spec(self, code: str, language: str, **overrides: Any) -> JudgeSpec:
@@ -71,6 +85,15 @@ class Problem:
             pydantic.ValidationError: a field is invalid.
         """
         limits = {**self.limits, **overrides.pop("limits", {})}
+        included = self.includes.get(_KATTIS_NAMES.get(language, language), {})
+        source = languages.get(language).source
+        if source in included:
+            raise SpecError(
+                f"problem {self.name}: include/ holds {source}, the submission's own file name "
+                "(a driver named as the program is not supported)",
+                field="problem",
+            )
+        files = {**overrides.pop("files", {}), **{n: File.of(b) for n, b in included.items()}}
         fields: dict[str, Any] = {
             "code": code,
             "language": language,
@@ -81,6 +104,8 @@ class Problem:
             "float_tolerance": self.float_tolerance,
             "checker": self.checker,
             "interactor": self.interactor,
+            "groups": self.groups,
+            "files": files,
             **overrides,
         }
         return JudgeSpec.model_validate(fields)
@@ -98,14 +123,7 @@ def load(directory: Path) -> Problem:
     kind = str(config.get("type", "pass-fail"))
     validation = str(config.get("validation", "default"))
     interactive = "interactive" in kind or "interactive" in validation
-    unsupported = ["scoring"] if "scoring" in kind or "score" in validation.split() else []
-    if unsupported:
-        raise SpecError(
-            f"{directory / 'problem.yaml'}: {unsupported[0]} problems are not supported yet "
-            "(pass-fail and interactive problems are)",
-            field="problem",
-            value=unsupported[0],
-        )
+    scoring = "scoring" in kind or "score" in validation.split()
     limits_table = config.get("limits") or {}
     if not isinstance(limits_table, dict):
         raise SpecError(f"{directory / 'problem.yaml'}: limits is not a table", field="problem")
@@ -133,9 +151,12 @@ def load(directory: Path) -> Problem:
             f"{directory}: an interactive problem needs its interactor in output_validators/",
             field="problem",
         )
+    tests = _cases(directory)
     return Problem(
+        includes=_includes(directory),
         name=str(config.get("name", directory.name)),
-        tests=_cases(directory),
+        tests=tests,
+        groups=_groups(directory, tests, modern=_modern(config, directory)) if scoring else [],
         time_limit=time_limit,
         memory=memory,
         output=output,
@@ -146,6 +167,22 @@ def load(directory: Path) -> Problem:
         interactor=validator if interactive else None,
         limits=limits,
     )
+
+
+def _includes(directory: Path) -> dict[str, dict[str, bytes]]:
+    """``include/LANG/``: files added to every submission in LANG (graders, headers)."""
+    root = directory / "include"
+    if not root.is_dir():
+        return {}
+    found: dict[str, dict[str, bytes]] = {}
+    for language in sorted(d for d in root.iterdir() if d.is_dir()):
+        files = {p.name: p.read_bytes() for p in sorted(language.iterdir()) if p.is_file()}
+        if any(p.is_dir() for p in language.iterdir()):
+            raise SpecError(
+                f"{language}: included files in folders are not supported", field="problem"
+            )
+        found[language.name] = files
+    return found
 
 
 def _config(directory: Path) -> dict[str, Any]:
@@ -287,3 +324,128 @@ def _validator(directory: Path, config: dict[str, Any]) -> Checker | None:
         raise SpecError(f"{source}: no language has the extension {source.suffix!r}")
     flags = tuple(str(config.get("validator_flags", "") or "").split())
     return Checker(code=source.read_text(), language=language, protocol="kattis", flags=flags)
+
+
+# -- scoring problems ------------------------------------------------------------
+
+
+def _modern(config: dict[str, Any], directory: Path) -> bool:
+    """The 2023-07 format or a later one (its own version, or a test_group.yaml)."""
+    version = str(config.get("problem_format_version", "legacy"))
+    return version != "legacy" or any((directory / "data").rglob("test_group.yaml"))
+
+
+def _groups(directory: Path, tests: list[TestCase], *, modern: bool) -> list[TestGroup]:
+    """A scoring problem's groups: each directory of ``data/secret`` is one (else
+    ``secret`` is), configured by ``test_group.yaml`` (the 2023-07 and later
+    formats: ``max_score``, ``score_aggregation``, ``require_pass``) or by the
+    legacy ``testdata.yaml`` (``accept_score`` per case, ``grader_flags`` sum,
+    avg or min). What neither describes is refused by name."""
+    secret = directory / "data" / "secret"
+    subdirectories = sorted(
+        (d for d in secret.iterdir() if d.is_dir()), key=lambda d: _natural(Path(d.name))
+    )
+    top = _settings(secret, modern)
+    groups: list[TestGroup] = []
+    names = {case.name for case in tests}
+    if not subdirectories:
+        default = 100.0 if modern else None
+        groups.append(_group(secret, "secret", top, modern, names, default, "sum"))
+    else:
+        if modern and top.get("score_aggregation", "sum") != "sum":
+            raise _refused(secret, "a score_aggregation of secret over groups other than sum")
+        for sub in subdirectories:
+            settings = {**({} if modern else top), **_settings(sub, modern)}
+            name = f"secret/{sub.name}"
+            groups.append(_group(sub, name, settings, modern, names, None, "pass-fail"))
+        if (
+            modern
+            and "max_score" in top
+            and sum(g.points for g in groups) > _points(top["max_score"], secret)
+        ):
+            raise SpecError(
+                f"{secret}: its groups' max_score add up to more than its own", field="problem"
+            )
+    required = {r for g in groups for r in g.requires}
+    if "sample" in required:
+        groups.insert(0, TestGroup(name="sample", points=0, cases=["sample/*"]))
+    known = {g.name for g in groups}
+    for group in groups:
+        unknown = sorted(set(group.requires) - known)
+        if unknown:
+            raise SpecError(
+                f"{directory / 'data'}: require_pass names {unknown[0]}, not a group",
+                field="problem",
+            )
+    return groups
+
+
+def _group(
+    where: Path,
+    name: str,
+    settings: dict[str, Any],
+    modern: bool,
+    cases: set[str | None],
+    default_points: float | None,
+    default_aggregation: Aggregation,
+) -> TestGroup:
+    count = sum(1 for c in cases if c is not None and c.startswith(name + "/"))
+    if count == 0:
+        raise SpecError(f"{where}: a test data group with no test case", field="problem")
+    if not modern:
+        if str(settings.get("grading", "default")) != "default":
+            raise _refused(where, "a custom grader (grading: custom)")
+        if float(settings.get("reject_score", 0)) != 0:
+            raise _refused(where, "a reject_score other than 0")
+        flags = str(settings.get("grader_flags", "")).split()
+        mode = next((f for f in reversed(flags) if f in ("sum", "avg", "min", "max")), "sum")
+        if mode == "max":
+            raise _refused(where, "grader_flags max (sum, avg and min are supported)")
+        each = _points(settings.get("accept_score", 1), where)
+        aggregation: Aggregation = "min" if mode == "min" else "sum"
+        points = each * count if mode == "sum" else each
+        return TestGroup(name=name, points=points, cases=[f"{name}/*"], aggregation=aggregation)
+    aggregation_name = str(settings.get("score_aggregation", default_aggregation))
+    if aggregation_name not in ("pass-fail", "sum", "min"):
+        raise _refused(where, f"score_aggregation {aggregation_name}")
+    if "max_score" not in settings and default_points is None:
+        raise _refused(where, "a group without max_score (unbounded scores)")
+    points = _points(settings.get("max_score", default_points), where)
+    requires = settings.get("require_pass", [])
+    requires = [requires] if isinstance(requires, str) else list(requires or [])
+    return TestGroup(
+        name=name,
+        points=points,
+        cases=[f"{name}/*"],
+        requires=[str(r) for r in requires],
+        aggregation=aggregation_name,
+    )
+
+
+def _settings(directory: Path, modern: bool) -> dict[str, Any]:
+    path = directory / ("test_group.yaml" if modern else "testdata.yaml")
+    if not path.is_file():
+        return {}
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot read it: {exc}", field="problem") from exc
+    if not isinstance(settings, dict):
+        raise SpecError(f"{path}: not a table of settings", field="problem")
+    return settings
+
+
+def _points(value: object, where: Path) -> float:
+    try:
+        points = float(str(value))
+    except ValueError:
+        raise _refused(where, f"a score of {value!r} (unbounded)") from None
+    if not 0 <= points <= 1e6:
+        raise _refused(where, f"a score of {points:g}")
+    return points
+
+
+def _refused(where: Path, what: str) -> SpecError:
+    return SpecError(
+        f"{where}: not supported in a scoring problem: {what}", field="problem", value=str(where)
+    )

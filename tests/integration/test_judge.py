@@ -283,11 +283,41 @@ async def test_a_failing_checker_is_an_internal_error(runtime):
     spec = JudgeSpec(
         code="print(1)\n",
         tests=[TestCase()],
-        checker=Checker(code="raise SystemExit(7)\n"),
+        checker=Checker(code="raise SystemExit(5)\n"),
     )
     result = await judge(spec, runtime)
     assert result.status is Verdict.INTERNAL_ERROR
     assert "checker failed" in (result.tests[0].message or "")
+
+
+# testlib's quitp(P): exit 7, "points P" first; here P is the output over the answer.
+POINTS_CHECKER = """
+import sys
+got, want = (float(open(f).read() or 0) for f in sys.argv[2:4])
+print(f"points {min(got / want, 1)} of {want}", file=sys.stderr)
+raise SystemExit(7)
+"""
+
+
+async def test_a_testlib_checkers_partial_scores(runtime):
+    spec = JudgeSpec(
+        code="print(input())\n",
+        tests=[TestCase(name=f"t{i}", stdin=s, expected="4") for i, s in enumerate("124")],
+        checker=Checker(code=POINTS_CHECKER),
+        groups=[{"name": "all", "points": 30, "cases": ["t*"], "aggregation": "sum"}],
+    )
+    result = await judge(spec, runtime)
+    assert [(c.status, c.partial) for c in result.tests] == [
+        (Verdict.WRONG_ANSWER, 0.25),
+        (Verdict.WRONG_ANSWER, 0.5),
+        (Verdict.ACCEPTED, 1),
+    ], result
+    assert result.score == pytest.approx(17.5)  # 10 * (0.25 + 0.5 + 1)
+    assert result.tests[0].message == "points 0.25 of 4.0"
+    no_points = spec.model_copy(update={"checker": Checker(code="raise SystemExit(7)\n")})
+    failed = await judge(no_points, runtime)
+    assert failed.status is Verdict.INTERNAL_ERROR
+    assert "without 'points P'" in (failed.tests[0].message or "")
 
 
 async def test_extra_files_reach_every_test(runtime):

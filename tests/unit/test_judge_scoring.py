@@ -57,8 +57,45 @@ def test_a_group_scores_only_if_what_it_requires_does():
     scored = score(_spec(), _result({"secret/g1/2": Verdict.WRONG_ANSWER}))
     assert _scores(scored) == {"samples": 0, "small": 0, "medium": 0, "large": 0}
     medium = scored.groups[2]
-    assert medium.message == "requires small, which scored 0"
+    assert medium.message == "requires small, which did not pass"
     assert medium.status is Verdict.WRONG_ANSWER
+
+
+def test_a_group_may_require_one_worth_no_points():
+    groups = [*GROUPS[:1], {**GROUPS[1], "requires": ["samples"]}]
+    assert _scores(score(_spec(groups), _result())) == {"samples": 0, "small": 30}
+    failed = score(_spec(groups), _result({"sample/1": Verdict.WRONG_ANSWER}))
+    assert _scores(failed) == {"samples": 0, "small": 0}
+
+
+def _partial(partials: dict[str, float | None], failing: dict[str, Verdict]) -> JudgeResult:
+    cases = [
+        CaseResult(name=n, status=failing.get(n, Verdict.ACCEPTED), partial=partials.get(n))
+        for n in NAMES
+    ]
+    return JudgeResult(status=next(iter(failing.values()), Verdict.ACCEPTED), tests=cases)
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "partials", "failing", "points"),
+    [
+        ("sum", {}, {}, 30),
+        ("sum", {}, {"secret/g1/2": Verdict.TIME_LIMIT}, 15),  # each case is worth 30 / 2
+        ("sum", {"secret/g1/1": 0.5}, {}, 22.5),
+        ("sum", {"secret/g1/1": 0.5}, {"secret/g1/1": Verdict.WRONG_ANSWER}, 22.5),  # testlib
+        ("min", {"secret/g1/1": 0.5}, {}, 15),  # each case is worth 30: the least counts
+        ("min", {}, {"secret/g1/2": Verdict.WRONG_ANSWER}, 0),
+        ("pass-fail", {"secret/g1/1": 0.5}, {}, 30),  # partial scores count only in sum, min
+        ("pass-fail", {"secret/g1/1": 0.5}, {"secret/g1/1": Verdict.WRONG_ANSWER}, 0),
+    ],
+)
+def test_a_groups_aggregation_of_its_cases_scores(
+    aggregation: str, partials: dict[str, float | None], failing: dict[str, Verdict], points: float
+):
+    groups = [{"name": "small", "points": 30, "cases": ["secret/g1/*"], "aggregation": aggregation}]
+    scored = score(_spec(groups), _partial(partials, failing))
+    assert scored.score == pytest.approx(points)
+    assert scored.groups[0].status is next(iter(failing.values()), Verdict.ACCEPTED)
 
 
 def test_a_compile_error_scores_nothing():

@@ -85,8 +85,6 @@ def test_a_custom_output_validator(tmp_path: Path):
     ("yaml", "said"),
     [
         ("type: interactive\n", "an interactive problem needs its interactor"),
-        ("type: scoring\n", "scoring problems are not supported yet"),
-        ("validation: custom score\n", "scoring problems are not supported yet"),
         ("validator_flags: float_tolerance\n", "float_tolerance wants a number"),
         ("limits:\n  time_limit: fast\n", "is not a number"),
         ("limits:\n  memory: lots\n", "limits.memory 'lots' is not a number of MiB"),
@@ -139,3 +137,95 @@ def test_an_interactive_packages_validator_is_its_interactor(tmp_path: Path):
     assert loaded.interactor is not None
     assert loaded.interactor.protocol == "kattis"
     assert loaded.spec("x", "python").interactor == loaded.interactor
+
+
+SCORING_CASES = {
+    "sample/1": ("s\n", "s\n"),
+    "secret/g1/1": ("a\n", "a\n"),
+    "secret/g1/2": ("b\n", "b\n"),
+    "secret/g2/1": ("c\n", "c\n"),
+}
+
+
+def _yaml(root: Path, path: str, text: str) -> None:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+
+
+def test_a_scoring_package_in_the_current_format(tmp_path: Path):
+    root = package(tmp_path, "type: scoring\n", SCORING_CASES)
+    _yaml(root, "data/secret/g1/test_group.yaml", "max_score: 30\n")
+    _yaml(
+        root,
+        "data/secret/g2/test_group.yaml",
+        "max_score: 70\nscore_aggregation: sum\nrequire_pass: [sample, secret/g1]\n",
+    )
+    spec = problem.load(root).spec("x", "python")
+    groups = {g.name: (g.points, g.aggregation, g.requires, g.cases) for g in spec.groups}
+    assert groups == {
+        "sample": (0, "pass-fail", [], ["sample/*"]),
+        "secret/g1": (30, "pass-fail", [], ["secret/g1/*"]),
+        "secret/g2": (70, "sum", ["sample", "secret/g1"], ["secret/g2/*"]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("version", "points"), [("legacy", 2), ("2023-07-draft", 100), ("2025-09", 100)]
+)
+def test_a_scoring_package_without_groups_is_secret(tmp_path: Path, version: str, points: int):
+    cases = {"secret/1": ("a\n", "a\n"), "secret/2": ("b\n", "b\n")}
+    yaml = f"type: scoring\nproblem_format_version: {version}\n"
+    spec = problem.load(package(tmp_path, yaml, cases)).spec("x", "python")
+    assert [(g.name, g.points, g.aggregation) for g in spec.groups] == [("secret", points, "sum")]
+
+
+@pytest.mark.parametrize(
+    ("flags", "points", "aggregation"),
+    [("", 40, "sum"), ("sum", 40, "sum"), ("avg", 20, "sum"), ("min", 20, "min")],
+)
+def test_a_legacy_scoring_package(tmp_path: Path, flags: str, points: float, aggregation: str):
+    root = package(tmp_path, "type: scoring\n", SCORING_CASES)
+    _yaml(root, "data/secret/testdata.yaml", "accept_score: 5\n")  # inherited
+    _yaml(root, "data/secret/g1/testdata.yaml", f"accept_score: 20\ngrader_flags: {flags}\n")
+    spec = problem.load(root).spec("x", "python")
+    assert [(g.name, g.points, g.aggregation) for g in spec.groups] == [
+        ("secret/g1", points, aggregation),
+        ("secret/g2", 5, "sum"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "said"),
+    [
+        ("data/secret/g1/test_group.yaml", "score_aggregation: sum\n", "without max_score"),
+        ("data/secret/g1/test_group.yaml", "max_score: unbounded\n", "unbounded"),
+        ("data/secret/g1/test_group.yaml", "max_score: 1\nrequire_pass: g9\n", "names g9"),
+        ("data/secret/test_group.yaml", "score_aggregation: min\n", "other than sum"),
+        ("data/secret/g1/testdata.yaml", "grading: custom\n", "custom grader"),
+        ("data/secret/g1/testdata.yaml", "reject_score: 1\n", "reject_score"),
+        ("data/secret/g1/testdata.yaml", "grader_flags: max\n", "grader_flags max"),
+    ],
+)
+def test_scoring_that_cannot_be_judged_is_refused_by_name(
+    tmp_path: Path, path: str, text: str, said: str
+):
+    root = package(tmp_path, "type: scoring\n", SCORING_CASES)
+    if path.endswith("test_group.yaml"):
+        for group in ("g1", "g2"):
+            _yaml(root, f"data/secret/{group}/test_group.yaml", "max_score: 10\n")
+    _yaml(root, path, text)
+    with pytest.raises(SpecError, match=said):
+        problem.load(root)
+
+
+def test_included_files_join_a_submission_in_their_language(tmp_path: Path):
+    root = package(tmp_path, cases={"secret/1": ("\n", "\n")})
+    _yaml(root, "include/cpp/grader.cpp", "int main() {}\n")
+    _yaml(root, "include/python3/lib.py", "X = 1\n")
+    loaded = problem.load(root)
+    assert set(loaded.spec("x", "cpp").files) == {"grader.cpp"}
+    assert set(loaded.spec("x", "python").files) == {"lib.py"}
+    assert loaded.spec("x", "c").files == {}
+    _yaml(root, "include/cpp/main.cpp", "int main() {}\n")
+    with pytest.raises(SpecError, match=r"include/ holds main\.cpp"):
+        problem.load(root).spec("x", "cpp")
