@@ -58,8 +58,11 @@ __all__ = [
     "TestGroup",
     "Verdict",
     "compare",
+    "compile_submission",
     "judge",
+    "run_cases",
     "score",
+    "verdict_of",
 ]
 
 Comparison = Literal["exact", "lines", "tokens", "float"]
@@ -185,6 +188,13 @@ class JudgeSpec(BaseModel):
         "talks with the submission through its stdin and stdout and gives the verdict",
     )
     stop_on_failure: bool = False
+    spread: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="through the service: its cases are shared among up to this many free "
+        "workers, compiled once (1: one worker judges them all; stop_on_failure keeps it 1)",
+    )
     groups: list[TestGroup] = Field(
         default_factory=list,
         max_length=100,
@@ -405,14 +415,34 @@ async def judge(
             field="problem",
             value=spec.problem,
         )
-    lang = languages.get(spec.language)
-    artifacts: dict[str, File] = {}
-    compiled: CompileResult | None = None
-    if lang.compiled:
-        compiled, artifacts = await _compile(spec, runtime, task_id)
-        if compiled.status is not Verdict.ACCEPTED:
-            return JudgeResult(status=compiled.status, compile=compiled, error=compiled.message)
+    compiled, artifacts = await compile_submission(spec, runtime, task_id)
+    if compiled is not None and compiled.status is not Verdict.ACCEPTED:
+        return verdict_of(spec, compiled, [])
+    cases = await run_cases(spec, spec.tests, artifacts, runtime, parallel, task_id)
+    return verdict_of(spec, compiled, cases)
 
+
+async def compile_submission(
+    spec: JudgeSpec, runtime: Runtime, task_id: str | None = None
+) -> tuple[CompileResult | None, dict[str, File]]:
+    """Step 1: the compile step's result (None: the language has none) and the
+    artifacts every case's container gets."""
+    if not languages.get(spec.language).compiled:
+        return None, {}
+    return await _compile(spec, runtime, task_id)
+
+
+async def run_cases(
+    spec: JudgeSpec,
+    cases: list[TestCase],
+    artifacts: dict[str, File],
+    runtime: Runtime,
+    parallel: int | None = None,
+    task_id: str | None = None,
+) -> list[CaseResult]:
+    """Step 2: ``cases`` (all of ``spec.tests``, or a share of them judged here
+    while other workers judge the rest), each in a fresh container, at most
+    ``parallel`` at once; their verdicts in their order."""
     slots = asyncio.Semaphore(parallel or runtime.slots)
     failed = asyncio.Event()
 
@@ -425,12 +455,22 @@ async def judge(
                 failed.set()
             return result
 
-    cases = await asyncio.gather(*(one(case) for case in spec.tests))
-    verdict = next(
-        (c.status for c in cases if c.status not in (Verdict.ACCEPTED, Verdict.SKIPPED)),
-        Verdict.ACCEPTED,
-    )
-    result = JudgeResult(status=verdict, compile=compiled, tests=list(cases))
+    return list(await asyncio.gather(*(one(case) for case in cases)))
+
+
+def verdict_of(
+    spec: JudgeSpec, compiled: CompileResult | None, cases: list[CaseResult]
+) -> JudgeResult:
+    """Step 3 (pure): the submission's verdict, its first case not accepted (or its
+    compile step's failure), and with groups its score."""
+    if compiled is not None and compiled.status is not Verdict.ACCEPTED:
+        result = JudgeResult(status=compiled.status, compile=compiled, error=compiled.message)
+    else:
+        verdict = next(
+            (c.status for c in cases if c.status not in (Verdict.ACCEPTED, Verdict.SKIPPED)),
+            Verdict.ACCEPTED,
+        )
+        result = JudgeResult(status=verdict, compile=compiled, tests=cases)
     return score(spec, result) if spec.groups else result
 
 

@@ -86,7 +86,7 @@ app.conf.update(
     # Celery's own events: Flower and `celery events` see our workers and tasks.
     worker_send_task_events=True,
     task_send_sent_event=True,
-    include=["worker.tasks"],
+    include=["worker.tasks", "worker.judge"],
 )
 
 _leases: Leases | None = None
@@ -226,14 +226,14 @@ def _json_logs(logger: logging.Logger, **_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _open_runtime(**_: Any) -> None:
-    from worker.tasks import runtime_host
+    from worker.runtime import runtime_host
 
     runtime_host().start()
 
 
 @signals.worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
-    from worker.tasks import runtime_host
+    from worker.runtime import runtime_host
 
     runtime_host().stop()
     metrics.process_gone(os.getpid())

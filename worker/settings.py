@@ -83,6 +83,12 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="seconds a judge task may take at worst (every case run one after another)",
     )
+    max_spread: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="workers a judge's cases may be shared among at most (JudgeSpec.spread)",
+    )
 
     @model_validator(mode="after")
     def _tls_needs_rediss(self) -> WorkerSettings:

@@ -40,22 +40,20 @@ from sandbox.result import JobResult
 from sandbox.spec import JobSpec
 from worker import broker, metrics
 from worker.app import JUDGE_LIMIT, app, limits_settings, settings
+from worker.judge import judge_budget, shared, submission_size
+from worker.runtime import runtime_host
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from sandbox.judging import JudgeResult
-    from sandbox.runtime.shared import RuntimeThread
 
 __all__ = [
     "SandboxResult",
     "SubmitError",
     "idempotent_id",
     "judge",
-    "judge_budget",
     "run",
-    "runtime_host",
-    "submission_size",
 ]
 
 log = logging.getLogger("sandbox.worker")
@@ -71,22 +69,6 @@ CLAIM_SECONDS = 10
 
 class SubmitError(SandboxError):
     """The job could not be sent (Redis unreachable); says what to check."""
-
-
-_host: RuntimeThread | None = None
-
-
-def runtime_host() -> RuntimeThread:
-    """The runtime of this worker process, on a loop of its own thread.
-
-    Made on first use: a client that only sends tasks never imports the runtime.
-    """
-    global _host
-    if _host is None:
-        from sandbox.runtime.shared import RuntimeThread
-
-        _host = RuntimeThread()
-    return _host
 
 
 _LOST_REDIS = (RedisError, OperationalError, OSError)
@@ -434,32 +416,6 @@ def _delivered(
     return result
 
 
-def judge_budget(spec: JudgeSpec) -> float:
-    """Seconds a judge task takes at worst: compile, then every case one after another."""
-    from sandbox import languages
-    from sandbox.spec import Limits
-
-    lang = languages.get(spec.language)
-    compile_limits = spec.compile_limits or Limits.model_validate(lang.compile_limits)
-    per_case = spec.limits.wall_time * lang.time_factor
-    if spec.checker is not None:
-        per_case += spec.checker.limits.wall_time
-    compile_time = compile_limits.wall_time if lang.compiled else 0.0
-    return float(compile_time + per_case * len(spec.tests))
-
-
-def submission_size(spec: JudgeSpec) -> int:
-    """Bytes a submission carries through Redis, about: code, cases, files."""
-    size = len(spec.code.encode())
-    size += sum(len(f.content) for f in spec.files.values())
-    for case in spec.tests:
-        size += len(case.stdin.encode()) + len((case.expected or "").encode())
-        size += sum(len(f.content) for f in case.files.values())
-    if spec.checker is not None:
-        size += len(spec.checker.code.encode())
-    return size
-
-
 class JudgeTask(SandboxTask):
     """``sandbox.judge``: a submission judged on one worker."""
 
@@ -515,6 +471,8 @@ def _judge(self: JudgeTask, fields: dict[str, Any]) -> JudgeResult:
         if spec.problem is not None:
             spec = _with_problem(spec, fields)
         self.check(spec)
+        if spec.spread > 1 and not spec.stop_on_failure and len(spec.tests) > 1:
+            return shared(spec, task_id, (self.request.delivery_info or {}).get("routing_key"))
         return runtime_host().call(lambda runtime: judge_submission(spec, runtime, task_id=task_id))
 
     return _delivered(

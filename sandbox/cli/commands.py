@@ -95,11 +95,23 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("--json", action="store_true", help="print the manifest as JSON")
     build = image.add_parser(
-        "build", help="build an image with debootstrap (needs the Debian archive)"
+        "build",
+        help="build an image with debootstrap (needs the Debian archive)",
+        description="Build image NAME: a minimal Debian SUITE from debootstrap, with the "
+        "packages of --include and of each --language (sandbox/languages.toml). A language's "
+        "jobs run in it when they name it (image=NAME), or when a languages file "
+        "(SANDBOX_LANGUAGES_FILE) sets the language's image to NAME.",
     )
     build.add_argument("name", metavar="NAME")
-    build.add_argument("--debootstrap", metavar="SUITE", required=True, help="e.g. bookworm")
+    build.add_argument("--debootstrap", metavar="SUITE", default="bookworm", help="(bookworm)")
     build.add_argument("--include", default="", metavar="PKG,...", help="extra packages")
+    build.add_argument(
+        "--language",
+        action="append",
+        default=[],
+        metavar="LANG",
+        help="the Debian packages of LANG's toolchain and runtime (repeatable)",
+    )
     build.add_argument("--variant", default="minbase", help="debootstrap variant")
     build.add_argument("--mirror", metavar="URL", help="Debian mirror (default: debootstrap's)")
     build.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -259,7 +271,16 @@ def _image(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 0
+    from sandbox import languages
+
     include = tuple(p for p in args.include.split(",") if p)
+    for name in args.language:
+        try:
+            packages = languages.get(name).packages
+        except ValueError as exc:
+            print(f"sandbox: --language: {exc}", file=sys.stderr)
+            return 2
+        include += tuple(p for p in packages if p not in include)
     manifest = store.build_debootstrap(
         args.name,
         args.debootstrap,

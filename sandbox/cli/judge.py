@@ -48,6 +48,9 @@ def add_commands(sub: Any, language_type: Any) -> None:
     judge.add_argument(
         "--lang", type=language_type, metavar="NAME", help="default: from the extension"
     )
+    judge.add_argument(
+        "--image", metavar="NAME", help="image to judge in (default: the language's)"
+    )
     judge.add_argument(  # names checked by the spec (JudgeSpec.compare), which lists them
         "--compare",
         default=None,
@@ -123,6 +126,7 @@ def _spec(args: argparse.Namespace, language: str) -> JudgeSpec:
             "compare": args.compare or "lines",
             "float_tolerance": args.float_tolerance,
             "stop_on_failure": args.stop_on_failure,
+            "image": args.image,
         }
         if args.checker:
             checker = read_file(args.checker, "checker")
@@ -141,14 +145,15 @@ def _problem_spec(
 
     if args.checker:
         raise UsageError("--checker and --problem: the package's output validator judges")
-    try:
-        package = problem.load(Path(args.problem))
-    except SpecError as exc:
-        raise UsageError(str(exc)) from exc
     overrides: dict[str, Any] = {"limits": limits, "stop_on_failure": args.stop_on_failure}
     if args.compare:
         overrides["compare"] = args.compare
-    return package.spec(code, language, **overrides)
+    if args.image:
+        overrides["image"] = args.image
+    try:
+        return problem.load(Path(args.problem)).spec(code, language, **overrides)
+    except SpecError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def judge_command(args: argparse.Namespace, language: str) -> int:

@@ -86,7 +86,7 @@ def test_a_forked_child_gets_a_runtime_of_its_own(background):
 EXITS_WITHOUT_STOP = """
 from sandbox import JobSpec
 from sandbox.runtime.shared import RuntimeThread
-host = RuntimeThread()  # as worker.tasks.runtime_host() makes one
+host = RuntimeThread()  # as worker.runtime.runtime_host() makes one
 for _ in range(3):
     assert host.execute(JobSpec(code="exec /bin/true", language="sh")).exit_code == 0
 print(host.runtime.owner)

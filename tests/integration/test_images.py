@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -348,3 +350,42 @@ async def test_debootstrap_image_runs_its_own_python_free_userland(runtime):
         assert "no-python" in rest
     finally:
         store.remove(name)
+
+
+@pytest.mark.slow
+def test_an_image_for_a_language_from_its_debian_packages(tmp_path: Path):
+    """`sandbox image build NAME --language python`: debootstrap's minimal Debian with the
+    language's packages (languages.toml) and nothing of the host; `sandbox judge --image`
+    compiles (py_compile) and runs a submission in it."""
+    name = f"test-lang-{os.getpid()}"
+    sandbox_cli = str(Path(sys.executable).with_name("sandbox"))
+    built = subprocess.run(
+        [sandbox_cli, "image", "build", name, "--language", "python", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    try:
+        manifest = json.loads(built.stdout)
+        assert (manifest["source"], manifest["binds"]) == ("debootstrap", [])
+        assert "python3" in manifest["include"]
+        tests = tmp_path / "tests"
+        tests.mkdir()
+        (tests / "1.in").write_text("")
+        (tests / "1.out").write_text("/usr/bin/python3 False\n")
+        solution = tmp_path / "sol.py"  # the host has gcc; the image has python3 only
+        solution.write_text(
+            "import os, sys\nprint(sys.executable, os.path.exists('/usr/bin/gcc'))\n"
+        )
+        judged = subprocess.run(
+            [sandbox_cli, "judge", "--tests", str(tests), "--image", name, "--json", str(solution)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        result = json.loads(judged.stdout)
+        assert result["status"] == "accepted", result
+        assert result["compile"]["status"] == "accepted"
+    finally:
+        subprocess.run([sandbox_cli, "image", "rm", name], capture_output=True, check=False)

@@ -147,7 +147,7 @@ def test_judge_refuses_on_the_client_what_would_run_too_long(client, redis_serve
 
 def test_judge_works_locally_without_redis():
     """`sandbox.judge(...)` is a plain call too: it runs here, as `sandbox.run(...)` does."""
-    from worker.tasks import runtime_host
+    from worker.runtime import runtime_host
 
     try:
         result = sandbox.judge(

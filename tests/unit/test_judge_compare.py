@@ -56,7 +56,8 @@ def test_a_spec_needs_tests_and_a_known_language():
 
 
 def test_a_submission_too_big_or_too_long_is_refused_on_the_client():
-    from worker.tasks import JudgeTask, judge_budget, submission_size
+    from worker.judge import judge_budget, submission_size
+    from worker.tasks import JudgeTask
 
     spec = JudgeSpec(code="x" * 10, tests=[TestCase(stdin="1" * 5, expected="2" * 3)] * 4)
     assert submission_size(spec) == 10 + 4 * 8
