@@ -140,9 +140,7 @@ class Api:
         self.http = httpx.AsyncClient(timeout=settings.callback_timeout, follow_redirects=False)
         self.tasks: set[asyncio.Task[None]] = set()
         known = languages.known()
-        self.languages = judge0.language_ids(
-            {name: name for name in known}, settings.language_ids
-        )
+        self.languages = judge0.language_ids({name: name for name in known}, settings.language_ids)
         self.info = known
         self.queues = sorted({worker_settings.queue, *worker_settings.routes.values()})
 
@@ -171,7 +169,9 @@ class Api:
         def bad(name: str, message: str) -> None:
             errors.setdefault(name, []).append(message)
 
-        def number(name: str, value: Any, default: Any, low: float, high: float, *, gt: bool = False):
+        def number(
+            name: str, value: Any, default: Any, low: float, high: float, *, gt: bool = False
+        ) -> Any:
             value = default if value is None else value
             if (value <= low) if gt else (value < low):
                 bad(name, f"must be greater than {'' if gt else 'or equal to '}{low:g}")
@@ -196,17 +196,27 @@ class Api:
             language = self.languages[sub.language_id][0]
         if not source and not sub.additional_files:
             bad("source_code", "can't be blank")
-        runs = number("number_of_runs", sub.number_of_runs, s.number_of_runs, 0, s.max_number_of_runs, gt=True)
-        cpu = number("cpu_time_limit", sub.cpu_time_limit, s.cpu_time_limit, 0, s.max_cpu_time_limit, gt=True)
-        extra = number("cpu_extra_time", sub.cpu_extra_time, s.cpu_extra_time, 0, s.max_cpu_extra_time)
-        wall = number("wall_time_limit", sub.wall_time_limit, s.wall_time_limit, 1, s.max_wall_time_limit)
+        runs = number(
+            "number_of_runs", sub.number_of_runs, s.number_of_runs, 0, s.max_number_of_runs, gt=True
+        )
+        cpu = number(
+            "cpu_time_limit", sub.cpu_time_limit, s.cpu_time_limit, 0, s.max_cpu_time_limit, gt=True
+        )
+        extra = number(
+            "cpu_extra_time", sub.cpu_extra_time, s.cpu_extra_time, 0, s.max_cpu_extra_time
+        )
+        wall = number(
+            "wall_time_limit", sub.wall_time_limit, s.wall_time_limit, 1, s.max_wall_time_limit
+        )
         memory = number("memory_limit", sub.memory_limit, s.memory_limit, 4096, s.max_memory_limit)
         stack = number("stack_limit", sub.stack_limit, s.stack_limit, 0, s.max_stack_limit)
         pids = number(
             "max_processes_and_or_threads", sub.max_processes_and_or_threads,
             s.max_processes_and_or_threads, 0, s.max_max_processes_and_or_threads, gt=True,
         )  # fmt: skip
-        file_size = number("max_file_size", sub.max_file_size, s.max_file_size, 0, s.max_max_file_size)
+        file_size = number(
+            "max_file_size", sub.max_file_size, s.max_file_size, 0, s.max_max_file_size
+        )
         for name in (
             "enable_per_process_and_thread_time_limit",
             "enable_per_process_and_thread_memory_limit",
@@ -429,7 +439,10 @@ class Api:
         out["status"] = {"id": status.id, "description": status.description}
         out["status_id"] = status.id
         language = self.languages.get(record.get("language_id") or -1)
-        out["language"] = {"id": record.get("language_id"), "name": language[1] if language else None}
+        out["language"] = {
+            "id": record.get("language_id"),
+            "name": language[1] if language else None,
+        }
         for name in _DECIMALS:
             if out.get(name) is not None:
                 out[name] = _decimal(out[name])
@@ -581,17 +594,24 @@ def create_app(settings: ApiSettings | None = None) -> Any:
     @app.exception_handler(RedisError)
     async def _redis_down(_: Request, exc: RedisError) -> Response:
         log.error("redis: %s", exc)
-        return JSONResponse({"error": "the queue (Redis) is unreachable"}, 503, {"Retry-After": "5"})
+        return JSONResponse(
+            {"error": "the queue (Redis) is unreachable"}, 503, {"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         incident = secrets.token_hex(4)
         log.exception("internal error %s", incident)
         if type(exc).__name__ == "SubmitError":
-            return JSONResponse({"error": "the queue (Redis) is unreachable"}, 503, {"Retry-After": "5"})
+            return JSONResponse(
+                {"error": "the queue (Redis) is unreachable"}, 503, {"Retry-After": "5"}
+            )
         return JSONResponse({"error": f"internal error (logged as {incident})"}, 500)
 
-    sub_response = {201: {"model": SubmissionOut}, 422: {"description": "field -> messages"}}
+    sub_response: dict[int | str, dict[str, Any]] = {
+        201: {"model": SubmissionOut},
+        422: {"description": "field -> messages"},
+    }
 
     @app.post("/submissions", status_code=201, responses=sub_response, response_model=None)
     async def create_submission(
@@ -695,7 +715,9 @@ def create_app(settings: ApiSettings | None = None) -> Any:
         record = await a.record(token)
         if record is None:
             raise ApiError(404, "submission not found")
-        return JSONResponse(a.view(record, await a.meta(token), wanted, encoded=_flag(base64_encoded)))
+        return JSONResponse(
+            a.view(record, await a.meta(token), wanted, encoded=_flag(base64_encoded))
+        )
 
     @app.delete("/submissions/{token}", response_model=None)
     async def delete_submission(
@@ -727,7 +749,7 @@ def create_app(settings: ApiSettings | None = None) -> Any:
         """Every language id accepted (a language may have several: Judge0's versions of it)."""
         return [
             LanguageSummary(id=number, name=name)
-            for number, (_lang, name) in sorted(api().languages.items(), key=lambda i: (i[1][1], i[0]))
+            for number, (_lang, name) in sorted(api().languages.items(), key=lambda i: i[1][1])
         ]
 
     @app.get("/languages/{language_id}", response_model=LanguageDetail)
@@ -826,11 +848,18 @@ def create_app(settings: ApiSettings | None = None) -> Any:
         sizes = [int(await a.redis.llen(q)) for q in a.queues]
         answer = []
         for queue, size in zip(a.queues, sizes, strict=True):
-            names = [w for w, qs in (queues or {}).items() if any(q.get("name") == queue for q in qs)]
-            slots = sum(int((stats or {}).get(w, {}).get("pool", {}).get("max-concurrency", 0)) for w in names)
+            names = [
+                w for w, qs in (queues or {}).items() if any(q.get("name") == queue for q in qs)
+            ]
+            slots = sum(
+                int((stats or {}).get(w, {}).get("pool", {}).get("max-concurrency", 0))
+                for w in names
+            )
             busy = sum(len((active or {}).get(w, [])) for w in names)
             answer.append(
-                WorkerQueue(queue=queue, size=size, available=slots, idle=max(0, slots - busy), working=busy)
+                WorkerQueue(
+                    queue=queue, size=size, available=slots, idle=max(0, slots - busy), working=busy
+                )
             )
         return answer
 

@@ -107,6 +107,7 @@ def language_ids(
     table: dict[int, tuple[str, str]] = {}
     extra = extra or {}
     for name in sorted(known):
+        ids: tuple[int, ...]
         if name in extra:
             ids, shown = (extra[name],), LANGUAGE_IDS.get(name, ((), known[name]))[1]
         elif name in LANGUAGE_IDS:
@@ -180,9 +181,7 @@ def outcome(
     """
     verdict = str(result.get("status"))
     compiled = result.get("compile") or {}
-    compile_output = _text(
-        "".join(filter(None, (compiled.get("stdout"), compiled.get("stderr"))))
-    )
+    compile_output = _text("".join(filter(None, (compiled.get("stdout"), compiled.get("stderr")))))
     if verdict == "compile_error":
         if syntax_check_only:
             return Outcome(

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import zipfile
+from collections.abc import Iterator
 
 import httpx
 import judge0
@@ -49,8 +50,10 @@ def test_official_client_runs_one_submission_and_waits(client: judge0.Client):
     )
     assert result.status == judge0.Status.ACCEPTED
     assert result.stdout == "olleh\n"
-    assert result.time is not None and result.memory is not None
-    assert result.token is not None and result.created_at is not None
+    assert result.time is not None
+    assert result.memory is not None
+    assert result.token is not None
+    assert result.created_at is not None
     assert result.finished_at is not None
 
 
@@ -71,7 +74,8 @@ def test_official_client_async_then_wait_and_compile_error(client: judge0.Client
     )
     broken = judge0.async_run(client=client, source_code="int main( {", language=judge0.CPP)
     judge0.wait(client=client, submissions=[ok, broken])
-    assert ok.status == judge0.Status.ACCEPTED and ok.stdout == "hi\n"
+    assert ok.status == judge0.Status.ACCEPTED
+    assert ok.stdout == "hi\n"
     assert broken.status == judge0.Status.COMPILATION_ERROR
     assert "error" in (broken.compile_output or "")
 
@@ -101,8 +105,10 @@ def test_wait_true_answers_the_default_fields_and_ours(base: str):
         "oom_killed", "memory_peak", "verdict",
     }  # fmt: skip
     assert body["status"] == {"id": 3, "description": "Accepted"}
-    assert body["stdout"] == "hi\n" and body["stderr"] is None
-    assert isinstance(body["time"], str) and float(body["time"]) >= 0
+    assert body["stdout"] == "hi\n"
+    assert body["stderr"] is None
+    assert isinstance(body["time"], str)
+    assert float(body["time"]) >= 0
     assert body["memory"] == body["memory_peak"] // 1024
 
 
@@ -111,16 +117,19 @@ def test_poll_with_fields_and_base64(base: str):
         f"{base}/submissions?base64_encoded=true",
         json={"source_code": b64("echo $(cat)"), "language_id": SH, "stdin": b64("ünï")},
     )
-    assert answer.status_code == 201 and set(answer.json()) == {"token"}
+    assert answer.status_code == 201
+    assert set(answer.json()) == {"token"}
     token = answer.json()["token"]
     body = poll(base, token, base64_encoded="true", fields="stdout,status,language,stdin,token")
     assert set(body) == {"stdout", "status", "language", "stdin", "token"}
     assert base64.b64decode(body["stdout"]).decode() == "ünï\n"  # type: ignore[arg-type]
     assert body["language"] == {"id": SH, "name": "Bash (dash 0.5.12, POSIX sh)"}
     everything = poll(base, token, fields="*")
-    assert everything["source_code"] == "echo $(cat)" and everything["stdin"] == "ünï"
-    assert everything["cpu_time_limit"] == "5.0" and everything["memory_limit"] == 128000
-    assert everything["finished_at"].endswith("Z")  # type: ignore[union-attr]
+    assert everything["source_code"] == "echo $(cat)"
+    assert everything["stdin"] == "ünï"
+    assert everything["cpu_time_limit"] == "5.0"
+    assert everything["memory_limit"] == 128000
+    assert str(everything["finished_at"]).endswith("Z")
 
 
 def test_statuses_from_our_results(base: str):
@@ -171,7 +180,8 @@ def test_expected_output_redirect_and_runs(base: str):
     )
     body = answer.json()
     assert body["status"]["id"] == 3, body
-    assert body["stdout"] == "out\nerr\n" and body["stderr"] is None
+    assert body["stdout"] == "out\nerr\n"
+    assert body["stderr"] is None
 
 
 def test_additional_files_as_a_zip(base: str):
@@ -216,13 +226,15 @@ def test_catalogue_endpoints(base: str):
     languages = httpx.get(f"{base}/languages").json()
     assert {"id": 54, "name": "C++ (GCC 12.2.0)"} in languages
     detail = httpx.get(f"{base}/languages/62").json()
-    assert detail["source_file"] == "Main.java" and detail["is_archived"] is False
+    assert detail["source_file"] == "Main.java"
+    assert detail["is_archived"] is False
     assert httpx.get(f"{base}/languages/999").status_code == 404
     statuses = httpx.get(f"{base}/statuses").json()
     assert [s["id"] for s in statuses] == list(range(1, 15))
     assert statuses[12] == {"id": 13, "description": "Internal Error"}
     config = httpx.get(f"{base}/config_info").json()
-    assert config["memory_limit"] == 128000 and config["max_queue_size"] == 100
+    assert config["memory_limit"] == 128000
+    assert config["max_queue_size"] == 100
     workers = httpx.get(f"{base}/workers").json()
     assert workers == [
         {"queue": "sandbox", "size": 0, "available": 2, "idle": 2, "working": 0, "paused": 0,
@@ -262,7 +274,8 @@ def test_bad_language_and_out_of_range_fields(base: str):
     bad_json = httpx.post(
         f"{base}/submissions", content=b"{", headers={"Content-Type": "application/json"}
     )
-    assert bad_json.status_code == 400 and "error" in bad_json.json()
+    assert bad_json.status_code == 400
+    assert "error" in bad_json.json()
     assert httpx.get(f"{base}/submissions/nope").status_code == 404
     assert httpx.get(f"{base}/submissions/x?fields=stdout,nope").json() == {
         "error": "invalid fields: [nope]"
@@ -277,7 +290,7 @@ def test_too_large(base: str):
     assert answer.status_code == 413
     assert answer.json() == {"error": "request body larger than 4194304 bytes"}
 
-    def chunks():  # no Content-Length: counted as it arrives
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield b'{"language_id": 71, "source_code": "'
         for _ in range(6):
             yield b"#" * 2**20
@@ -305,9 +318,12 @@ def test_bad_token_and_authorization(stack: Stack):
     assert httpx.delete(url, headers=auth).status_code == 403
     assert httpx.delete(url, headers={**auth, "X-Auth-User": "nobody"}).status_code == 403
     deleted = httpx.delete(url, headers={**auth, "X-Auth-User": "admin"})
-    assert deleted.status_code == 200 and base64.b64decode(deleted.json()["stdout"]) == b"5\n"
+    assert deleted.status_code == 200
+    assert base64.b64decode(deleted.json()["stdout"]) == b"5\n"
     assert httpx.get(url, headers=auth).status_code == 404
-    assert httpx.post(f"{base}/authorize", headers={**auth, "X-Auth-User": "admin"}).status_code == 200
+    assert (
+        httpx.post(f"{base}/authorize", headers={**auth, "X-Auth-User": "admin"}).status_code == 200
+    )
 
 
 def test_open_bind_without_tokens_is_refused(stack: Stack):
@@ -338,7 +354,8 @@ def test_rate_limit_per_token(stack: Stack):
             httpx.post(f"{base}/submissions", json=body, headers={"X-Auth-Token": "a"}).status_code
         )
     limited = httpx.post(f"{base}/submissions", json=body, headers={"X-Auth-Token": "a"})
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
     assert "rate limit" in limited.json()["error"]
     other = httpx.post(f"{base}/submissions", json=body, headers={"X-Auth-Token": "b"})
     assert other.status_code == 201  # the limit is per token
@@ -352,7 +369,8 @@ def test_queue_full(stack: Stack):
     assert [m.status_code for m in made] == [201, 201]
     full = httpx.post(f"{base}/submissions", json=body)
     assert full.status_code == 503
-    assert full.json() == {"error": "queue is full"} and full.headers["Retry-After"] == "5"
+    assert full.json() == {"error": "queue is full"}
+    assert full.headers["Retry-After"] == "5"
     batch = httpx.post(f"{base}/submissions/batch", json={"submissions": [body]})
     assert batch.status_code == 503
     assert stack.redis.llen("api-test-full") == 2  # nothing lost, nothing extra
@@ -360,7 +378,8 @@ def test_queue_full(stack: Stack):
         shown = httpx.get(f"{base}/submissions/{m.json()['token']}").json()
         assert shown["status"] == {"id": 1, "description": "In Queue"}
     workers = httpx.get(f"{base}/workers").json()
-    assert workers[0]["queue"] == "api-test-full" and workers[0]["size"] == 2
+    assert workers[0]["queue"] == "api-test-full"
+    assert workers[0]["size"] == 2
     assert workers[0]["available"] == 0
 
 
