@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,11 @@ def case(status: str, **fields: object) -> dict[str, object]:
 
 
 def run(*cases: dict[str, object], verdict: str = "accepted", **kwargs: object) -> judge0.Outcome:
-    options: dict = {"expected_output": None, "cpu_time_limit": 5.0, "wall_time_limit": 10.0}
+    options: dict[str, Any] = {
+        "expected_output": None,
+        "cpu_time_limit": 5.0,
+        "wall_time_limit": 10.0,
+    }
     options.update(kwargs)
     return judge0.outcome({"status": verdict, "tests": list(cases)}, **options)
 
@@ -30,7 +35,9 @@ def test_statuses_are_judge0s_fourteen():
 def test_every_shipped_language_has_an_id_and_ids_are_unique():
     table = judge0.language_ids({name: name for name in languages.known()})
     assert {name for name, _ in table.values()} == set(languages.known())
-    assert table[71][0] == "python" and table[52][0] == "cpp" and table[62][0] == "java"
+    assert table[71][0] == "python"
+    assert table[52][0] == "cpp"
+    assert table[62][0] == "java"
     ids = [i for ids, _ in judge0.LANGUAGE_IDS.values() for i in ids]
     assert len(ids) == len(set(ids))
 
@@ -70,29 +77,39 @@ def test_wrong_answer_by_judge0s_comparison():
 def test_compile_error_and_a_syntax_check():
     compiled = {"status": "compile_error", "stdout": "", "stderr": "e: bad", "exit_code": 1}
     result = {"status": "compile_error", "compile": compiled, "tests": []}
-    limits = {"expected_output": None, "cpu_time_limit": 5.0, "wall_time_limit": 10.0}
+    limits: dict[str, Any] = {
+        "expected_output": None,
+        "cpu_time_limit": 5.0,
+        "wall_time_limit": 10.0,
+    }
     assert judge0.outcome(result, **limits).status == judge0.COMPILATION_ERROR
     python = judge0.outcome(result, **limits, syntax_check_only=True)
-    assert python.status == judge0.NZEC and python.stderr == "e: bad"
+    assert python.status == judge0.NZEC
+    assert python.stderr == "e: bad"
 
 
 def test_runs_average_and_stop_at_the_first_failure():
     done = run(case("accepted", cpu_time=0.1), case("accepted", cpu_time=0.3))
     assert done.time == 0.2
     failed = run(case("accepted"), case("runtime_error", exit_code=1), case("skipped"))
-    assert failed.status == judge0.NZEC and failed.exit_code == 1
+    assert failed.status == judge0.NZEC
+    assert failed.exit_code == 1
 
 
 def test_a_memory_limit_says_so_beside_judge0s_status():
     done = run(case("memory_limit", signal=9, memory_peak=64 * 2**20))
-    assert done.oom_killed and done.memory == 65536 and done.memory_peak == 64 * 2**20
+    assert done.oom_killed
+    assert done.memory == 65536
+    assert done.memory_peak == 64 * 2**20
 
 
 def test_settings_hold_judge0s_defaults_within_the_sandboxs_maxima(monkeypatch):
     assert ApiSettings().memory_limit == 128000
     monkeypatch.setenv("SANDBOX_MAX_MEMORY", str(256 * 2**20))
     assert ApiSettings().max_memory_limit == 256 * 1024
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert not is_loopback("0.0.0.0")
 
 
 def test_the_app_loads_neither_runtime_nor_kernel_mechanism():
