@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from redis.credentials import CredentialProvider
@@ -203,6 +204,15 @@ def client(settings: WorkerSettings, **kwargs: Any) -> redis.Redis:
     elif settings.redis_username:
         kwargs["username"] = settings.redis_username
     return redis.Redis.from_url(settings.redis_url, **(_tls(settings) or {}), **kwargs)
+
+
+def async_client(settings: WorkerSettings, **kwargs: Any) -> redis.asyncio.Redis:
+    """An asyncio redis-py client to Redis as ``settings`` say (the HTTP API, sandbox/api/)."""
+    if settings.redis_password_file is not None:
+        kwargs["credential_provider"] = FileCredentials(settings)
+    elif settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    return redis.asyncio.Redis.from_url(settings.redis_url, **(_tls(settings) or {}), **kwargs)
 
 
 def display_url(settings: WorkerSettings) -> str:

@@ -5,6 +5,7 @@
     cat prog.py | sandbox run --stdin in.txt -
     sandbox submit --json prog.py              # the same, through Redis and a worker
     sandbox worker [CELERY ARGS...]            # start a worker
+    sandbox api [--host H --port P]            # the Judge0-compatible HTTP API
     sandbox doctor [--json]
     sandbox image import|build|ls|rm|inspect ...
     sandbox pool status [--json]
@@ -70,6 +71,14 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
         description="Check this host, then exec `celery -A worker.app:app worker ARGS...`.",
     )
     worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    api = sub.add_parser(
+        "api",
+        help="serve the Judge0 CE-compatible HTTP API (docs/api.md); needs no root",
+        description="An HTTP server (uvicorn) that sends submissions to the workers through "
+        "Redis. SANDBOX_API_* settings; without SANDBOX_API_AUTHN_TOKENS only a loopback bind.",
+    )
+    api.add_argument("--host", help="address to listen on (SANDBOX_API_HOST, 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (SANDBOX_API_PORT, 2358)")
 
     add_judge_commands(sub, known_language)
     add_ops_commands(sub)
@@ -182,6 +191,12 @@ def _worker(args: argparse.Namespace) -> int:
     if not any(a.startswith(("--loglevel", "-l")) for a in args.celery_args):
         argv += ["--loglevel", "INFO"]
     os.execv(sys.executable, argv)
+
+
+def _api(args: argparse.Namespace) -> int:
+    from sandbox.api.server import serve
+
+    return serve(host=args.host, port=args.port)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -391,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "submit": _submit,
         "worker": _worker,
+        "api": _api,
         "doctor": _doctor,
         "image": _image,
         "pool": _pool,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE_KEYS = {
     "image", "build", "command", "environment", "depends_on", "cap_add", "security_opt",
     "cgroup", "volumes", "tmpfs", "stop_signal", "stop_grace_period", "privileged",
-    "expose", "healthcheck", "secrets",
+    "expose", "healthcheck", "secrets", "entrypoint", "user", "ports",
 }  # fmt: skip
 # What deploy/redis-secrets.sh makes.
 REDIS_SECRETS = {
@@ -36,15 +36,18 @@ def _seconds(duration: str) -> float:
 
 
 def _known_env() -> set[str]:
+    from sandbox.api.settings import ApiSettings
+
     fields = set(Settings.model_fields) | set(WorkerSettings.model_fields)
-    return {f"SANDBOX_{name.upper()}" for name in fields}
+    api = {f"SANDBOX_API_{name.upper()}" for name in ApiSettings.model_fields}
+    return {f"SANDBOX_{name.upper()}" for name in fields} | api
 
 
 def test_compose_file_is_valid_and_scales_workers():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert set(compose) <= {"services", "volumes", "networks", "secrets"}
     services = compose["services"]
-    assert set(services) == {"redis", "worker"}
+    assert set(services) == {"redis", "worker", "api"}
     for name, service in services.items():
         assert set(service) <= SERVICE_KEYS, name
     worker = services["worker"]
@@ -121,6 +124,24 @@ def test_systemd_unit_serves_sandbox_run_warm():
     assert service["KillSignal"] == "SIGTERM"  # sandbox serve stops on it, socket first
     assert int(service["TimeoutStopSec"]) > 300  # above the largest wall limit
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_unit_serves_the_api_without_root():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string((ROOT / "deploy/sandbox-api.service").read_text())
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1] == "api"
+    assert service["DynamicUser"] == "yes"  # no root, no capabilities
+    assert service["CapabilityBoundingSet"] == ""
+
+
+def test_compose_api_needs_no_privilege_and_a_token():
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert api["entrypoint"][:2] == ["sandbox", "api"]
+    assert "privileged" not in api
+    assert "cap_add" not in api
+    assert api["user"] != "0"
+    assert "SANDBOX_API_AUTHN_TOKENS" in api["environment"]
 
 
 def test_dockerfile_copies_what_exists_and_runs_the_entrypoint():

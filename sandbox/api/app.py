@@ -1,0 +1,879 @@
+"""The Judge0 CE-compatible HTTP API: a FastAPI app that sends ``sandbox.judge`` tasks.
+
+Stateless: a submission's token is its Celery task id (a UUID4, as Judge0's),
+its request is a Redis key that expires with its result
+(``SANDBOX_RESULT_EXPIRES``), and its result is the task's result; any API
+process answers for any submission. Each submission is one ``sandbox.judge``
+task with one test case per run, so the worker compiles once (with the
+language's compile limits) and Judge0's fields come from the judge's
+compile step and cases (:func:`sandbox.api.judge0.outcome`).
+
+It imports the Celery client (``worker.tasks``) and the policy models, never
+the runtime or the kernel mechanism (an import contract, pyproject.toml): it
+needs no root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from sandbox import languages
+from sandbox.api import judge0
+from sandbox.api.models import (
+    About,
+    BatchRequest,
+    LanguageDetail,
+    LanguageSummary,
+    StatusOut,
+    SubmissionIn,
+    SubmissionOut,
+    WorkerQueue,
+)
+from sandbox.api.settings import ApiSettings
+
+__all__ = ["JUDGE0_VERSION", "create_app"]
+
+log = logging.getLogger("sandbox.api")
+JUDGE0_VERSION = "1.13.1"  # the Judge0 CE API spoken (the official client keys its ids by it)
+RECORD_KEY = "sandbox:api:submission:{}"
+RATE_KEY = "sandbox:api:rate:{}:{}"
+QUEUE_FULL_RETRY = 5  # seconds a client waits after 503 "queue is full"
+
+# Judge0's fields of a submission, in its order; ours after them. ``fields=*``
+# is Judge0's only: the official client sets each field it is given on a model
+# that has no others (it raises on ours), so ours come by name or by default.
+FIELDS: tuple[str, ...] = tuple(SubmissionOut.model_fields)
+OURS = ("oom_killed", "memory_peak", "verdict")
+JUDGE0_FIELDS = tuple(f for f in FIELDS if f not in OURS)
+DEFAULT_FIELDS = (
+    "token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status",
+    "oom_killed", "memory_peak", "verdict",
+)  # fmt: skip
+_ENCODED = ("source_code", "stdin", "expected_output", "stdout", "stderr", "compile_output")
+_DECIMALS = ("time", "wall_time", "cpu_time_limit", "cpu_extra_time", "wall_time_limit")
+_READY = ("SUCCESS", "FAILURE", "REVOKED")
+
+
+class FieldErrors(Exception):
+    """A submission refused: field -> messages, as Judge0 (Rails) answers 422."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class ApiError(Exception):
+    """An answer other than 2xx: status, Judge0's ``{"error": ...}``, headers."""
+
+    def __init__(self, status: int, error: str | None, headers: dict[str, str] | None = None):
+        super().__init__(error)
+        self.status, self.error, self.headers = status, error, headers or {}
+
+
+def _stamp(moment: datetime) -> str:
+    """Rails' JSON time: ``2024-01-31T12:00:00.123Z`` (what the official client parses)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _decimal(value: Any) -> str | None:
+    """A decimal as Rails shows one: a string, ``"5.0"``, ``"0.002"``."""
+    if value is None:
+        return None
+    text = f"{float(value):.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _b64(text: str | None) -> str | None:
+    return None if text is None else base64.b64encode(text.encode()).decode()
+
+
+def _unb64(name: str, text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text.replace("\n", ""), validate=True).decode(errors="replace")
+    except (binascii.Error, ValueError) as exc:
+        raise FieldErrors({name: ["is not valid base64"]}) from exc
+
+
+class Api:
+    """What the routes share: settings, Redis, the Celery client, the languages."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        from worker import broker
+        from worker.app import app as celery
+        from worker.app import settings as worker_settings
+        from worker.tasks import judge
+
+        self.settings = settings
+        self.worker_settings = worker_settings
+        self.celery = celery
+        self.judge = judge
+        self.redis: aioredis.Redis = broker.async_client(worker_settings)
+        # Publishing is kombu's blocking I/O: a few threads of our own do it.
+        self.threads = ThreadPoolExecutor(8, thread_name_prefix="sandbox-api")
+        self.http = httpx.AsyncClient(timeout=settings.callback_timeout, follow_redirects=False)
+        self.tasks: set[asyncio.Task[None]] = set()
+        known = languages.known()
+        self.languages = judge0.language_ids({name: name for name in known}, settings.language_ids)
+        self.info = known
+        self.queues = sorted({worker_settings.queue, *worker_settings.routes.values()})
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.http.aclose()
+        await self.redis.aclose()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+    async def blocking(self, work: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.threads, work)
+
+    # -- a submission in, a judge task out -----------------------------------------
+
+    def spec(self, sub: SubmissionIn, encoded: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The submission's ``sandbox.judge`` fields and its stored record.
+
+        Raises:
+            FieldErrors: what Judge0 would refuse, by field.
+        """
+        s = self.settings
+        errors: dict[str, list[str]] = {}
+
+        def bad(name: str, message: str) -> None:
+            errors.setdefault(name, []).append(message)
+
+        def number(
+            name: str, value: Any, default: Any, low: float, high: float, *, gt: bool = False
+        ) -> Any:
+            value = default if value is None else value
+            if (value <= low) if gt else (value < low):
+                bad(name, f"must be greater than {'' if gt else 'or equal to '}{low:g}")
+            elif value > high:
+                bad(name, f"must be less than or equal to {high:g}")
+            return value
+
+        try:
+            source = _unb64("source_code", sub.source_code) if encoded else sub.source_code
+            stdin = _unb64("stdin", sub.stdin) if encoded else sub.stdin
+            expected = (
+                _unb64("expected_output", sub.expected_output) if encoded else sub.expected_output
+            )
+        except FieldErrors as exc:
+            raise FieldErrors(exc.errors) from None
+        language = None
+        if sub.language_id is None:
+            bad("language_id", "can't be blank")
+        elif sub.language_id not in self.languages:
+            bad("language_id", f"language with id {sub.language_id} doesn't exist")
+        else:
+            language = self.languages[sub.language_id][0]
+        if not source and not sub.additional_files:
+            bad("source_code", "can't be blank")
+        runs = number(
+            "number_of_runs", sub.number_of_runs, s.number_of_runs, 0, s.max_number_of_runs, gt=True
+        )
+        cpu = number(
+            "cpu_time_limit", sub.cpu_time_limit, s.cpu_time_limit, 0, s.max_cpu_time_limit, gt=True
+        )
+        extra = number(
+            "cpu_extra_time", sub.cpu_extra_time, s.cpu_extra_time, 0, s.max_cpu_extra_time
+        )
+        wall = number(
+            "wall_time_limit", sub.wall_time_limit, s.wall_time_limit, 1, s.max_wall_time_limit
+        )
+        memory = number("memory_limit", sub.memory_limit, s.memory_limit, 4096, s.max_memory_limit)
+        stack = number("stack_limit", sub.stack_limit, s.stack_limit, 0, s.max_stack_limit)
+        pids = number(
+            "max_processes_and_or_threads", sub.max_processes_and_or_threads,
+            s.max_processes_and_or_threads, 0, s.max_max_processes_and_or_threads, gt=True,
+        )  # fmt: skip
+        file_size = number(
+            "max_file_size", sub.max_file_size, s.max_file_size, 0, s.max_max_file_size
+        )
+        for name in (
+            "enable_per_process_and_thread_time_limit",
+            "enable_per_process_and_thread_memory_limit",
+        ):
+            if getattr(sub, name):
+                bad(name, "this option cannot be enabled")
+        if sub.enable_network:
+            bad("enable_network", "enabling network is not allowed")
+        if sub.compiler_options:
+            bad("compiler_options", "setting compiler options is not allowed")
+        if sub.command_line_arguments:
+            bad("command_line_arguments", "setting command line arguments is not allowed")
+        if sub.callback_url:
+            why = self._callback_refused(sub.callback_url)
+            if why:
+                bad("callback_url", why)
+        if errors:
+            raise FieldErrors(errors)
+        assert language is not None
+        info = self.info[language]
+        limits = {
+            "cpu_time": cpu + extra,
+            "wall_time": wall,
+            "memory": int(memory) * 1024,
+            "pids": pids,
+            "output": max(file_size * 1024, 1024),
+            "file_size": file_size * 1024,
+        }
+        if stack:
+            limits["stack"] = max(int(stack) * 1024, 64 * 1024)
+        fields: dict[str, Any] = {
+            "code": source or "",
+            "language": language,
+            "tests": [{"stdin": stdin or "", "name": f"run {i + 1}"} for i in range(runs)],
+            "limits": limits,
+            "stop_on_failure": True,
+            "output_preview": min(max(file_size * 1024, 1024), 2**20),
+        }
+        if sub.additional_files:
+            fields["archive"] = sub.additional_files
+        record = {
+            "language_id": sub.language_id,
+            "language": language,
+            "source_code": source,
+            "stdin": stdin,
+            "expected_output": expected,
+            "number_of_runs": runs,
+            "cpu_time_limit": cpu,
+            "cpu_extra_time": extra,
+            "wall_time_limit": wall,
+            "memory_limit": int(memory),
+            "stack_limit": stack,
+            "max_processes_and_or_threads": pids,
+            "enable_per_process_and_thread_time_limit": False,
+            "enable_per_process_and_thread_memory_limit": False,
+            "max_file_size": file_size,
+            "redirect_stderr_to_stdout": bool(
+                s.redirect_stderr_to_stdout
+                if sub.redirect_stderr_to_stdout is None
+                else sub.redirect_stderr_to_stdout
+            ),
+            "enable_network": False,
+            "compiler_options": sub.compiler_options,
+            "command_line_arguments": sub.command_line_arguments,
+            "callback_url": sub.callback_url,
+            "additional_files": sub.additional_files,
+            "time_factor": info.time_factor,
+            "syntax_check_only": info.compiled and not info.artifacts,
+        }
+        return fields, record
+
+    def _callback_refused(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "must be an http or https URL"
+        host = parts.hostname.lower()
+        allowed = {h.lower() for h in self.settings.callback_hosts}
+        if not allowed:
+            return "setting callback is not allowed"
+        if host in allowed or (parts.port and f"{host}:{parts.port}" in allowed):
+            return None
+        return f"host {host} is not an allowed callback host"
+
+    async def admit(self, who: str, count: int) -> None:
+        """Refuse ``count`` more submissions from ``who`` beyond the rate, or a full queue.
+
+        Raises:
+            ApiError: 429 (rate, with Retry-After) or 503 (queue full, with Retry-After).
+        """
+        now = time.time()
+        window = int(now // 60)
+        key = RATE_KEY.format(hashlib.sha256(who.encode()).hexdigest()[:24], window)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incrby(key, count)
+            pipe.expire(key, 61)
+            for queue in self.queues:
+                pipe.llen(queue)
+            done = await pipe.execute()
+        used, waiting = int(done[0]), sum(int(n) for n in done[2:])
+        if used > self.settings.rate:
+            retry = max(1, int((window + 1) * 60 - now))
+            raise ApiError(
+                429,
+                f"rate limit: {self.settings.rate} submissions a minute per token",
+                {"Retry-After": str(retry)},
+            )
+        if waiting + count > self.settings.max_queue_size:
+            raise ApiError(503, "queue is full", {"Retry-After": str(QUEUE_FULL_RETRY)})
+
+    async def submit(self, fields: dict[str, Any], record: dict[str, Any]) -> str:
+        """Store the record, send the task; its token."""
+        token = str(uuid.uuid4())
+        record = {**record, "token": token, "created_at": _stamp(datetime.now(UTC))}
+        ttl = self.worker_settings.result_expires
+        await self.redis.set(RECORD_KEY.format(token), json.dumps(record), ex=ttl)
+        try:
+            await self.blocking(partial(self.judge.apply_async, kwargs=fields, task_id=token))
+        except ValidationError as exc:
+            await self.redis.delete(RECORD_KEY.format(token))
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "source_code"
+            name = "additional_files" if where.startswith(("archive", "files")) else "source_code"
+            raise FieldErrors({name: [str(first.get("msg", "is invalid"))]}) from None
+        except Exception:
+            await self.redis.delete(RECORD_KEY.format(token))
+            raise
+        if record.get("callback_url"):
+            self._spawn(self._call_back(token))
+        return token
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def meta(self, token: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.celery.backend.get_key_for_task(token))
+        if raw is None:
+            return None
+        meta: dict[str, Any] = self.celery.backend.decode(raw)
+        return meta
+
+    async def record(self, token: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(RECORD_KEY.format(token))
+        return None if raw is None else dict(json.loads(raw))
+
+    async def finished(self, token: str, within: float | None) -> dict[str, Any] | None:
+        """The task's meta once it is ready, polling Redis; None if not within ``within``."""
+        deadline = None if within is None else time.monotonic() + within
+        delay = 0.002
+        while True:
+            meta = await self.meta(token)
+            if meta is not None and meta.get("status") in _READY:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    async def _call_back(self, token: str) -> None:
+        """PUT the result to the submission's callback_url, as Judge0 does (base64, its fields)."""
+        meta = await self.finished(token, float(self.worker_settings.result_expires))
+        record = await self.record(token)
+        if meta is None or record is None:
+            return
+        body = self.view(record, meta, DEFAULT_FIELDS, encoded=True)
+        for attempt in range(self.settings.callback_tries):
+            try:
+                await self.http.put(record["callback_url"], json=body)
+                return
+            except httpx.HTTPError as exc:
+                log.warning("callback of %s, try %d: %s", token, attempt + 1, exc)
+
+    # -- a submission out -------------------------------------------------------
+
+    def view(
+        self,
+        record: dict[str, Any],
+        meta: dict[str, Any] | None,
+        fields: tuple[str, ...],
+        *,
+        encoded: bool,
+    ) -> dict[str, Any]:
+        """The submission as Judge0 shows it, with ``fields`` only."""
+        state = (meta or {}).get("status", "PENDING")
+        out: dict[str, Any] = {k: record.get(k) for k in FIELDS if k in record}
+        status = judge0.IN_QUEUE
+        if state in ("STARTED", "RETRY"):
+            status = judge0.PROCESSING
+        elif state == "SUCCESS" and isinstance(meta, dict):
+            done = judge0.outcome(
+                meta.get("result") or {},
+                expected_output=record.get("expected_output"),
+                cpu_time_limit=float(record["cpu_time_limit"]) * record.get("time_factor", 1),
+                wall_time_limit=float(record["wall_time_limit"]) * record.get("time_factor", 1),
+                redirect_stderr_to_stdout=bool(record.get("redirect_stderr_to_stdout")),
+                syntax_check_only=bool(record.get("syntax_check_only")),
+            )
+            status = done.status
+            out.update(
+                stdout=done.stdout,
+                stderr=done.stderr,
+                compile_output=done.compile_output,
+                message=done.message,
+                exit_code=done.exit_code,
+                exit_signal=done.exit_signal,
+                time=done.time,
+                wall_time=done.wall_time,
+                memory=done.memory,
+                oom_killed=done.oom_killed,
+                memory_peak=done.memory_peak,
+                verdict=done.verdict,
+            )
+        elif state in _READY:
+            status = judge0.INTERNAL_ERROR
+            out["message"] = "the job failed on its worker"
+        if state in _READY and meta and meta.get("date_done"):
+            done_at = datetime.fromisoformat(str(meta["date_done"]))
+            out["finished_at"] = _stamp(done_at if done_at.tzinfo else done_at.replace(tzinfo=UTC))
+        out["status"] = {"id": status.id, "description": status.description}
+        out["status_id"] = status.id
+        language = self.languages.get(record.get("language_id") or -1)
+        out["language"] = {
+            "id": record.get("language_id"),
+            "name": language[1] if language else None,
+        }
+        for name in _DECIMALS:
+            if out.get(name) is not None:
+                out[name] = _decimal(out[name])
+        if encoded:
+            for name in _ENCODED:
+                out[name] = _b64(out.get(name))
+            out["message"] = _b64(out.get("message"))
+        return {name: out.get(name) for name in fields}
+
+
+def _fields(fields: str | None) -> tuple[str, ...]:
+    """Judge0's ``fields=``: a comma list, ``*`` for all; none: the default ones."""
+    if not fields:
+        return DEFAULT_FIELDS
+    wanted = [f.strip() for f in fields.split(",") if f.strip()]
+    invalid = [f for f in wanted if f not in FIELDS and f != "*"]
+    if invalid:
+        raise ApiError(400, f"invalid fields: [{', '.join(invalid)}]")
+    if "*" in wanted:
+        return JUDGE0_FIELDS + tuple(f for f in OURS if f in wanted)
+    return tuple(wanted) or DEFAULT_FIELDS
+
+
+def _flag(value: str | None) -> bool:
+    return value == "true"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app sees it.
+
+    The body (at most ``limit`` bytes) is read here, then handed on: a
+    chunked upload is counted as it comes, not trusted by its headers.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                await self._too_large(send)
+                return
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        body = json.dumps({"error": f"request body larger than {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: ApiSettings | None = None) -> Any:
+    """The ASGI app: FastAPI's, wrapped in the request size limit.
+
+    Raises:
+        ValueError: no authentication tokens on a bind other than loopback.
+    """
+    settings = settings or ApiSettings()
+    state: dict[str, Api] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["api"] = Api(settings)
+        yield
+        await state["api"].close()
+
+    app = FastAPI(
+        title="sandbox-worker: a Judge0 CE-compatible API",
+        version=JUDGE0_VERSION,
+        description="Judge0 CE's submissions API over sandbox-worker's Celery workers "
+        "(docs/api.md: fields, statuses, where the mapping is lossy).",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    def api() -> Api:
+        return state["api"]
+
+    def token_of(request: Request, header: str) -> str:
+        return request.headers.get(header) or request.query_params.get(header) or ""
+
+    def authenticate(request: Request) -> str:
+        """Judge0's authentication: a token in X-Auth-Token (or the query); its caller's key."""
+        if settings.authn_tokens:
+            given = token_of(request, settings.authn_header)
+            if not any(hmac.compare_digest(given, t) for t in settings.authn_tokens):
+                raise ApiError(401, None)
+            return f"token:{given}"
+        return f"address:{request.client.host if request.client else '-'}"
+
+    def authorize(request: Request) -> None:
+        given = token_of(request, settings.authz_header)
+        if not settings.authz_tokens or not any(
+            hmac.compare_digest(given, t) for t in settings.authz_tokens
+        ):
+            raise ApiError(403, None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        if exc.error is None:
+            return Response(status_code=exc.status, headers=exc.headers)
+        return JSONResponse({"error": exc.error}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(FieldErrors)
+    async def _field_errors(_: Request, exc: FieldErrors) -> Response:
+        return JSONResponse(exc.errors, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors():
+            loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
+            if error.get("type") == "json_invalid":
+                return JSONResponse({"error": "request body is not valid JSON"}, 400)
+            errors.setdefault(loc[-1] if loc else "body", []).append(str(error.get("msg")))
+        return JSONResponse(errors, 422)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_: Request, exc: RedisError) -> Response:
+        log.error("redis: %s", exc)
+        return JSONResponse(
+            {"error": "the queue (Redis) is unreachable"}, 503, {"Retry-After": "5"}
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        incident = secrets.token_hex(4)
+        log.exception("internal error %s", incident)
+        if type(exc).__name__ == "SubmitError":
+            return JSONResponse(
+                {"error": "the queue (Redis) is unreachable"}, 503, {"Retry-After": "5"}
+            )
+        return JSONResponse({"error": f"internal error (logged as {incident})"}, 500)
+
+    sub_response: dict[int | str, dict[str, Any]] = {
+        201: {"model": SubmissionOut},
+        422: {"description": "field -> messages"},
+    }
+
+    @app.post("/submissions", status_code=201, responses=sub_response, response_model=None)
+    async def create_submission(
+        submission: SubmissionIn,
+        request: Request,
+        base64_encoded: str | None = Query(None),
+        wait: str | None = Query(None),
+        fields: str | None = Query(None),
+        who: str = Depends(authenticate),
+    ) -> Response:
+        """Create a submission; with ``wait=true``, answer with its result."""
+        a = api()
+        wanted = _fields(fields)
+        encoded = _flag(base64_encoded)
+        spec, record = a.spec(submission, encoded)
+        await a.admit(who, 1)
+        token = await a.submit(spec, record)
+        if not _flag(wait):
+            return JSONResponse({"token": token}, 201)
+        meta = await a.finished(token, a.settings.wait_timeout)
+        stored = await a.record(token) or {**record, "token": token}
+        return JSONResponse(a.view(stored, meta, wanted, encoded=encoded), 201)
+
+    @app.post("/submissions/batch", status_code=201, response_model=None)
+    async def create_batch(
+        batch: BatchRequest,
+        base64_encoded: str | None = Query(None),
+        who: str = Depends(authenticate),
+    ) -> Response:
+        """Create up to ``max_submission_batch_size`` submissions; a token or the errors of each."""
+        a = api()
+        count = len(batch.submissions)
+        if count == 0:
+            raise ApiError(400, "there should be at least one submission in a batch")
+        if count > a.settings.max_submission_batch_size:
+            raise ApiError(
+                400,
+                "number of submissions in a batch should be less than or equal to "
+                f"{a.settings.max_submission_batch_size}",
+            )
+        checked: list[tuple[dict[str, Any], dict[str, Any]] | dict[str, list[str]]] = []
+        for sub in batch.submissions:
+            try:
+                checked.append(a.spec(sub, _flag(base64_encoded)))
+            except FieldErrors as exc:
+                checked.append(exc.errors)
+        valid = [c for c in checked if isinstance(c, tuple)]
+        if valid:
+            await a.admit(who, len(valid))
+        answer: list[dict[str, Any]] = []
+        for item in checked:
+            if isinstance(item, tuple):
+                try:
+                    answer.append({"token": await a.submit(*item)})
+                except FieldErrors as exc:
+                    answer.append(dict(exc.errors))
+            else:
+                answer.append(dict(item))
+        ok = any("token" in item for item in answer)
+        return JSONResponse(answer, 201 if ok else 422)
+
+    @app.get("/submissions/batch", response_model=None)
+    async def get_batch(
+        tokens: str = Query(""),
+        base64_encoded: str | None = Query(None),
+        fields: str | None = Query(None),
+        _: str = Depends(authenticate),
+    ) -> Response:
+        """Up to ``max_submission_batch_size`` submissions by token; null for an unknown one."""
+        a = api()
+        wanted = _fields(fields)
+        names = [t for t in tokens.strip().split(",") if t]
+        if not names:
+            raise ApiError(400, "there should be at least one submission in a batch")
+        if len(names) > a.settings.max_submission_batch_size:
+            raise ApiError(
+                400,
+                "number of submissions in a batch should be less than or equal to "
+                f"{a.settings.max_submission_batch_size}",
+            )
+        found = []
+        for token in names:
+            record = await a.record(token)
+            found.append(
+                None
+                if record is None
+                else a.view(record, await a.meta(token), wanted, encoded=_flag(base64_encoded))
+            )
+        return JSONResponse({"submissions": found})
+
+    @app.get("/submissions/{token}", responses={200: {"model": SubmissionOut}}, response_model=None)
+    async def get_submission(
+        token: str,
+        base64_encoded: str | None = Query(None),
+        fields: str | None = Query(None),
+        _: str = Depends(authenticate),
+    ) -> Response:
+        """A submission: In Queue, Processing, or its result."""
+        a = api()
+        wanted = _fields(fields)
+        record = await a.record(token)
+        if record is None:
+            raise ApiError(404, "submission not found")
+        return JSONResponse(
+            a.view(record, await a.meta(token), wanted, encoded=_flag(base64_encoded))
+        )
+
+    @app.delete("/submissions/{token}", response_model=None)
+    async def delete_submission(
+        token: str,
+        request: Request,
+        fields: str | None = Query(None),
+        _: str = Depends(authenticate),
+    ) -> Response:
+        """Delete a finished submission (needs X-Auth-User); answers it, base64-encoded."""
+        authorize(request)
+        a = api()
+        wanted = _fields(fields)
+        record = await a.record(token)
+        if record is None:
+            raise ApiError(404, "submission not found")
+        meta = await a.meta(token)
+        shown = a.view(record, meta, (*wanted, "status"), encoded=True)
+        if shown["status"]["id"] in (judge0.IN_QUEUE.id, judge0.PROCESSING.id):
+            raise ApiError(
+                400,
+                f"submission cannot be deleted because its status is {shown['status']['id']} "
+                f"({shown['status']['description']})",
+            )
+        await a.redis.delete(RECORD_KEY.format(token), a.celery.backend.get_key_for_task(token))
+        return JSONResponse({k: shown[k] for k in wanted})
+
+    @app.get("/languages", response_model=list[LanguageSummary])
+    async def list_languages(_: str = Depends(authenticate)) -> list[LanguageSummary]:
+        """Every language id accepted (a language may have several: Judge0's versions of it)."""
+        return [
+            LanguageSummary(id=number, name=name)
+            for number, (_lang, name) in sorted(api().languages.items(), key=lambda i: i[1][1])
+        ]
+
+    @app.get("/languages/{language_id}", response_model=LanguageDetail)
+    async def get_language(language_id: int, _: str = Depends(authenticate)) -> LanguageDetail:
+        a = api()
+        if language_id not in a.languages:
+            raise ApiError(404, f"language with id {language_id} doesn't exist")
+        name, shown = a.languages[language_id]
+        info = a.info[name]
+        return LanguageDetail(
+            id=language_id,
+            name=shown,
+            source_file=info.source,
+            compile_cmd=" ".join(info.compile) if info.compile else None,
+            run_cmd=" ".join(info.run),
+        )
+
+    @app.get("/statuses", response_model=list[StatusOut])
+    async def list_statuses(_: str = Depends(authenticate)) -> list[StatusOut]:
+        return [StatusOut(id=s.id, description=s.description) for s in judge0.STATUSES]
+
+    @app.get("/about", response_model=About)
+    async def about(_: str = Depends(authenticate)) -> About:
+        from importlib.metadata import version
+
+        return About(
+            version=JUDGE0_VERSION,
+            homepage="https://github.com/sandbox-worker",
+            source_code="https://github.com/sandbox-worker",
+            maintainer="sandbox-worker",
+            sandbox_worker=version("sandbox-worker"),
+        )
+
+    @app.get("/version", response_class=PlainTextResponse)
+    async def judge0_version(_: str = Depends(authenticate)) -> str:
+        return JUDGE0_VERSION
+
+    @app.get("/config_info")
+    async def config_info(_: str = Depends(authenticate)) -> dict[str, Any]:
+        """Judge0's configuration keys, with this deployment's values."""
+        s = api().settings
+        return {
+            "maintenance_mode": False,
+            "enable_wait_result": True,
+            "enable_compiler_options": False,
+            "allowed_languages_for_compile_options": [],
+            "enable_command_line_arguments": False,
+            "enable_submission_delete": bool(s.authz_tokens),
+            "enable_callbacks": bool(s.callback_hosts),
+            "callbacks_max_tries": s.callback_tries,
+            "callbacks_timeout": s.callback_timeout,
+            "enable_additional_files": True,
+            "max_queue_size": s.max_queue_size,
+            "cpu_time_limit": s.cpu_time_limit,
+            "max_cpu_time_limit": s.max_cpu_time_limit,
+            "cpu_extra_time": s.cpu_extra_time,
+            "max_cpu_extra_time": s.max_cpu_extra_time,
+            "wall_time_limit": s.wall_time_limit,
+            "max_wall_time_limit": s.max_wall_time_limit,
+            "memory_limit": s.memory_limit,
+            "max_memory_limit": s.max_memory_limit,
+            "stack_limit": s.stack_limit,
+            "max_stack_limit": s.max_stack_limit,
+            "max_processes_and_or_threads": s.max_processes_and_or_threads,
+            "max_max_processes_and_or_threads": s.max_max_processes_and_or_threads,
+            "enable_per_process_and_thread_time_limit": False,
+            "allow_enable_per_process_and_thread_time_limit": False,
+            "enable_per_process_and_thread_memory_limit": False,
+            "allow_enable_per_process_and_thread_memory_limit": False,
+            "max_file_size": s.max_file_size,
+            "max_max_file_size": s.max_max_file_size,
+            "number_of_runs": s.number_of_runs,
+            "max_number_of_runs": s.max_number_of_runs,
+            "redirect_stderr_to_stdout": s.redirect_stderr_to_stdout,
+            "max_extract_size": 16 * 1024,
+            "enable_batched_submissions": True,
+            "max_submission_batch_size": s.max_submission_batch_size,
+            "submission_cache_duration": 0,
+            "use_docs_as_homepage": False,
+            "allow_enable_network": False,
+            "enable_network": False,
+            "disable_implicit_base64_encoding": True,
+            # Ours.
+            "max_request_bytes": s.max_request,
+            "rate_per_minute": s.rate,
+        }
+
+    @app.get("/workers", response_model=list[WorkerQueue])
+    async def workers(_: str = Depends(authenticate)) -> list[WorkerQueue]:
+        """Each queue's length and its Celery workers' processes: all, idle, working."""
+        a = api()
+        inspect = a.celery.control.inspect(timeout=0.5)
+        stats, active, queues = await asyncio.gather(
+            a.blocking(inspect.stats), a.blocking(inspect.active), a.blocking(inspect.active_queues)
+        )
+        sizes = [int(await a.redis.llen(q)) for q in a.queues]
+        answer = []
+        for queue, size in zip(a.queues, sizes, strict=True):
+            names = [
+                w for w, qs in (queues or {}).items() if any(q.get("name") == queue for q in qs)
+            ]
+            slots = sum(
+                int((stats or {}).get(w, {}).get("pool", {}).get("max-concurrency", 0))
+                for w in names
+            )
+            busy = sum(len((active or {}).get(w, [])) for w in names)
+            answer.append(
+                WorkerQueue(
+                    queue=queue, size=size, available=slots, idle=max(0, slots - busy), working=busy
+                )
+            )
+        return answer
+
+    @app.post("/authenticate")
+    async def check_authentication(_: str = Depends(authenticate)) -> Response:
+        return Response(status_code=200)
+
+    @app.post("/authorize")
+    async def check_authorization(request: Request, _: str = Depends(authenticate)) -> Response:
+        authorize(request)
+        return Response(status_code=200)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def playground() -> str:
+        return resources.files("sandbox.api").joinpath("playground.html").read_text()
+
+    return BodyLimit(app, settings.max_request)
