@@ -129,9 +129,7 @@ def _claim(share_id: str) -> bool:
 def _wait(pending: AsyncResult, budget: float) -> list[CaseResult] | None:
     """A share's results from the worker that took it (None: none within ``budget``)."""
     try:
-        data = pending.get(
-            timeout=budget + _SLACK, propagate=False, disable_sync_subtasks=False
-        )
+        data = pending.get(timeout=budget + _SLACK, propagate=False, disable_sync_subtasks=False)
     except (ResultTimeout, OperationalError, RedisError):  # judged here
         return None
     finally:
