@@ -178,6 +178,16 @@ class JudgeSpec(BaseModel):
     )
     limits: Limits = Field(default_factory=Limits, description="each test run's limits")
     compile_limits: Limits | None = Field(None, description="default: the language's")
+    compile_options: str = Field(
+        "",
+        max_length=512,
+        pattern=r"^[A-Za-z0-9 _+=.,/:@-]*$",
+        description="options for the compiler, where the language's compile command takes "
+        "them ($COMPILE_OPTIONS in languages.toml)",
+    )
+    argv: tuple[str, ...] = Field(
+        (), max_length=64, description="the program's command-line arguments, in every case"
+    )
     compare: Comparison = "lines"
     float_tolerance: float = Field(1e-6, gt=0, le=1)
     case_sensitive: bool = Field(True, description="tokens and float: False ignores case")
@@ -247,6 +257,10 @@ class JudgeSpec(BaseModel):
             raise ValueError("tests and problem: the problem package has its own test cases")
         if self.interactor is not None and self.checker is not None:
             raise ValueError("interactor and checker: the interactor gives the verdict")
+        if self.compile_options and "$COMPILE_OPTIONS" not in " ".join(
+            languages.get(self.language).compile or ()
+        ):
+            raise ValueError(f"compile_options: language {self.language} takes no compiler options")
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
             raise ValueError("groups: two groups have the same name")
@@ -580,6 +594,7 @@ async def _compile(
         step="compile",
         limits=limits,
         files=spec.files,
+        env={"COMPILE_OPTIONS": spec.compile_options} if spec.compile_options else {},
     )
     try:
         result = await runtime.execute(job, task_id=task_id)
@@ -628,6 +643,7 @@ async def _run_case(
         language=spec.language,
         image=spec.image,
         step="run" if lang.compiled else "all",
+        argv=spec.argv,
         stdin=case.stdin if spec.interactor is None else "",
         limits=spec.limits,
         files={**spec.files, **case.files, **artifacts},

@@ -23,7 +23,9 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
+import shlex
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,6 +79,7 @@ DEFAULT_FIELDS = (
 _ENCODED = ("source_code", "stdin", "expected_output", "stdout", "stderr", "compile_output")
 _DECIMALS = ("time", "wall_time", "cpu_time_limit", "cpu_extra_time", "wall_time_limit")
 _READY = ("SUCCESS", "FAILURE", "REVOKED")
+_OPTIONS = re.compile(r"[A-Za-z0-9 _+=.,/:@-]*")  # JudgeSpec.compile_options's characters
 
 
 class FieldErrors(Exception):
@@ -225,10 +228,22 @@ class Api:
                 bad(name, "this option cannot be enabled")
         if sub.enable_network:
             bad("enable_network", "enabling network is not allowed")
-        if sub.compiler_options:
-            bad("compiler_options", "setting compiler options is not allowed")
+        if sub.compiler_options and language is not None:
+            if "$COMPILE_OPTIONS" not in " ".join(self.info[language].compile or ()):
+                bad("compiler_options", "setting compiler options is only allowed for "
+                    "compiled languages")  # fmt: skip
+            elif len(sub.compiler_options) > 512:
+                bad("compiler_options", "is too long (maximum is 512 characters)")
+            elif not _OPTIONS.fullmatch(sub.compiler_options):
+                bad("compiler_options", "may hold only letters, digits, spaces and _+=.,/:@-")
+        arguments: list[str] = []
         if sub.command_line_arguments:
-            bad("command_line_arguments", "setting command line arguments is not allowed")
+            try:
+                arguments = shlex.split(sub.command_line_arguments)
+            except ValueError as exc:  # an unclosed quote
+                bad("command_line_arguments", f"cannot be split into arguments ({exc})")
+            if len(sub.command_line_arguments) > 512:
+                bad("command_line_arguments", "is too long (maximum is 512 characters)")
         if sub.callback_url:
             why = self._callback_refused(sub.callback_url)
             if why:
@@ -255,6 +270,10 @@ class Api:
             "stop_on_failure": True,
             "output_preview": min(max(file_size * 1024, 1024), 2**20),
         }
+        if sub.compiler_options:
+            fields["compile_options"] = sub.compiler_options
+        if arguments:
+            fields["argv"] = arguments
         if sub.additional_files:
             fields["archive"] = sub.additional_files
         record = {
@@ -794,9 +813,13 @@ def create_app(settings: ApiSettings | None = None) -> Any:
         return {
             "maintenance_mode": False,
             "enable_wait_result": True,
-            "enable_compiler_options": False,
-            "allowed_languages_for_compile_options": [],
-            "enable_command_line_arguments": False,
+            "enable_compiler_options": True,
+            "allowed_languages_for_compile_options": sorted(
+                name
+                for _, (lang, name) in api().languages.items()
+                if "$COMPILE_OPTIONS" in " ".join(api().info[lang].compile or ())
+            ),
+            "enable_command_line_arguments": True,
             "enable_submission_delete": bool(s.authz_tokens),
             "enable_callbacks": bool(s.callback_hosts),
             "callbacks_max_tries": s.callback_tries,

@@ -30,8 +30,12 @@ class SubmissionIn(BaseModel):
 
     source_code: str | None = Field(None, description="the program (base64 with base64_encoded)")
     language_id: int | None = Field(None, description="GET /languages")
-    compiler_options: str | None = Field(None, description="refused: not allowed here")
-    command_line_arguments: str | None = Field(None, description="refused: not allowed here")
+    compiler_options: str | None = Field(
+        None, description="options for the compiler of a compiled language"
+    )
+    command_line_arguments: str | None = Field(
+        None, description="the program's arguments, split as a shell would"
+    )
     stdin: str | None = Field(None, description="standard input (base64 with base64_encoded)")
     expected_output: str | None = Field(
         None, description="compared with stdout, trailing whitespace ignored: Wrong Answer"

@@ -184,6 +184,21 @@ def test_expected_output_redirect_and_runs(base: str):
     assert body["stderr"] is None
 
 
+def test_compiler_options_and_command_line_arguments(base: str):
+    answer = httpx.post(
+        f"{base}/submissions?wait=true",
+        json={
+            "source_code": "#include <stdio.h>\nint main(int c, char **v) "
+            '{ printf("%d %s|%s\\n", ANSWER, v[1], v[2]); }\n',
+            "language_id": C,
+            "compiler_options": "-DANSWER=42",
+            "command_line_arguments": "one 'two words'",
+        },
+        timeout=60,
+    )
+    assert answer.json()["stdout"] == "42 one|two words\n", answer.json()
+
+
 def test_additional_files_as_a_zip(base: str):
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
@@ -257,7 +272,7 @@ def test_bad_language_and_out_of_range_fields(base: str):
             "cpu_time_limit": 100,
             "memory_limit": 10**9,
             "enable_network": True,
-            "command_line_arguments": "-x",
+            "command_line_arguments": "'unclosed",
         },
     )
     assert answer.status_code == 422
@@ -266,7 +281,14 @@ def test_bad_language_and_out_of_range_fields(base: str):
         "cpu_time_limit": ["must be less than or equal to 15"],
         "memory_limit": ["must be less than or equal to 512000"],
         "enable_network": ["enabling network is not allowed"],
-        "command_line_arguments": ["setting command line arguments is not allowed"],
+        "command_line_arguments": ["cannot be split into arguments (No closing quotation)"],
+    }
+    compiled_only = httpx.post(
+        f"{base}/submissions",
+        json={"source_code": "print(1)", "language_id": PYTHON, "compiler_options": "-O2"},
+    )
+    assert compiled_only.json() == {
+        "compiler_options": ["setting compiler options is only allowed for compiled languages"]
     }
     assert httpx.post(f"{base}/submissions", json={"language_id": PYTHON}).json() == {
         "source_code": ["can't be blank"]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sandbox.judging import Checker, JudgeResult, JudgeSpec, TestCase, Verdict, judge
 
@@ -507,3 +508,23 @@ async def test_a_submission_archive_is_judged(runtime):
     )
     result = await judge(spec, runtime)
     assert result.status is Verdict.ACCEPTED, result
+
+
+async def test_compiler_options_and_command_line_arguments(runtime):
+    """compile_options reach the compiler ($COMPILE_OPTIONS); argv reach every case's run."""
+    code = '#include <stdio.h>\nint main(int c, char **v) { printf("%d %s\\n", ANSWER, v[1]); }\n'
+    spec = JudgeSpec(
+        code=code,
+        language="c",
+        compile_options="-DANSWER=42 -Wall",
+        argv=("first", "second"),
+        tests=[TestCase(expected="42 first\n")],
+    )
+    result = await judge(spec, runtime)
+    assert result.status is Verdict.ACCEPTED, result
+    without = await judge(spec.model_copy(update={"compile_options": ""}), runtime)
+    assert without.status is Verdict.COMPILE_ERROR  # ANSWER undeclared
+    with pytest.raises(ValidationError, match="python takes no compiler options"):
+        JudgeSpec(code="print(1)", compile_options="-O", tests=[TestCase()])
+    with pytest.raises(ValidationError, match="compile_options"):
+        JudgeSpec(code=code, language="c", compile_options="-O; rm -rf /", tests=[TestCase()])
