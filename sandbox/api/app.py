@@ -63,6 +63,8 @@ __all__ = ["JUDGE0_VERSION", "create_app"]
 log = logging.getLogger("sandbox.api")
 JUDGE0_VERSION = "1.13.1"  # the Judge0 CE API spoken (the official client keys its ids by it)
 RECORD_KEY = "sandbox:api:submission:{}"
+INDEX_KEY = "sandbox:api:submissions"  # tokens by creation time, for GET /submissions
+PER_PAGE = 20  # Judge0's page of GET /submissions
 RATE_KEY = "sandbox:api:rate:{}:{}"
 QUEUE_FULL_RETRY = 5  # seconds a client waits after 503 "queue is full"
 
@@ -350,21 +352,34 @@ class Api:
         token = str(uuid.uuid4())
         record = {**record, "token": token, "created_at": _stamp(datetime.now(UTC))}
         ttl = self.worker_settings.result_expires
-        await self.redis.set(RECORD_KEY.format(token), json.dumps(record), ex=ttl)
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(RECORD_KEY.format(token), json.dumps(record), ex=ttl)
+            pipe.zadd(INDEX_KEY, {token: now})
+            pipe.zremrangebyscore(INDEX_KEY, "-inf", now - ttl)  # their records expired
+            pipe.expire(INDEX_KEY, ttl)
+            await pipe.execute()
         try:
             await self.blocking(partial(self.judge.apply_async, kwargs=fields, task_id=token))
         except ValidationError as exc:
-            await self.redis.delete(RECORD_KEY.format(token))
+            await self.forget(token)
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "source_code"
             name = "additional_files" if where.startswith(("archive", "files")) else "source_code"
             raise FieldErrors({name: [str(first.get("msg", "is invalid"))]}) from None
         except Exception:
-            await self.redis.delete(RECORD_KEY.format(token))
+            await self.forget(token)
             raise
         if record.get("callback_url"):
             self._spawn(self._call_back(token))
         return token
+
+    async def forget(self, token: str) -> None:
+        """A submission's record, result and place in the index, removed."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(RECORD_KEY.format(token), self.celery.backend.get_key_for_task(token))
+            pipe.zrem(INDEX_KEY, token)
+            await pipe.execute()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -692,6 +707,49 @@ def create_app(settings: ApiSettings | None = None) -> Any:
         ok = any("token" in item for item in answer)
         return JSONResponse(answer, 201 if ok else 422)
 
+    @app.get("/submissions", response_model=None)
+    async def list_submissions(
+        request: Request,
+        page: int = Query(1),
+        per_page: int = Query(PER_PAGE),
+        base64_encoded: str | None = Query(None),
+        fields: str | None = Query(None),
+        _: str = Depends(authenticate),
+    ) -> Response:
+        """The submissions whose results are kept, oldest first, a page at a time (needs
+        X-Auth-User, as Judge0's), with Judge0's pagination ``meta``."""
+        authorize(request)
+        if page <= 0:
+            raise ApiError(400, f"invalid page: {page}")
+        if per_page < 0:
+            raise ApiError(400, f"invalid per_page: {per_page}")
+        a = api()
+        wanted = _fields(fields)
+        per_page = min(per_page, a.settings.max_submission_batch_size * 5)
+        total = int(await a.redis.zcard(INDEX_KEY))
+        start = (page - 1) * per_page
+        tokens = await a.redis.zrange(INDEX_KEY, start, start + per_page - 1) if per_page else []
+        shown = []
+        for raw in tokens:
+            token = raw.decode() if isinstance(raw, bytes) else str(raw)
+            record = await a.record(token)
+            if record is not None:
+                meta = await a.meta(token)
+                shown.append(a.view(record, meta, wanted, encoded=_flag(base64_encoded)))
+        pages = -(-total // per_page) if per_page else 0
+        return JSONResponse(
+            {
+                "submissions": shown,
+                "meta": {
+                    "current_page": page,
+                    "next_page": page + 1 if page < pages else None,
+                    "prev_page": page - 1 if page > 1 else None,
+                    "total_pages": pages,
+                    "total_count": total,
+                },
+            }
+        )
+
     @app.get("/submissions/batch", response_model=None)
     async def get_batch(
         tokens: str = Query(""),
@@ -760,7 +818,7 @@ def create_app(settings: ApiSettings | None = None) -> Any:
                 f"submission cannot be deleted because its status is {shown['status']['id']} "
                 f"({shown['status']['description']})",
             )
-        await a.redis.delete(RECORD_KEY.format(token), a.celery.backend.get_key_for_task(token))
+        await a.forget(token)
         return JSONResponse({k: shown[k] for k in wanted})
 
     @app.get("/languages", response_model=list[LanguageSummary])

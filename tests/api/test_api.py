@@ -20,6 +20,7 @@ import judge0
 import pytest
 
 from tests.api.conftest import Stack, poll
+from tests.service.conftest import Worker
 
 pytestmark = [pytest.mark.root, pytest.mark.redis]
 
@@ -27,8 +28,13 @@ PYTHON, C, CPP, SH = 71, 50, 54, 46
 
 
 @pytest.fixture(scope="module")
-def base(stack: Stack) -> str:
-    stack.worker()
+def worker(stack: Stack) -> Worker:
+    """The module's worker, for every test that submits jobs."""
+    return stack.worker()
+
+
+@pytest.fixture(scope="module")
+def base(stack: Stack, worker: Worker) -> str:
     return stack.api()
 
 
@@ -324,6 +330,7 @@ def test_too_large(base: str):
     assert chunked.status_code == 413
 
 
+@pytest.mark.usefixtures("worker")
 def test_bad_token_and_authorization(stack: Stack):
     base = stack.api(authn_tokens='["s3cret", "other"]', authz_tokens='["admin"]')
     assert httpx.get(f"{base}/languages").status_code == 401
@@ -346,6 +353,41 @@ def test_bad_token_and_authorization(stack: Stack):
     assert (
         httpx.post(f"{base}/authorize", headers={**auth, "X-Auth-User": "admin"}).status_code == 200
     )
+
+
+@pytest.mark.usefixtures("worker")
+def test_list_submissions_a_page_at_a_time(stack: Stack):
+    base = stack.api(authn_tokens='["s3cret"]', authz_tokens='["admin"]')
+    auth = {"X-Auth-Token": "s3cret"}
+    admin = {**auth, "X-Auth-User": "admin"}
+    before = httpx.get(f"{base}/submissions", headers=admin).json()["meta"]["total_count"]
+    tokens = [
+        httpx.post(
+            f"{base}/submissions?wait=true",
+            json={"source_code": f"print({i})", "language_id": PYTHON},
+            headers=auth,
+            timeout=60,
+        ).json()["token"]
+        for i in range(3)
+    ]
+    assert httpx.get(f"{base}/submissions", headers=auth).status_code == 403  # admins only
+    last = -(-(before + 3) // 2)
+    page = httpx.get(
+        f"{base}/submissions?page={last}&per_page=2&fields=token,stdout", headers=admin
+    ).json()
+    assert page["meta"] == {
+        "current_page": last,
+        "next_page": None,
+        "prev_page": last - 1 if last > 1 else None,
+        "total_pages": last,
+        "total_count": before + 3,
+    }
+    assert page["submissions"][-1] == {"token": tokens[-1], "stdout": "2\n"}  # oldest first
+    bad = httpx.get(f"{base}/submissions?page=0", headers=admin)
+    assert (bad.status_code, bad.json()) == (400, {"error": "invalid page: 0"})
+    httpx.delete(f"{base}/submissions/{tokens[-1]}", headers=admin)
+    after = httpx.get(f"{base}/submissions", headers=admin).json()["meta"]["total_count"]
+    assert after == before + 2
 
 
 def test_open_bind_without_tokens_is_refused(stack: Stack):
