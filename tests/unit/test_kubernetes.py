@@ -400,3 +400,177 @@ def test_selectors_match_the_pods_they_mean():
     assert "egress" not in broker
     assert "Egress" in broker["policyTypes"]
     assert selects(broker["ingress"][0]["from"][0]["podSelector"]["matchLabels"], worker_labels)
+
+
+# The HTTP API (api.yaml): no root, the workers' Redis settings, Judge0's port.
+API = "sandbox-api"
+API_SECRET = "sandbox-api"
+
+
+def _api_env() -> dict[str, dict[str, Any]]:
+    """The API container's environment: name -> its ``valueFrom`` (``{}`` for a plain value)."""
+    env = _pod("Deployment", API)["containers"][0]["env"]
+    return {e["name"]: e.get("valueFrom", {}) for e in env}
+
+
+def test_api_runs_as_nobody_with_nothing():
+    """Pod Security's "restricted" level, as compose's `user`; none of the worker's privileges."""
+    pod = _pod("Deployment", API)
+    [container] = pod["containers"]
+    context = {**pod["securityContext"], **container["securityContext"]}  # the container's wins
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] == context["runAsGroup"] == 65534
+    assert (
+        _compose()["services"]["api"]["user"] == f"{context['runAsUser']}:{context['runAsGroup']}"
+    )
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in context
+    assert "appArmorProfile" not in context  # the runtime's default
+    assert pod["automountServiceAccountToken"] is False
+    volumes = pod["volumes"]
+    assert all(set(v) <= {"name", "secret", "emptyDir"} for v in volumes)  # no hostPath
+    # The secret files are readable by its group, not by root alone as the worker's.
+    for volume in volumes:
+        if "secret" in volume:
+            assert volume["secret"]["defaultMode"] & 0o077 <= 0o040, volume["name"]
+    assert pod["securityContext"]["fsGroup"] == context["runAsGroup"]
+
+
+def test_api_settings_are_settings_and_agree_with_compose(monkeypatch):
+    from sandbox.api.settings import ApiSettings
+
+    config = _config()
+    env = _api_env()
+    fields = {
+        f"SANDBOX_{name.upper()}" for name in {*Settings.model_fields, *WorkerSettings.model_fields}
+    } | {f"SANDBOX_API_{name.upper()}" for name in ApiSettings.model_fields}
+    assert set(env) <= fields
+    # The workers' settings come from their ConfigMap, each under its own name.
+    shared = {name for name, source in env.items() if "configMapKeyRef" in source}
+    for name in shared:
+        assert env[name]["configMapKeyRef"] == {"name": "sandbox-worker", "key": name}
+        assert name in config, name
+    # A client's settings, not the worker's: with this one, importing worker.app would
+    # make a metrics directory under /run/sandbox, which the API cannot write.
+    assert "SANDBOX_METRICS_PORT" not in env
+    assert {"SANDBOX_QUEUE", "SANDBOX_MAX_MEMORY", "SANDBOX_MAX_WALL_TIME"} <= shared
+    # Tokens from the Secret the comments say how to make; DELETE's optionally.
+    secrets_ = {
+        name: source["secretKeyRef"] for name, source in env.items() if "secretKeyRef" in source
+    }
+    assert secrets_ == {
+        "SANDBOX_API_AUTHN_TOKENS": {"name": API_SECRET, "key": "authn-tokens"},
+        "SANDBOX_API_AUTHZ_TOKENS": {"name": API_SECRET, "key": "authz-tokens", "optional": True},
+    }
+    for doc in (KUBE / "api.yaml", ROOT / "deploy/README.md"):
+        text = doc.read_text()
+        assert f"create secret generic {API_SECRET}" in text, doc
+        assert "--from-literal=authn-tokens=" in text, doc
+    compose_env = _compose()["services"]["api"]["environment"]
+    assert set(compose_env) <= set(env)
+    for name in shared & set(compose_env):
+        if name != "SANDBOX_REDIS_URL" and not name.endswith("_FILE"):
+            assert config[name] == compose_env[name], name
+    # Every value parses, as the pod would read it (a token list as the Secret holds it).
+    for name in shared:
+        monkeypatch.setenv(name, config[name])
+    monkeypatch.setenv("SANDBOX_API_AUTHN_TOKENS", '["a-token"]')
+    api, worker = ApiSettings(), WorkerSettings()
+    assert api.authn_tokens == ["a-token"]
+    assert worker.queue == config["SANDBOX_QUEUE"]
+    # The Redis client files: the workers', at the same paths, where the settings point.
+    files = _secret_files(_pod("Deployment", API))
+    assert files == _secret_files(_pod("Deployment", "sandbox-worker"))
+    assert {config[name] for name in shared if name.endswith("_FILE")} == set(files)
+
+
+def test_api_agrees_with_compose():
+    compose_api = _compose()["services"]["api"]
+    pod = _pod("Deployment", API)
+    [container] = pod["containers"]
+    assert container["command"] == compose_api["entrypoint"]
+    assert "args" not in container  # the image's CMD is the worker's
+    worker = _pod("Deployment", "sandbox-worker")["containers"][0]
+    assert container["image"] == worker["image"]  # one image, deploy/Dockerfile
+    assert compose_api["build"] == _compose()["services"]["worker"]["build"]
+    command = container["command"]
+    port = int(command[command.index("--port") + 1])
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert port == 2358  # Judge0's
+    assert compose_api["ports"] == [f"{port}:{port}"]
+    [http] = container["ports"]
+    assert (http["name"], http["containerPort"]) == ("http", port)
+    assert pod["terminationGracePeriodSeconds"] == _seconds(compose_api["stop_grace_period"])
+
+
+def test_api_service_and_policies_select_its_pods():
+    api = _one("Deployment", API)
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    redis_pod = _pod("StatefulSet", "redis")
+    redis_labels = _one("StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+
+    def selects(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+        return selector.items() <= pod_labels.items()
+
+    assert selects(api["spec"]["selector"]["matchLabels"], labels)
+    assert not selects(api["spec"]["selector"]["matchLabels"], redis_labels)
+    worker_labels = _one("Deployment", "sandbox-worker")["spec"]["template"]["metadata"]["labels"]
+    assert not selects(api["spec"]["selector"]["matchLabels"], worker_labels)
+    assert labels["app.kubernetes.io/part-of"] == worker_labels["app.kubernetes.io/part-of"]
+    # Judge0's port, to the container's named port.
+    service = _one("Service", API)["spec"]
+    assert selects(service["selector"], labels)
+    [port] = service["ports"]
+    container = api["spec"]["template"]["spec"]["containers"][0]
+    assert port["port"] == 2358
+    assert port["targetPort"] == container["ports"][0]["name"]
+    # A Service named sandbox-api would otherwise inject SANDBOX_API_* variables.
+    assert api["spec"]["template"]["spec"]["enableServiceLinks"] is False
+    # Stateless: two replicas, one of which a drain may take.
+    assert api["spec"]["replicas"] == 2
+    budget = _one("PodDisruptionBudget", API)["spec"]
+    assert selects(budget["selector"]["matchLabels"], labels)
+    assert budget["maxUnavailable"] < api["spec"]["replicas"]
+    # Its policy: clients on its port; Redis and DNS out, nothing else (callbacks off).
+    policy = _one("NetworkPolicy", API)["spec"]
+    assert selects(policy["podSelector"]["matchLabels"], labels)
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    [ingress] = policy["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    to_redis, to_dns = policy["egress"]
+    assert selects(to_redis["to"][0]["podSelector"]["matchLabels"], redis_labels)
+    assert to_redis["ports"] == [
+        {"port": redis_pod["containers"][0]["ports"][0]["containerPort"], "protocol": "TCP"}
+    ]
+    assert to_dns == _one("NetworkPolicy", "sandbox-worker")["spec"]["egress"][1]
+    # Redis takes it.
+    redis_from = _one("NetworkPolicy", "redis")["spec"]["ingress"][0]["from"]
+    assert any(
+        "namespaceSelector" not in peer and selects(peer["podSelector"]["matchLabels"], labels)
+        for peer in redis_from
+    )
+
+
+async def test_api_probes_hit_a_route_that_needs_no_token():
+    import httpx
+
+    from sandbox.api.app import create_app
+    from sandbox.api.settings import ApiSettings
+
+    app = create_app(ApiSettings(authn_tokens=["a-token"]))
+    routes = {(route.path, method) for route in app.app.routes for method in route.methods or ()}
+    container = _pod("Deployment", API)["containers"][0]
+    # No lifespan (ASGITransport runs none): no Redis client, as the probed route needs none.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = container[probe]["httpGet"]
+            assert get["port"] == container["ports"][0]["name"], probe
+            assert (get["path"], "GET") in routes, probe
+            assert "httpHeaders" not in get  # a probe cannot read a token from a Secret
+            assert (await client.get(get["path"])).status_code == 200, probe
+        # Why not Judge0's /about or /version: they answer 401 without the token.
+        assert (await client.get("/about")).status_code == 401
