@@ -6,6 +6,8 @@ import logging
 import sys
 
 from sandbox.api.settings import ApiSettings, is_loopback
+from sandbox.logs import use_json
+from sandbox.settings import Settings
 
 __all__ = ["serve"]
 
@@ -31,16 +33,21 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if Settings().log_format == "json":  # SANDBOX_LOG_FORMAT, as the workers' logs
+        use_json()
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=None,  # uvicorn's loggers go to the root logger's handler, formatted as ours
         access_log=False,
         server_header=False,
         # Stack traces stay in the log: clients get {"error": ...} (sandbox/api/app.py).
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        # Within the 30 s that compose and Kubernetes give a stop; a wait=true
+        # request still waiting then is cut (its job goes on; docs/api.md).
+        timeout_graceful_shutdown=25,
     )
     uvicorn.Server(config).run()
     return 0

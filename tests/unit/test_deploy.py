@@ -153,3 +153,13 @@ def test_dockerfile_copies_what_exists_and_runs_the_entrypoint():
     assert 'ENTRYPOINT ["sandbox-entrypoint"]' in dockerfile
     assert "deploy/entrypoint.sh /usr/local/bin/sandbox-entrypoint" in dockerfile
     assert "STOPSIGNAL SIGTERM" in dockerfile
+
+
+def test_compose_api_checks_its_own_health_not_a_workers():
+    """The image's HEALTHCHECK is the worker's (`sandbox health`): the API's service
+    replaces it with a request to its own page, on the port it serves."""
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    port = api["entrypoint"][api["entrypoint"].index("--port") + 1]
+    test = api["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python3"]
+    assert f"http://127.0.0.1:{port}/" in test[-1]
