@@ -77,7 +77,8 @@ _BY_SIGNAL = {
 # the versions in the names are Debian 12's, what scripts/install installs.
 # PyPy is not a Judge0 CE language: ids from 1000 on are ours.
 LANGUAGE_IDS: dict[str, tuple[tuple[int, ...], str]] = {
-    "sh": ((46,), "Bash (dash 0.5.12, POSIX sh)"),
+    "bash": ((46,), "Bash (5.2.15)"),
+    "sh": ((1002,), "POSIX sh (dash 0.5.12)"),
     "c": ((50, 48, 49), "C (GCC 12.2.0)"),
     "csharp": ((51,), "C# (Mono 6.8.0.105)"),
     "cpp": ((54, 52, 53), "C++ (GCC 12.2.0)"),

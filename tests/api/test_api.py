@@ -24,7 +24,7 @@ from tests.service.conftest import Worker
 
 pytestmark = [pytest.mark.root, pytest.mark.redis]
 
-PYTHON, C, CPP, SH = 71, 50, 54, 46
+PYTHON, C, CPP, BASH = 71, 50, 54, 46
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,11 @@ def test_wait_true_answers_the_default_fields_and_ours(base: str):
 def test_poll_with_fields_and_base64(base: str):
     answer = httpx.post(
         f"{base}/submissions?base64_encoded=true",
-        json={"source_code": b64("echo $(cat)"), "language_id": SH, "stdin": b64("ünï")},
+        json={
+            "source_code": b64("read -a w\necho ${w[0]}"),
+            "language_id": BASH,
+            "stdin": b64("ünï x"),
+        },
     )
     assert answer.status_code == 201
     assert set(answer.json()) == {"token"}
@@ -129,10 +133,10 @@ def test_poll_with_fields_and_base64(base: str):
     body = poll(base, token, base64_encoded="true", fields="stdout,status,language,stdin,token")
     assert set(body) == {"stdout", "status", "language", "stdin", "token"}
     assert base64.b64decode(body["stdout"]).decode() == "ünï\n"  # type: ignore[arg-type]
-    assert body["language"] == {"id": SH, "name": "Bash (dash 0.5.12, POSIX sh)"}
+    assert body["language"] == {"id": BASH, "name": "Bash (5.2.15)"}
     everything = poll(base, token, fields="*")
-    assert everything["source_code"] == "echo $(cat)"
-    assert everything["stdin"] == "ünï"
+    assert everything["source_code"] == "read -a w\necho ${w[0]}"
+    assert everything["stdin"] == "ünï x"
     assert everything["cpu_time_limit"] == "5.0"
     assert everything["memory_limit"] == 128000
     assert str(everything["finished_at"]).endswith("Z")

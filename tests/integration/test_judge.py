@@ -41,6 +41,14 @@ SOLUTIONS: dict[str, dict[str, str]] = {
         "runtime_error": "kill -SEGV $$\n",
         "compile_error": "if then fi (\n",
     },
+    "bash": {  # each uses what dash lacks: arrays, [[ ]], here-strings
+        "accepted": "read -a n\necho $(( n[0] + n[1] ))\n",
+        "wrong_answer": "read -a n\n[[ ${n[0]} == 1 ]] && echo 4 || echo 0\n",
+        "time_limit": "while :; do :; done\n",
+        "memory_limit": "x=$(head -c 400000000 /dev/zero | tr '\\0' a)\necho ${#x}\n",
+        "runtime_error": "read -r a <<< 'x'\nkill -SEGV $$\n",
+        "compile_error": "if [[ -n x ]]; then\n",  # no fi
+    },
     "c": {
         "accepted": (
             '#include <stdio.h>\nint main(void) { long long a, b; scanf("%lld %lld", &a, &b);'
