@@ -28,6 +28,7 @@ HELLO = {
     "python": 'print("hello")\n',
     "pypy": 'print("hello")\n',
     "sh": "echo hello\n",
+    "bash": "echo hello\n",
     "c": '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n',
     "cpp": '#include <iostream>\nint main() { std::cout << "hello\\n"; }\n',
     "java": "public class Main { public static void main(String[] a) {"
@@ -86,7 +87,9 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each hello world")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    names = [n for n in sorted(languages.known()) if n in HELLO]
+    names = sorted(languages.known())
+    if missing := [n for n in names if n not in HELLO]:
+        raise SystemExit(f"no hello world for {', '.join(missing)}: add it to HELLO")
     async with Runtime() as runtime:
         rows = [await _measure(runtime, name, args.runs) for name in names]
     versions = _versions()
