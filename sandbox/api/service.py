@@ -40,6 +40,7 @@ from sandbox.api.models import (
     SubmissionIn,
     SubmissionOut,
 )
+from sandbox.api.results import Results, Unsubscribed
 from sandbox.api.settings import ApiSettings
 
 __all__ = [
@@ -134,6 +135,7 @@ class Api:
         self.celery = celery
         self.judge = judge
         self.redis: aioredis.Redis = broker.async_client(worker_settings)
+        self.results = Results(self.redis, celery.backend.decode, self._meta_at)
         # Publishing is kombu's blocking I/O: a few threads of our own do it.
         self.threads = ThreadPoolExecutor(8, thread_name_prefix="sandbox-api")
         self.http = httpx.AsyncClient(timeout=settings.callback_timeout, follow_redirects=False)
@@ -148,6 +150,7 @@ class Api:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.http.aclose()
+        await self.results.close()
         await self.redis.aclose()
         self.threads.shutdown(wait=False, cancel_futures=True)
 
@@ -380,8 +383,15 @@ class Api:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def _key(self, token: str) -> str:
+        key = self.celery.backend.get_key_for_task(token)
+        return key.decode() if isinstance(key, bytes) else str(key)
+
     async def meta(self, token: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.celery.backend.get_key_for_task(token))
+        return await self._meta_at(self._key(token))
+
+    async def _meta_at(self, key: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(key)
         if raw is None:
             return None
         meta: dict[str, Any] = self.celery.backend.decode(raw)
@@ -392,8 +402,13 @@ class Api:
         return None if raw is None else dict(json.loads(raw))
 
     async def finished(self, token: str, within: float | None) -> dict[str, Any] | None:
-        """The task's meta once it is ready, polling Redis; None if not within ``within``."""
+        """The task's meta once it is ready, None if not within ``within`` seconds: told by
+        the result's channel (:mod:`sandbox.api.results`), or by polling if that fails."""
         deadline = None if within is None else time.monotonic() + within
+        try:
+            return await self.results.wait(self._key(token), within)
+        except Unsubscribed:
+            pass
         delay = 0.002
         while True:
             meta = await self.meta(token)
