@@ -186,16 +186,20 @@ def _includes(directory: Path) -> dict[str, dict[str, bytes]]:
 
 
 def _config(directory: Path) -> dict[str, Any]:
-    path = directory / "problem.yaml"
+    return _table(directory / "problem.yaml")
+
+
+def _table(path: Path) -> dict[str, Any]:
+    """A YAML file of settings (none: an empty table)."""
     if not path.is_file():
         return {}
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        table = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: cannot read it: {exc}", field="problem") from exc
-    if not isinstance(config, dict):
+    if not isinstance(table, dict):
         raise SpecError(f"{path}: not a table of settings", field="problem")
-    return config
+    return table
 
 
 def _flags(text: object, directory: Path) -> dict[str, str]:
@@ -423,16 +427,7 @@ def _group(
 
 
 def _settings(directory: Path, modern: bool) -> dict[str, Any]:
-    path = directory / ("test_group.yaml" if modern else "testdata.yaml")
-    if not path.is_file():
-        return {}
-    try:
-        settings = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: cannot read it: {exc}", field="problem") from exc
-    if not isinstance(settings, dict):
-        raise SpecError(f"{path}: not a table of settings", field="problem")
-    return settings
+    return _table(directory / ("test_group.yaml" if modern else "testdata.yaml"))
 
 
 def _points(value: object, where: Path) -> float:

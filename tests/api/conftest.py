@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import CELERY, Redis, Worker, free_port, wait_listening
+from tests.service.conftest import Redis, Worker, free_port, launch_worker, wait_listening
 
 PARENT = "sandbox-test-api"
 RUN_DIR = Path("/run/sandbox-test-api")
@@ -55,38 +55,11 @@ class Stack:
 
     def worker(self, concurrency: int = 2, wait: bool = True, **env: str) -> Worker:
         name = next(WORKER_NAMES)
-        log = self.scratch / f"{name}.log"
-        full_env = {
-            **os.environ,
-            "TMPDIR": str(self.scratch),
-            "SANDBOX_REDIS_URL": self.redis.url,
-            "SANDBOX_CGROUP_PARENT": PARENT,
-            "SANDBOX_RUN_DIR": str(RUN_DIR),
-            "SANDBOX_POOL_SIZE": "1",
-            **env,
-        }
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                [
-                    CELERY, "-A", "worker.app:app", "worker",
-                    "-n", f"{name}@%h", "--concurrency", str(concurrency),
-                    "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-                    "--without-heartbeat",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-                text=True,
-                start_new_session=True,
-            )  # fmt: skip
-        worker = Worker(name, process, log, full_env)
+        worker = launch_worker(
+            name, self.scratch / f"{name}.log", self.redis, self.scratch, concurrency, wait,
+            env, parent=PARENT, run_dir=RUN_DIR,
+        )  # fmt: skip
         self.workers.append(worker)
-        if wait:
-            deadline = time.monotonic() + 60
-            while " ready." not in worker.text():
-                assert process.poll() is None, f"worker {name} died:\n{worker.text()}"
-                assert time.monotonic() < deadline, f"worker {name} never ready:\n{worker.text()}"
-                time.sleep(0.1)
         return worker
 
     def api(self, environ: dict[str, str] | None = None, **env: str) -> str:

@@ -122,6 +122,53 @@ class Worker:
         return self.process.wait(timeout)
 
 
+def launch_worker(
+    name: str,
+    log: Path,
+    redis_server: Redis,
+    scratch: Path,
+    concurrency: int = 2,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
+    *,
+    parent: str = PARENT,
+    run_dir: Path = RUN_DIR,
+) -> Worker:
+    """A `celery worker` of the real app in a process group of its own (a host's loss is
+    killpg), logging to ``log``, its temp files in ``scratch``; with ``wait``, once ready."""
+    full_env = {
+        **os.environ,
+        "TMPDIR": str(scratch),
+        "SANDBOX_REDIS_URL": redis_server.url,
+        "SANDBOX_CGROUP_PARENT": parent,
+        "SANDBOX_RUN_DIR": str(run_dir),
+        "SANDBOX_POOL_SIZE": "1",
+        **(env or {}),
+    }
+    with log.open("w") as out:  # the worker keeps its own copy
+        process = subprocess.Popen(
+            [
+                CELERY, "-A", "worker.app:app", "worker",
+                "-n", f"{name}@%h", "--concurrency", str(concurrency),
+                "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+                "--without-heartbeat",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+    worker = Worker(name, process, log, full_env)
+    if wait:
+        deadline = time.monotonic() + 60
+        while " ready." not in worker.text():
+            assert process.poll() is None, f"worker {name} died:\n{worker.text()}"
+            assert time.monotonic() < deadline, f"worker {name} never ready:\n{worker.text()}"
+            time.sleep(0.1)
+    return worker
+
+
 @pytest.fixture
 def start_worker(redis_server: Redis, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Start `celery worker` subprocesses; at the end stop them and check for leftovers."""
@@ -132,38 +179,10 @@ def start_worker(redis_server: Redis, tmp_path: Path) -> Iterator[Callable[..., 
     scratch.mkdir()
 
     def start(name: str = "w1", concurrency: int = 2, wait: bool = True, **env: str) -> Worker:
-        log = tmp_path / f"{name}.log"
-        full_env = {
-            **os.environ,
-            "TMPDIR": str(scratch),
-            "SANDBOX_REDIS_URL": redis_server.url,
-            "SANDBOX_CGROUP_PARENT": PARENT,
-            "SANDBOX_RUN_DIR": str(RUN_DIR),
-            "SANDBOX_POOL_SIZE": "1",
-            **env,
-        }
-        with log.open("w") as out:  # the worker keeps its own copy
-            process = subprocess.Popen(
-                [
-                    CELERY, "-A", "worker.app:app", "worker",
-                    "-n", f"{name}@%h", "--concurrency", str(concurrency),
-                    "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-                    "--without-heartbeat",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-                text=True,
-                start_new_session=True,  # its own process group: a host's loss is killpg
-            )  # fmt: skip
-        worker = Worker(name, process, log, full_env)
+        worker = launch_worker(
+            name, tmp_path / f"{name}.log", redis_server, scratch, concurrency, wait, env
+        )
         workers.append(worker)
-        if wait:
-            deadline = time.monotonic() + 60
-            while " ready." not in worker.text():
-                assert process.poll() is None, f"worker {name} died:\n{worker.text()}"
-                assert time.monotonic() < deadline, f"worker {name} never ready:\n{worker.text()}"
-                time.sleep(0.1)
         return worker
 
     yield start
