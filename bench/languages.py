@@ -29,6 +29,7 @@ HELLO = {
     "pypy": 'print("hello")\n',
     "sh": "echo hello\n",
     "bash": "echo hello\n",
+    "multifile": "echo hello\n",
     "c": '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n',
     "cpp": '#include <iostream>\nint main() { std::cout << "hello\\n"; }\n',
     "java": "public class Main { public static void main(String[] a) {"

@@ -240,7 +240,9 @@ class JudgeSpec(BaseModel):
             return data  # the language's own error follows
         files = dict(data.get("files") or {})
         for name, content in unpacked.items():
-            if name == source and "code" not in data:
+            if name == source:
+                if data.get("code"):
+                    raise ValueError(f"archive: it holds {name}, the source, and code is given too")
                 data["code"] = content.decode(errors="replace")
             elif name in files:
                 raise ValueError(f"archive: {name} is also in files")

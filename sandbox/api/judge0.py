@@ -90,6 +90,7 @@ LANGUAGE_IDS: dict[str, tuple[tuple[int, ...], str]] = {
     "ruby": ((72,), "Ruby (3.1.2)"),
     "rust": ((73,), "Rust (1.63.0)"),
     "kotlin": ((78,), "Kotlin (1.3)"),
+    "multifile": ((89,), "Multi-file program"),
     "pypy": ((1001,), "Python (PyPy 7.3.11, 3.9)"),
 }
 

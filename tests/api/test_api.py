@@ -194,6 +194,34 @@ def test_expected_output_redirect_and_runs(base: str):
     assert body["stderr"] is None
 
 
+def test_a_multi_file_program_as_judge0_has_it(base: str):
+    """Language 89: no source code, a zip with `compile` and `run` scripts and sources."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("compile", "gcc -O2 -o prog main.c add.c\n")
+        z.writestr("run", 'read a b\n./prog "$a" "$b" "$1"\n')
+        z.writestr("main.c", '#include <stdio.h>\n#include <stdlib.h>\nint add(int, int);\n'
+                   'int main(int c, char **v) { printf("%d %s\\n", add(atoi(v[1]), atoi(v[2])),'
+                   ' v[3]); }\n')  # fmt: skip
+        z.writestr("add.c", "int add(int a, int b) { return a + b; }\n")
+    body = {
+        "language_id": 89,
+        "additional_files": base64.b64encode(archive.getvalue()).decode(),
+        "stdin": "20 22\n",
+        "command_line_arguments": "arg",
+    }
+    answer = httpx.post(f"{base}/submissions?wait=true", json=body, timeout=60).json()
+    assert (answer["status"]["id"], answer["stdout"]) == (3, "42 arg\n"), answer
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("compile", "gcc -o prog missing.c\n")
+        z.writestr("run", "./prog\n")
+    body["additional_files"] = base64.b64encode(broken.getvalue()).decode()
+    failed = httpx.post(f"{base}/submissions?wait=true", json=body, timeout=60).json()
+    assert failed["status"]["id"] == 6, failed  # Compilation Error
+    assert "missing.c" in failed["compile_output"]
+
+
 def test_compiler_options_and_command_line_arguments(base: str):
     answer = httpx.post(
         f"{base}/submissions?wait=true",

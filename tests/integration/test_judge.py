@@ -81,6 +81,7 @@ SOLUTIONS: dict[str, dict[str, str]] = {
     },
 }
 
+SOLUTIONS["multifile"] = SOLUTIONS["bash"]  # its `run` script is the code
 SOLUTIONS |= {
     "java": {
         "accepted": (

@@ -96,6 +96,14 @@ def test_a_judge_spec_takes_its_code_and_files_from_the_archive():
     assert spec.code == "// code\n"
     assert set(spec.files) == {"grader.cpp"}
     assert spec.archive is None  # unpacked, not carried along
+    empty = JudgeSpec.model_validate(  # an empty code (Judge0's multi-file programs) is none
+        {"code": "", "archive": archive.decode(), "language": "cpp", "tests": [{"stdin": ""}]}
+    )
+    assert empty.code == "// code\n"
+    with pytest.raises(ValidationError, match=r"it holds main\.cpp, the source, and code is given"):
+        JudgeSpec.model_validate(
+            {"code": "x", "archive": archive.decode(), "language": "cpp", "tests": [{}]}
+        )
 
 
 def test_a_bad_archive_is_a_validation_error_naming_it():
