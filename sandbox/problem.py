@@ -4,6 +4,9 @@
 makes the :class:`~sandbox.judging.JudgeSpec` of a submission to it.
 Supported (docs: README, judge mode):
 
+- A package from elsewhere may be hostile: a symbolic link out of it, to a
+  folder, or dangling, and a FIFO or device are refused by name before a
+  file is read.
 - ``problem.yaml``: ``name``; ``type`` / ``validation``: pass-fail,
   interactive (its output validator is the interactor) and scoring;
   ``validator_flags`` of the default validator:
@@ -39,7 +42,9 @@ numbers above 1: one tolerance for both kinds of flag).
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +124,7 @@ def load(directory: Path) -> Problem:
     """
     if not directory.is_dir():
         raise SpecError(f"no such problem directory: {directory}", field="problem")
+    _refuse_what_leaves(directory)
     config = _config(directory)
     kind = str(config.get("type", "pass-fail"))
     validation = str(config.get("validation", "default"))
@@ -167,6 +173,32 @@ def load(directory: Path) -> Problem:
         interactor=validator if interactive else None,
         limits=limits,
     )
+
+
+def _refuse_what_leaves(directory: Path) -> None:
+    """A package from elsewhere may be hostile: a symbolic link out of it (a case that
+    reads the worker's /etc/shadow) or a FIFO or device (a read that never ends) is
+    refused by name, before any file of it is read."""
+    top = directory.resolve()
+    for folder, names, files in os.walk(top):  # links to folders are not followed
+        for name in [*names, *files]:
+            path = Path(folder) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(top):
+                    raise SpecError(
+                        f"{path}: a symbolic link out of the package (to {target})",
+                        field="problem",
+                    )
+                if target.is_dir():
+                    raise SpecError(f"{path}: a symbolic link to a folder", field="problem")
+                path = target
+            mode = path.lstat().st_mode if path.exists() else 0
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise SpecError(
+                    f"{path}: neither a file nor a folder (a FIFO, a device, a dangling link)",
+                    field="problem",
+                )
 
 
 def _includes(directory: Path) -> dict[str, dict[str, bytes]]:

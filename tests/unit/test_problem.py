@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,28 @@ def test_included_files_join_a_submission_in_their_language(tmp_path: Path):
     _yaml(root, "include/cpp/main.cpp", "int main() {}\n")
     with pytest.raises(SpecError, match=r"include/ holds main\.cpp"):
         problem.load(root).spec("x", "cpp")
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda p: (p / "data/secret/2.in").symlink_to("/etc/hostname"), "a symbolic link out"),
+        (lambda p: (p / "data/secret/2.in").symlink_to(p / ".."), "a symbolic link out"),
+        (lambda p: (p / "data/secret/x").symlink_to(p / "data"), "a symbolic link to a folder"),
+        (lambda p: (p / "data/secret/2.in").symlink_to(p / "gone"), "a dangling link"),
+        (lambda p: os.mkfifo(p / "data/secret/2.in"), "a FIFO"),
+    ],
+)
+def test_a_hostile_package_is_refused_before_a_file_is_read(tmp_path: Path, make, said: str):
+    root = package(tmp_path / "p", cases={"secret/1": ("1\n", "1\n")})
+    (root / "data/secret/2.ans").write_text("2\n")
+    make(root)
+    with pytest.raises(SpecError, match=said):
+        problem.load(root)
+
+
+def test_a_link_inside_the_package_is_followed(tmp_path: Path):
+    root = package(tmp_path / "p", cases={"secret/1": ("1\n", "1\n")})
+    (root / "data/secret/2.in").symlink_to(root / "data/secret/1.in")
+    (root / "data/secret/2.ans").symlink_to("1.ans")
+    assert [t.stdin for t in problem.load(root).tests] == ["1\n", "1\n"]
