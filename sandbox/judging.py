@@ -259,9 +259,7 @@ class JudgeSpec(BaseModel):
             raise ValueError("tests and problem: the problem package has its own test cases")
         if self.interactor is not None and self.checker is not None:
             raise ValueError("interactor and checker: the interactor gives the verdict")
-        if self.compile_options and "$COMPILE_OPTIONS" not in " ".join(
-            languages.get(self.language).compile or ()
-        ):
+        if self.compile_options and not languages.get(self.language).takes_compile_options:
             raise ValueError(f"compile_options: language {self.language} takes no compiler options")
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):

@@ -46,6 +46,11 @@ class LanguageInfo(BaseModel):
     def compiled(self) -> bool:
         return self.compile is not None
 
+    @property
+    def takes_compile_options(self) -> bool:
+        """Its compile command names $COMPILE_OPTIONS (a submission's compiler options)."""
+        return "$COMPILE_OPTIONS" in " ".join(self.compile or ())
+
     def programs(self) -> list[str]:
         """The absolute paths the language needs in its image: its commands' programs."""
         argvs = [self.run, self.compile or (), self.version or ()]

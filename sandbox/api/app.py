@@ -368,7 +368,7 @@ def create_app(settings: ApiSettings | None = None) -> Any:
             "allowed_languages_for_compile_options": sorted(
                 name
                 for _, (lang, name) in api().languages.items()
-                if "$COMPILE_OPTIONS" in " ".join(api().info[lang].compile or ())
+                if api().info[lang].takes_compile_options
             ),
             "enable_command_line_arguments": True,
             "enable_submission_delete": bool(s.authz_tokens),

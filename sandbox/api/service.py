@@ -228,7 +228,7 @@ class Api:
         if sub.enable_network:
             bad("enable_network", "enabling network is not allowed")
         if sub.compiler_options and language is not None:
-            if "$COMPILE_OPTIONS" not in " ".join(self.info[language].compile or ()):
+            if not self.info[language].takes_compile_options:
                 bad("compiler_options", "setting compiler options is only allowed for "
                     "compiled languages")  # fmt: skip
             elif len(sub.compiler_options) > 512:
