@@ -91,16 +91,24 @@ class ApiSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _within_the_sandbox(self) -> ApiSettings:
-        sandbox = Settings()
+        most = Settings().maximum  # the declared limits' maxima (sandbox/resources.py)
+        found = {n: most(n) for n in ("cpu_time", "wall_time", "memory", "stack", "pids")}
+        found["file"] = min(
+            (v for v in (most("output"), most("file_size")) if v is not None), default=None
+        )
         caps = {
-            "max_cpu_time_limit": sandbox.max_cpu_time - self.max_cpu_extra_time,
-            "max_wall_time_limit": sandbox.max_wall_time,
-            "max_memory_limit": sandbox.max_memory // 1024,
-            "max_stack_limit": sandbox.max_memory // 1024,
-            "max_max_processes_and_or_threads": sandbox.max_pids,
-            "max_max_file_size": sandbox.max_output // 1024,
+            "max_cpu_time_limit": ("cpu_time", 1, self.max_cpu_extra_time),
+            "max_wall_time_limit": ("wall_time", 1, 0),
+            "max_memory_limit": ("memory", 1024, 0),
+            "max_stack_limit": ("stack", 1024, 0),
+            "max_max_processes_and_or_threads": ("pids", 1, 0),
+            "max_max_file_size": ("file", 1024, 0),
         }
-        for name, cap in caps.items():
+        for name, (limit, unit, less) in caps.items():
+            value = found[limit]
+            if value is None:
+                continue  # no maximum: the API's own stands
+            cap = float(value) / unit - less
             if getattr(self, name) > cap:
                 object.__setattr__(self, name, type(getattr(self, name))(cap))
         for name in (

@@ -107,6 +107,13 @@ def test_settings_hold_judge0s_defaults_within_the_sandboxs_maxima(monkeypatch):
     assert ApiSettings().memory_limit == 128000
     monkeypatch.setenv("SANDBOX_MAX_MEMORY", str(256 * 2**20))
     assert ApiSettings().max_memory_limit == 256 * 1024
+    assert ApiSettings().max_stack_limit == 128000  # the stack's maximum is the memory's
+    monkeypatch.setenv("SANDBOX_MAX_STACK", str(32 * 2**20))
+    monkeypatch.setenv("SANDBOX_MAX_FILE_SIZE", str(2 * 2**20))
+    monkeypatch.setenv("SANDBOX_MAX_PIDS", "50")
+    capped = ApiSettings(stack_limit=1000, max_processes_and_or_threads=40)
+    assert (capped.max_stack_limit, capped.max_max_file_size) == (32 * 1024, 2 * 1024)
+    assert capped.max_max_processes_and_or_threads == 50
     assert is_loopback("127.0.0.1")
     assert is_loopback("::1")
     assert not is_loopback("0.0.0.0")
