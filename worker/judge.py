@@ -96,7 +96,9 @@ def _send(
     spec: JudgeSpec, share: list[int], artifacts: dict[str, File], queue: str | None
 ) -> AsyncResult | None:
     """The share sent as a task (None: it could not be, and is judged here)."""
-    part = spec.model_copy(update={"tests": [spec.tests[i] for i in share], "spread": 1})
+    # The coordinator scores the groups: a share's own would name cases it lacks.
+    update = {"tests": [spec.tests[i] for i in share], "spread": 1, "groups": []}
+    part = spec.model_copy(update=update)
     size = submission_size(part) + sum(len(f.content) for f in artifacts.values())
     if size > settings.max_submission:
         return None
@@ -134,6 +136,8 @@ def _wait(pending: AsyncResult, budget: float) -> list[CaseResult] | None:
         return None
     finally:
         pending.forget()
+    if isinstance(data, BaseException):
+        log.warning("share %s failed on its worker: %r", pending.id, data)
     if not isinstance(data, list):
         return None
     return [CaseResult.model_validate(c) for c in data]

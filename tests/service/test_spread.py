@@ -63,6 +63,27 @@ def test_a_judge_spreads_its_cases_over_free_workers(client, start_worker):
     assert sum(len(re.findall(r"share share-\S+: 4 cases judged", log)) for log in logs) == 1
 
 
+def test_a_scored_judge_spreads_and_is_scored_whole(client, start_worker):
+    """Groups are the coordinator's to score: each share carries its cases only."""
+    first = start_worker("w1", concurrency=1)
+    second = start_worker("w2", concurrency=1)
+    wrong = SLOW_SUM.replace("a + b", "a + b + (a == 7)")  # c7 is wrong
+    groups = [  # "first" names a case that only the coordinator's share holds
+        {"name": "first", "points": 30, "cases": ["c0"]},
+        {"name": "rest", "points": 70, "cases": ["c[1-7]"], "aggregation": "sum"},
+    ]
+    result = sandbox.judge.delay(
+        code=wrong, language="cpp", tests=CASES, spread=2, groups=groups,
+        limits={"wall_time": 10},
+    ).get(timeout=240)  # fmt: skip
+    assert result["status"] == "wrong_answer", result
+    assert [t["status"] for t in result["tests"]][-2:] == ["accepted", "wrong_answer"]
+    assert {g["name"]: g["score"] for g in result["groups"]} == {"first": 30, "rest": 60}
+    assert result["score"] == 90
+    logs = first.text(), second.text()
+    assert sum(len(re.findall(r"share share-\S+: 4 cases judged", log)) for log in logs) == 1
+
+
 def test_with_no_free_worker_the_coordinator_judges_every_share(client, start_worker):
     only = start_worker("w1", concurrency=1)
     result = _judge(spread=3)
