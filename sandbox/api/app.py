@@ -63,6 +63,9 @@ def create_app(settings: ApiSettings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state["api"] = Api(settings)
+        resumed = await state["api"].resume_callbacks()
+        if resumed:
+            log.info("%d pending callbacks resumed", resumed)
         yield
         await state["api"].close()
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from sandbox import languages
 from sandbox.api import judge0
@@ -59,6 +60,8 @@ log = logging.getLogger("sandbox.api")
 JUDGE0_VERSION = "1.13.1"  # the Judge0 CE API spoken (the official client keys its ids by it)
 RECORD_KEY = "sandbox:api:submission:{}"
 INDEX_KEY = "sandbox:api:submissions"  # tokens by creation time, for GET /submissions
+CALLBACKS_KEY = "sandbox:api:callbacks"  # tokens whose callback is not sent yet
+SENT_KEY = "sandbox:api:callback-sent:{}"  # one API process sends a callback
 PER_PAGE = 20  # Judge0's page of GET /submissions
 RATE_KEY = "sandbox:api:rate:{}:{}"
 QUEUE_FULL_RETRY = 5  # seconds a client waits after 503 "queue is full"
@@ -355,6 +358,9 @@ class Api:
             pipe.zadd(INDEX_KEY, {token: now})
             pipe.zremrangebyscore(INDEX_KEY, "-inf", now - ttl)  # their records expired
             pipe.expire(INDEX_KEY, ttl)
+            if record.get("callback_url"):  # any API process sends it if this one stops
+                pipe.zadd(CALLBACKS_KEY, {token: now})
+                pipe.zremrangebyscore(CALLBACKS_KEY, "-inf", now - ttl)
             await pipe.execute()
         try:
             await self.blocking(partial(self.judge.apply_async, kwargs=fields, task_id=token))
@@ -372,11 +378,24 @@ class Api:
         return token
 
     async def forget(self, token: str) -> None:
-        """A submission's record, result and place in the index, removed."""
+        """A submission's record, result, place in the index and callback, removed."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(RECORD_KEY.format(token), self.celery.backend.get_key_for_task(token))
             pipe.zrem(INDEX_KEY, token)
+            pipe.zrem(CALLBACKS_KEY, token)
             await pipe.execute()
+
+    async def resume_callbacks(self) -> int:
+        """Wait for, and send, every callback not sent yet: those of API processes that
+        stopped before their submissions' results came (each is sent once: a claim)."""
+        try:
+            pending = await self.redis.zrange(CALLBACKS_KEY, 0, -1)
+        except RedisError as exc:
+            log.warning("pending callbacks not resumed: %s", exc)
+            return 0
+        for raw in pending:
+            self._spawn(self._call_back(raw.decode() if isinstance(raw, bytes) else str(raw)))
+        return len(pending)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -420,11 +439,24 @@ class Api:
             delay = min(delay * 1.5, 0.05)
 
     async def _call_back(self, token: str) -> None:
-        """PUT the result to the submission's callback_url, as Judge0 does (base64, its fields)."""
-        meta = await self.finished(token, float(self.worker_settings.result_expires))
+        """PUT the result to the submission's callback_url, as Judge0 does (base64, its
+        fields), once: the API process that claims it first sends it. With Redis away,
+        it stays pending for the next API process that starts."""
+        try:
+            await self._send_callback(token)
+        except (RedisError, Unsubscribed) as exc:
+            log.warning("callback of %s left pending: %s", token, exc)
+
+    async def _send_callback(self, token: str) -> None:
+        ttl = self.worker_settings.result_expires
+        meta = await self.finished(token, float(ttl))
         record = await self.record(token)
         if meta is None or record is None:
+            await self.redis.zrem(CALLBACKS_KEY, token)  # expired: nothing to send
             return
+        if not await self.redis.set(SENT_KEY.format(token), "1", nx=True, ex=ttl):
+            return  # another API process sends it
+        await self.redis.zrem(CALLBACKS_KEY, token)
         body = self.view(record, meta, DEFAULT_FIELDS, encoded=True)
         for attempt in range(self.settings.callback_tries):
             try:

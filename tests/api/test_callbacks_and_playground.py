@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -119,3 +121,28 @@ def test_playground_runs_a_program_in_chromium(base: str):
             assert page.text_content("#status") == "Runtime Error (SIGSEGV)"
         finally:
             browser.close()
+
+
+def test_a_callback_survives_the_api_process_that_took_it(stack: Stack, base: str, receiver):
+    """The API that accepted the submission stops before its result: the next API process
+    to start sends the callback, once."""
+    url, bodies, got = receiver
+    first = stack.api(callback_hosts='["127.0.0.1"]')
+    answer = httpx.post(
+        f"{first}/submissions",
+        json={
+            "source_code": "import time\ntime.sleep(2)\nprint('late')",
+            "language_id": 71,
+            "callback_url": url,
+        },
+    )
+    assert answer.status_code == 201
+    stopped = stack.servers[-1]
+    stopped.send_signal(signal.SIGTERM)
+    stopped.wait(30)
+    assert not got.wait(4), "the stopped API sent it"
+    stack.api(callback_hosts='["127.0.0.1"]')  # resumes what is pending
+    assert got.wait(60), "no callback after the restart"
+    time.sleep(1)  # and no second one
+    assert [b["token"] for b in bodies] == [answer.json()["token"]]
+    assert base64.b64decode(str(bodies[0]["stdout"])) == b"late\n"
