@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,26 +32,13 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.ports import free_port, start_redis, wait_port
+
 PARENT = "sandbox-bench-api"
 RUN_DIR = Path("/run/sandbox-bench-api")
 HELLO = {"source_code": "print('hello, world')", "language_id": 71}
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-            return
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{process.args!r} did not start")
-        time.sleep(0.05)
 
 
 def _cpu(pid: int) -> float:
@@ -87,7 +73,7 @@ def main() -> int:
     parser.add_argument("--at-once", type=int, default=16, help="requests in flight in the burst")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    redis_port, api_port = _free_port(), _free_port()
+    redis_port, api_port = free_port(), free_port()
     url = f"redis://127.0.0.1:{redis_port}/0"
     env = {
         **os.environ,
@@ -98,13 +84,8 @@ def main() -> int:
     }
     started: list[subprocess.Popen[bytes]] = []
     try:
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--dir", str(scratch), "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        redis = start_redis(redis_port, scratch)
         started.append(redis)
-        _wait_port(redis_port, redis)
         worker_log = (scratch / "worker.log").open("wb")
         worker = subprocess.Popen(
             [str(BIN / "celery"), "-A", "worker.app:app", "worker", "-n", "bench@%h",
@@ -120,7 +101,7 @@ def main() -> int:
             env=env,
         )
         started.append(api)
-        _wait_port(api_port, api)
+        wait_port(api_port, api)
         base = f"http://127.0.0.1:{api_port}"
 
         os.environ["SANDBOX_REDIS_URL"] = url

@@ -49,7 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service import _free_port, _wait_port  # noqa: E402
+from bench.ports import free_port, start_redis  # noqa: E402
 
 PARENT = "sandbox-fleet"
 RUN_DIR = "/run/sandbox-fleet"
@@ -112,16 +112,6 @@ class Fleet:
                 proc.wait(30)
 
 
-def start_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-         "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    _wait_port(port)
-    return proc
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--workers", type=int, default=3)
@@ -138,11 +128,11 @@ def main() -> None:
     parser.add_argument("--keep-logs", type=Path, help="copy the workers' logs to this directory")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     os.environ["SANDBOX_REDIS_URL"] = url
     tmp = tempfile.mkdtemp(prefix="sandbox-fleet-")
-    redis_proc = start_redis(port, tmp)
+    redis_proc = start_redis(port, tmp, durable=True)
     level = "WARNING" if args.keep_logs is None else "INFO"
     fleet = Fleet(url, args.lease, args.drain, Path(tmp), level)
     names = [f"host{i}" for i in range(args.workers)]
@@ -211,7 +201,7 @@ def main() -> None:
         redis_proc.wait(10)
         restarts.append(time.monotonic())
         time.sleep(2)
-        redis_proc = start_redis(port, tmp)
+        redis_proc = start_redis(port, tmp, durable=True)
         print(f"redis restart {k + 1}/{args.redis_restarts}", file=sys.stderr)
     time.sleep(quiet)
     exits = []

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,22 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.ports import free_port, start_redis
 
 
 def _stat(pid: int) -> tuple[int, float]:
@@ -95,18 +80,11 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=0, help="sandbox.run jobs queued at once")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server is not installed (scripts/install installs it)")
-
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     os.environ["SANDBOX_REDIS_URL"] = url
     tmp = tempfile.mkdtemp()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    _wait_port(port)
+    redis = start_redis(port, tmp)
     log = Path(tmp) / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen(

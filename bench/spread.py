@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service import _free_port, _wait_port  # noqa: E402
+from bench.ports import free_port, start_redis  # noqa: E402
 
 PROGRAM = """#include <cstdio>
 #include <ctime>
@@ -55,17 +55,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server is not installed (scripts/install installs it)")
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     os.environ["SANDBOX_REDIS_URL"] = url
     tmp = Path(tempfile.mkdtemp(prefix="bench-spread-"))
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    _wait_port(port)
+    redis = start_redis(port, tmp)
     cpus = sorted(os.sched_getaffinity(0))
     workers = []
     for n in range(args.workers):
