@@ -38,6 +38,7 @@ class LanguageInfo(BaseModel):
     run: tuple[str, ...] = Field(min_length=1)
     time_factor: float = Field(1.0, gt=0, le=100)
     extra_memory: Annotated[int, BeforeValidator(parse_size)] = Field(0, ge=0)
+    extra_pids: int = Field(0, ge=0, le=1024)  # the runtime's own threads (the JVM's, Node's)
     compile_limits: dict[str, Any] = Field(default_factory=dict)
     version: tuple[str, ...] | None = Field(None, min_length=1)
     packages: tuple[str, ...] = ()  # Debian's, which scripts/install installs

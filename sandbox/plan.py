@@ -669,13 +669,15 @@ def _command(spec: JobSpec, lang: LanguageInfo) -> tuple[tuple[str, ...], tuple[
 
 
 def _adjusted(lim: Limits, lang: LanguageInfo, settings: Settings) -> Limits:
-    """A run's limits with the language's time factor and extra memory, within the maxima."""
-    if lang.time_factor == 1 and not lang.extra_memory:
+    """A run's limits with the language's time factor, extra memory and extra threads,
+    within the maxima."""
+    if lang.time_factor == 1 and not lang.extra_memory and not lang.extra_pids:
         return lim
     return lim.model_copy(
         update={
             "cpu_time": min(lim.cpu_time * lang.time_factor, settings.max_cpu_time),
             "wall_time": min(lim.wall_time * lang.time_factor, settings.max_wall_time),
             "memory": min(lim.memory + lang.extra_memory, settings.max_memory),
+            "pids": min(lim.pids + lang.extra_pids, settings.max_pids),
         }
     )

@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from sandbox.judging import Checker, JudgeResult, JudgeSpec, TestCase, Verdict, judge
+from sandbox.spec import Limits
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -537,3 +538,12 @@ async def test_compiler_options_and_command_line_arguments(runtime):
         JudgeSpec(code="print(1)", compile_options="-O", tests=[TestCase()])
     with pytest.raises(ValidationError, match="compile_options"):
         JudgeSpec(code=code, language="c", compile_options="-O; rm -rf /", tests=[TestCase()])
+
+
+@pytest.mark.parametrize("language", ["java", "kotlin", "javascript", "csharp", "go"])
+async def test_a_runtimes_own_threads_are_not_the_submissions(runtime, language: str):
+    """A job allowed 2 processes still starts its runtime (the JVM wants ~12 threads,
+    Node.js ~7): languages.toml's extra_pids are the runtime's, on top of the job's."""
+    spec = _spec(language, SOLUTIONS[language]["accepted"])
+    result = await judge(spec.model_copy(update={"limits": Limits(pids=2, cpu_time=5)}), runtime)
+    assert result.status is Verdict.ACCEPTED, result

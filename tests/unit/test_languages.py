@@ -14,20 +14,21 @@ from sandbox.spec import JobSpec
 
 
 def test_a_deployers_language_with_adjusted_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """SANDBOX_LANGUAGES_FILE adds languages; time_factor and extra_memory adjust a run's
-    limits, within the host's maxima (the compile step keeps its own)."""
+    """SANDBOX_LANGUAGES_FILE adds languages; time_factor, extra_memory and extra_pids
+    adjust a run's limits, within the host's maxima (the compile step keeps its own)."""
     extra = tmp_path / "languages.toml"
     extra.write_text(
         '[slowpy]\nsource = "main.py"\nrun = ["/usr/bin/python3", "main.py"]\n'
-        'time_factor = 3\nextra_memory = "16M"\n'
+        'time_factor = 3\nextra_memory = "16M"\nextra_pids = 8\n'
     )
     monkeypatch.setenv("SANDBOX_LANGUAGES_FILE", str(extra))
     image = Image("host", root=Path("/img"), binds=("/usr",))
     spec = JobSpec(code="x", language="slowpy", limits={"cpu_time": 2, "wall_time": 4})
     lim = build_plan(spec, Settings(), image).limits
     assert (lim.cpu_time, lim.wall_time, lim.memory) == (6, 12, 256 * 2**20 + 16 * 2**20)
-    capped = build_plan(spec, Settings(max_wall_time=5), image).limits
-    assert capped.wall_time == 5
+    assert lim.pids == 64 + 8  # the runtime's own threads on top of the job's
+    capped = build_plan(spec, Settings(max_wall_time=5, max_pids=70), image).limits
+    assert (capped.wall_time, capped.pids) == (5, 70)
     assert build_plan(JobSpec(code="x"), Settings(), image).limits.cpu_time == 10  # python
 
 
