@@ -78,6 +78,7 @@ def shared(spec: JudgeSpec, task_id: str | None, queue: str | None) -> JudgeResu
             here(share)
         else:
             elsewhere.append((share, pending))
+    taken = 0
     for share, pending in elsewhere:
         got = _wait(pending, _budget(spec, len(share)))
         if got is None:
@@ -85,7 +86,7 @@ def shared(spec: JudgeSpec, task_id: str | None, queue: str | None) -> JudgeResu
             here(share)
         else:
             done.update(zip(share, got, strict=True))
-    taken = len(elsewhere)
+            taken += 1
     log.info(
         "judge %s: %d cases in %d shares, %d judged elsewhere", task_id, len(done), count, taken
     )
