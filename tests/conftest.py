@@ -24,7 +24,7 @@ import pytest
 
 from sandbox.runtime.runner import Runtime
 from sandbox.settings import Settings
-from tests.proc import descendants
+from tests.proc import descendants, made, remove_made
 
 _MISSING = pytest.StashKey[str]()
 _LEAK_CHECKED = {"integration", "security"}
@@ -33,6 +33,23 @@ TEST_SETTINGS = Settings(
     run_dir=Path("/run/sandbox-test"),
     cgroup_parent="sandbox-test",
 )
+# What a session's jobs may make: the tests' own parents, and the defaults that the
+# `sandbox` commands some tests run use (Settings()).
+_PARENTS = {
+    (TEST_SETTINGS.cgroup_parent, TEST_SETTINGS.run_dir),
+    ("sandbox-test-svc", Path("/run/sandbox-test-svc")),
+    (Settings().cgroup_parent, Settings().run_dir),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _parents_removed() -> Iterator[None]:
+    """At the end of the session (after every runtime of it): the cgroup parents and run
+    dirs it made, removed once empty; those that were there before are left alone."""
+    before = {(parent, run_dir) for parent, run_dir in _PARENTS if made(parent, run_dir)}
+    yield
+    for parent, run_dir in _PARENTS - before:
+        remove_made(parent, run_dir)
 
 
 def _cgroup_version() -> int | None:

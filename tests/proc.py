@@ -1,10 +1,37 @@
-"""Looking at the host's process table from tests: /proc, read-only."""
+"""Looking at the host's process table from tests: /proc, read-only; and removing the
+cgroup parents and run dirs a test session made, once they are empty."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from pathlib import Path
 
-__all__ = ["alive", "descendants", "pids_with"]
+__all__ = ["alive", "descendants", "made", "pids_with", "remove_made"]
+
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+def made(parent: str, run_dir: Path) -> bool:
+    """True if the cgroup parent or the run dir exists (before a session: not its own)."""
+    return run_dir.exists() or any(CGROUPS.glob(f"*/{parent}")) or (CGROUPS / parent).is_dir()
+
+
+def remove_made(parent: str, run_dir: Path) -> None:
+    """The cgroup parent (every hierarchy) and the run dir, removed if empty.
+
+    Raises:
+        AssertionError: a mount is left in the run dir (a leak).
+    """
+    for directory in [*CGROUPS.glob(f"*/{parent}"), CGROUPS / parent]:
+        if directory.is_dir():
+            with contextlib.suppress(OSError):  # not empty: a leak the tests report
+                directory.rmdir()
+    if run_dir.exists():
+        with open("/proc/self/mounts") as f:
+            assert f" {run_dir}/" not in f.read(), f"a mount is left in {run_dir}"
+        shutil.rmtree(run_dir)
 
 
 def _stat_fields(pid: int) -> list[str]:

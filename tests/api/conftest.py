@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.proc import remove_made
 from tests.service.conftest import Redis, Worker, free_port, launch_worker, wait_listening
 
 PARENT = "sandbox-test-api"
@@ -126,14 +127,7 @@ def stack(redis_server: Redis, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def _nothing_left() -> Iterator[None]:
     """After the API tests: our cgroup parent and run dir are gone too."""
     yield
-    for parent in [*Path("/sys/fs/cgroup").glob(f"*/{PARENT}"), Path("/sys/fs/cgroup") / PARENT]:
-        if parent.is_dir():
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-    if RUN_DIR.exists():
-        with open("/proc/self/mounts") as f:
-            assert str(RUN_DIR) not in f.read(), "a mount of ours is left in the run dir"
-        shutil.rmtree(RUN_DIR)
+    remove_made(PARENT, RUN_DIR)
 
 
 Poll = Callable[..., dict[str, object]]
