@@ -101,7 +101,7 @@ class Results:
                     if not future.done():
                         future.set_exception(Unsubscribed(str(exc)))
             with contextlib.suppress(RedisError, OSError):
-                await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self.pubsub.aclose()
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -109,4 +109,4 @@ class Results:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await self.reader
         with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()

@@ -163,3 +163,27 @@ def test_compose_api_checks_its_own_health_not_a_workers():
     test = api["healthcheck"]["test"]
     assert test[:2] == ["CMD", "python3"]
     assert f"http://127.0.0.1:{port}/" in test[-1]
+
+
+def test_constraints_pin_every_dependency_the_project_names():
+    """constraints.txt (scripts/install, deploy/Dockerfile) pins each requirement of
+    pyproject.toml, dev tools included, at a version the requirement allows: a
+    clean install gets what CI tested, not the registry's newest release."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    for requirement in map(Requirement, wanted):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name}: not in constraints.txt (scripts/install --refreeze)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name])
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    assert "-c /opt/sandbox-worker/constraints.txt" in dockerfile
