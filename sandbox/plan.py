@@ -93,7 +93,10 @@ class MountOp:
     ``readonly``), ``rebind`` (``target`` onto itself, read-only: for a
     subtree of a filesystem mounted earlier), ``mask`` (hide ``target``: an
     empty read-only tmpfs over a directory, /dev/null over a file; skipped if
-    absent), ``mount`` (a fresh ``fstype`` filesystem), ``mkdir``, ``symlink``
+    absent), ``mount`` (a fresh ``fstype`` filesystem), ``mkdir`` (with
+    ``mode``, owned by the container's root), ``mountpoint`` (a ``mkdir``
+    only if the image lacks the directory: an image's own is left as it is,
+    not copied up into the overlay, since a mount covers it), ``symlink``
     (``target`` pointing to ``source``) or ``file`` (an empty file, a bind
     target for a device node).
     """
@@ -346,8 +349,8 @@ def rootfs_mounts(
         MountOp("bind", path, source=path, flags=ro, readonly=True) for path in binds
     ]
     ops += [
-        MountOp("mkdir", "/proc"),
-        MountOp("mkdir", "/dev"),
+        MountOp("mountpoint", "/proc"),
+        MountOp("mountpoint", "/dev"),
         MountOp(
             "mount",
             "/dev",

@@ -139,12 +139,12 @@ def test_binds_come_first_and_are_read_only(tmp_path: Path):
     for op in ops[:3]:
         assert (op.op, op.source, op.readonly) == ("bind", op.target, True)
         assert op.flags == sc.MS_NOSUID | sc.MS_NODEV
-    assert (ops[3].op, ops[3].target) == ("mkdir", "/proc")
+    assert (ops[3].op, ops[3].target) == ("mountpoint", "/proc")
 
 
 def test_an_image_without_binds_starts_with_proc(tmp_path: Path):
     ops = _plan(Image("busybox", root=tmp_path, binds=())).container.mounts
-    assert (ops[0].op, ops[0].target) == ("mkdir", "/proc")
+    assert (ops[0].op, ops[0].target) == ("mountpoint", "/proc")
 
 
 def test_proc_and_dev_are_fresh_nosuid_noexec_filesystems(image: Image):
@@ -204,10 +204,21 @@ def test_dev_links_follow_their_targets(image: Image):
 
 
 def test_world_writable_dirs_are_sticky(image: Image):
-    modes = {op.target: op.mode for op in _plan(image).container.mounts if op.op == "mkdir"}
+    ops = _plan(image).container.mounts
+    modes = {op.target: op.mode for op in ops if op.op in ("mkdir", "mountpoint")}
     assert modes["/tmp"] == 0o1777
     assert modes["/dev/shm"] == 0o1777
-    assert modes["/proc"] == 0o755
+    assert modes["/proc"] == 0o755  # when the image lacks it
+
+
+def test_mount_points_are_left_as_the_image_has_them(image: Image):
+    """A chmod or chown there would copy the image's directory up into the
+    overlay's upper layer, under a mount that hides it."""
+    ops: dict[str, str] = {}
+    for op in _plan(image).container.mounts:  # the first step on each path
+        ops.setdefault(op.target, op.op)
+    assert ops["/proc"] == ops["/dev"] == "mountpoint"
+    assert ops["/tmp"] == ops["/box"] == "mkdir"  # the job's: owned by the container's root
 
 
 def test_proc_is_masked_and_made_read_only_last(image: Image):

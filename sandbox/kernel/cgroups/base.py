@@ -275,6 +275,20 @@ def parse_keyed(text: str) -> dict[str, int]:
     return out
 
 
+def keyed_value(text: str, key: str) -> int:
+    """``key``'s value in ``key value`` lines, or 0: :func:`parse_keyed` for one key."""
+    prefix = key + " "
+    if text.startswith(prefix):
+        at = len(prefix)
+    else:
+        at = text.find("\n" + prefix)
+        if at < 0:
+            return 0
+        at += len(prefix) + 1
+    value = text[at:].partition("\n")[0].strip()
+    return int(value) if value.lstrip("-").isdigit() else 0
+
+
 def remove_dir(path: Path) -> None:
     """rmdir a cgroup directory; a missing one is already gone.
 
@@ -341,13 +355,19 @@ def has_no_children(path: Path | str) -> bool:
 
 
 def counter_sum(
-    dirs: Iterable[Path], filename: str, key: str, read: Callable[[Path], str] = read_file
+    dirs: Iterable[Path], filename: str, key: str, read: Callable[[Path, str], str] | None = None
 ) -> int:
-    """The sum of ``key`` in ``filename`` of each cgroup that has the file."""
+    """The sum of ``key`` in ``filename`` of each cgroup that has the file.
+
+    ``read(directory, filename)`` reads it (by default, opened afresh).
+    """
     total = 0
     for d in dirs:
-        with contextlib.suppress(CgroupError):
-            total += parse_keyed(read(d / filename)).get(key, 0)
+        try:
+            text = read(d, filename) if read is not None else read_file(d / filename)
+        except CgroupError:
+            continue
+        total += keyed_value(text, key)
     return total
 
 
@@ -363,6 +383,7 @@ class HeldFiles:
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
+        self._in: dict[tuple[Path, str], int] = {}  # read_in's, by directory and name
         self._join: tuple[int, ...] = ()
         self._named: dict[str, int] = {}
 
@@ -403,12 +424,31 @@ class HeldFiles:
                 f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno
             ) from exc
 
+    def read_in(self, directory: Path, filename: str) -> str:
+        """:meth:`read` of ``directory / filename``, without making the path
+        again on every read (the counters a recycled cgroup's jobs all read).
+
+        Raises:
+            CgroupError: naming the path.
+        """
+        try:
+            fd = self._in.get((directory, filename))
+            if fd is None:
+                fd = self._in[directory, filename] = self._fd(directory / filename)
+            return os.pread(fd, 65536, 0).decode()
+        except OSError as exc:
+            path = directory / filename
+            raise CgroupError(
+                f"cannot read {path}: {exc.strerror}", path=str(path), errno=exc.errno
+            ) from exc
+
     def fds(self) -> tuple[int, ...]:
         return (*self._fds.values(), *self._join, *self._named.values())
 
     def close(self) -> None:
         close_all(self.fds())
         self._fds.clear()
+        self._in.clear()
         self._join = ()
         self._named.clear()
 

@@ -169,10 +169,10 @@ class CgroupV1:
         return base.counted(self._dirs[controller], self._file(controller, LEAF))
 
     def _oom_events(self, dirs: Iterable[Path]) -> int:
-        return base.counter_sum(dirs, OOM_CONTROL, "oom_kill", self._files.read)
+        return base.counter_sum(dirs, OOM_CONTROL, "oom_kill", self._files.read_in)
 
     def _pids_events(self, dirs: Iterable[Path]) -> int:
-        return base.counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
+        return base.counter_sum(dirs, PIDS_EVENTS, "max", self._files.read_in)
 
     def watch_oom(self) -> int:
         # v1 has no memory.oom.group: the supervisor ends the job. The event is

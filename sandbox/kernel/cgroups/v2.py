@@ -162,7 +162,7 @@ class CgroupV2:
             cpu_ns=self.cpu_usage_ns(),
             memory_peak=self._peak(),
             oom_kills=self._oom_kills_in(dirs),
-            pids_limit_hits=counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
+            pids_limit_hits=counter_sum(dirs, PIDS_EVENTS, "max", self._files.read_in)
             - self._pids_base,
         )
 
@@ -173,7 +173,7 @@ class CgroupV2:
         return self._oom_kills_in(counted(self.path, self._leaf))
 
     def _oom_kills_in(self, dirs: list[Path]) -> int:
-        return counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read) - self._oom_base
+        return counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read_in) - self._oom_base
 
     def watch_oom(self) -> int:
         return -1  # memory.oom.group (SetupV2.create): the kernel kills the whole job
@@ -187,9 +187,9 @@ class CgroupV2:
         if current > RECLAIM_ABOVE:  # page cache the last job left charged (Linux 5.19+)
             with contextlib.suppress(CgroupError):
                 write_file(self.path / MEMORY_RECLAIM, str(current))
-        dirs = (self.path, self.path / LEAF)
-        self._oom_base = counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read)
-        self._pids_base = counter_sum(dirs, PIDS_EVENTS, "max", self._files.read)
+        dirs = (self.path, self._leaf)
+        self._oom_base = counter_sum(dirs, MEMORY_EVENTS, "oom_kill", self._files.read_in)
+        self._pids_base = counter_sum(dirs, PIDS_EVENTS, "max", self._files.read_in)
         return True
 
     def is_empty(self) -> bool:

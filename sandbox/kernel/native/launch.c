@@ -533,6 +533,17 @@ static void apply_mounts(const char *root, struct mount_op *ops, int n, uid_t ow
         snprintf(target, sizeof(target), "%s%s", root, m->target);
         if (!strcmp(m->op, "mkdir")) {
             makedirs(target, m->mode, owner);
+        } else if (!strcmp(m->op, "mountpoint")) {
+            /* An image's own directory is left as it is: a chmod or chown
+             * would copy it up into the overlay's upper layer, for a
+             * directory the mount on it hides anyway. */
+            struct stat st;
+            if (lstat(target, &st) < 0) {
+                makedirs(target, m->mode, owner);
+            } else if (!S_ISDIR(st.st_mode)) {
+                errno = ENOTDIR;
+                fail(target, "mount point");
+            }
         } else if (!strcmp(m->op, "file")) {
             int fd = open(target, O_CREAT | O_WRONLY | O_CLOEXEC, m->mode);
             CHECK(fd, target, "create");
